@@ -1,0 +1,421 @@
+"""The command line: one small function per command. The ONLY place that prints errors and picks exit codes.
+
+Everything heavy is imported inside the command that needs it, so `rootless run` of a stored
+image never pays for httpx or rich.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from rootless.errors import EXIT_TOOL, RootlessError
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+
+app = typer.Typer(
+    name="rootless",
+    help="Run registry images as an unprivileged user: no root, no daemon.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+image_app = typer.Typer(help="Manage images.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(image_app, name="image")
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warn = "warn"
+    error = "error"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"rootless version {version('rootless')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    tctx: typer.Context,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Messages to show: debug, info, warn, error.",
+                                                case_sensitive=False)] = LogLevel.warn,
+    root: Annotated[str | None, typer.Option("--root", help="Storage root (images and layers).")] = None,
+    runroot: Annotated[str | None, typer.Option("--runroot", help="Directory for volatile state.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    tctx.obj = {"log_level": log_level.value, "root": root, "runroot": runroot}
+
+
+def _ctx() -> Context:
+    """Build the context once per invocation from the global options."""
+    from rootless import config as cfg
+    from rootless.context import LEVELS, Context, Log
+    from rootless.layout import Layout, config_file
+
+    tctx = typer.get_current_context()
+    obj = tctx.find_root().obj
+    if isinstance(obj, dict) and "ctx" in obj:
+        return obj["ctx"]  # type: ignore[no-any-return]
+    opts = obj if isinstance(obj, dict) else {}
+    log = Log(level=LEVELS[opts.get("log_level", "warn")])
+    layout = Layout.default(opts.get("root"), opts.get("runroot"))
+    if layout.runroot_fallback:
+        log.warn_once("runroot", f"XDG_RUNTIME_DIR is not set or not writable: using {layout.runroot} "
+                      "(create /run/user/$UID owned by you, or log in through a session that does)")
+    ctx = Context(config=cfg.load(config_file()), layout=layout, log=log)
+    if isinstance(obj, dict):
+        obj["ctx"] = ctx
+    return ctx
+
+
+def _echo_json(data: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=4))
+
+
+# --------------------------------------------------------------------------- images
+
+@app.command()
+def pull(
+    image: Annotated[str, typer.Argument(help="Image reference, e.g. alpine or quay.io/org/img:tag.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image ID.")] = False,
+    platform: Annotated[str | None, typer.Option("--platform", help="OS/ARCH[/VARIANT] to pull "
+                                                 "(default: this host's).")] = None,
+) -> None:
+    """Pull an image from a registry into the store."""
+    from rootless.image.pull import pull as do_pull
+
+    ctx = _ctx()
+    record = do_pull(ctx, image, platform=platform, quiet=quiet)
+    typer.echo(record.id)
+
+
+@app.command("images")
+def images(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only image IDs.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
+    no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Do not truncate image IDs.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show all images (intermediate ones too).")] = False,
+    digests: Annotated[bool, typer.Option("--digests", help="Show manifest digests.")] = False,
+) -> None:
+    """List images in the store."""
+    from rootless.image import present
+
+    ctx = _ctx()
+    present.images(ctx, quiet=quiet, fmt=fmt.value, no_trunc=no_trunc, digests=digests)
+
+
+@image_app.command("ls")
+def image_ls(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only image IDs.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
+    no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Do not truncate image IDs.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show all images (intermediate ones too).")] = False,
+    digests: Annotated[bool, typer.Option("--digests", help="Show manifest digests.")] = False,
+) -> None:
+    """List images in the store (same as `rootless images`)."""
+    images(quiet=quiet, fmt=fmt, no_trunc=no_trunc, all_=all_, digests=digests)
+
+
+@app.command()
+def rmi(
+    names: Annotated[list[str] | None, typer.Argument(help="Images to remove (names or IDs).")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove the image even when several names "
+                                        "point at it; ignore images that are not known.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove all images.")] = False,
+) -> None:
+    """Remove images."""
+    from rootless.image import present
+
+    if not names and not all_:
+        raise RootlessError("rmi needs at least one image name or ID, or --all", "rootless rmi IMAGE...")
+    ctx = _ctx()
+    raise typer.Exit(present.rmi(ctx, names or [], force=force, all_=all_))
+
+
+@image_app.command("rm")
+def image_rm(
+    names: Annotated[list[str] | None, typer.Argument(help="Images to remove (names or IDs).")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove the image even when several names "
+                                        "point at it; ignore images that are not known.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove all images.")] = False,
+) -> None:
+    """Remove images (same as `rootless rmi`)."""
+    rmi(names=names, force=force, all_=all_)
+
+
+@app.command()
+def tag(
+    source: Annotated[str, typer.Argument(help="Image to tag (name or ID).")],
+    targets: Annotated[list[str], typer.Argument(help="New names.")],
+) -> None:
+    """Add names to an image."""
+    from rootless.image import present
+
+    present.tag(_ctx(), source, targets)
+
+
+@image_app.command("tag")
+def image_tag(
+    source: Annotated[str, typer.Argument(help="Image to tag (name or ID).")],
+    targets: Annotated[list[str], typer.Argument(help="New names.")],
+) -> None:
+    """Add names to an image (same as `rootless tag`)."""
+    tag(source, targets)
+
+
+@image_app.command("pull")
+def image_pull(
+    image: Annotated[str, typer.Argument(help="Image reference.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image ID.")] = False,
+    platform: Annotated[str | None, typer.Option("--platform", help="OS/ARCH[/VARIANT] to pull.")] = None,
+) -> None:
+    """Pull an image (same as `rootless pull`)."""
+    pull(image, quiet=quiet, platform=platform)
+
+
+@image_app.command("inspect")
+def image_inspect(
+    names: Annotated[list[str], typer.Argument(help="Images to inspect (names or IDs).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format (json).")] = "json",
+) -> None:
+    """Show images' configuration and layers as JSON."""
+    from rootless.image import present
+
+    if fmt != "json":
+        raise RootlessError(f"unsupported format {fmt!r}", "use --format json")
+    data, missing = present.inspect(_ctx(), names)
+    _echo_json(data)
+    if missing:
+        for m in missing:
+            typer.echo(f"Error: {m}", err=True)
+        raise typer.Exit(EXIT_TOOL)
+
+
+@image_app.command("prune")
+def image_prune(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove all unused images, not only dangling ones.")]
+    = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove dangling images (all unused ones with --all), then unreferenced layers and blobs."""
+    from rootless.image import present
+
+    if not force:
+        what = "all images without at least one container associated with them" if all_ else \
+            "all dangling images"
+        typer.echo(f"WARNING! This command removes {what}.\nAre you sure you want to continue? [y/N] ", nl=False)
+        answer = sys.stdin.readline().strip().lower() if sys.stdin and not sys.stdin.closed else ""
+        if answer not in ("y", "yes"):
+            raise typer.Exit(0)
+    for line in present.prune(_ctx(), all_=all_):
+        typer.echo(line)
+
+
+# --------------------------------------------------------------------------- credentials
+
+@app.command()
+def login(
+    registry: Annotated[str, typer.Argument(help="Registry host, e.g. quay.io or localhost:5000.")],
+    username: Annotated[str | None, typer.Option("--username", "-u", help="User name.")] = None,
+    password: Annotated[str | None, typer.Option("--password", "-p", help="Password (prefer "
+                                                 "--password-stdin).")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from "
+                                                 "standard input.")] = False,
+    get_login: Annotated[bool, typer.Option("--get-login", help="Print the user name stored for "
+                                            "REGISTRY.")] = False,
+) -> None:
+    """Log in to a registry; credentials are kept for later pulls."""
+    from rootless.image import present
+
+    ctx = _ctx()
+    if get_login:
+        typer.echo(present.get_login(ctx, registry))
+        return
+    if password_stdin:
+        if password:
+            raise RootlessError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if username is None:
+        if not sys.stdin.isatty():
+            raise RootlessError("no user name given", "pass --username, or run on a terminal to be asked")
+        username = typer.prompt("Username")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise RootlessError("no password given", "pass --password-stdin and pipe the password in")
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    present.login(ctx, registry, username, password)
+    typer.echo("Login Succeeded!")
+
+
+@app.command()
+def logout(
+    registry: Annotated[str | None, typer.Argument(help="Registry host.")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove the credentials of every registry.")] = False,
+) -> None:
+    """Remove stored registry credentials."""
+    from rootless.image import present
+
+    if not registry and not all_:
+        raise RootlessError("logout needs a registry, or --all", "rootless logout REGISTRY")
+    typer.echo(present.logout(_ctx(), registry, all_=all_))
+
+
+# --------------------------------------------------------------------------- system
+
+@app.command()
+def info(
+    fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format: json.")] = None,
+) -> None:
+    """Show the host, store, ID maps, helper versions and cgroup delegation."""
+    from rootless import doctor
+
+    data = doctor.info(_ctx())
+    if fmt == Format.json:
+        _echo_json(data)
+        return
+    typer.echo(_yaml(data).rstrip())
+
+
+def _yaml(data: Any, indent: int = 0) -> str:
+    pad = "  " * indent
+    out = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(v, dict | list) and v:
+                out.append(f"{pad}{k}:\n{_yaml(v, indent + 1)}")
+            else:
+                out.append(f"{pad}{k}: {_scalar(v)}\n")
+    elif isinstance(data, list):
+        for v in data:
+            if isinstance(v, dict | list):
+                out.append(f"{pad}-\n{_yaml(v, indent + 1)}")
+            else:
+                out.append(f"{pad}- {_scalar(v)}\n")
+    return "".join(out)
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return "{}" if isinstance(v, dict) else "[]"
+    return str(v)
+
+
+@app.command()
+def doctor() -> None:
+    """Check every prerequisite and print the command that fixes each failing one."""
+    from rootless import doctor as doc
+
+    ctx = _ctx()
+    bad = 0
+    for check in doc.checks(ctx):
+        mark = "ok  " if check.ok else ("FAIL" if check.needed else "warn")
+        typer.echo(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            for line in check.fix.splitlines():
+                typer.echo(f"         fix: {line}")
+        if not check.ok and check.needed:
+            bad += 1
+    if bad:
+        typer.echo(f"{bad} needed check(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def unshare(
+    command: Annotated[list[str] | None, typer.Argument(help="Command and arguments (default: $SHELL).")] = None,
+) -> None:
+    """Run a command in the user namespace that owns the store, as `podman unshare` does."""
+    from rootless.runtime.userns import run_in_store_ns
+
+    ctx = _ctx()
+    argv = command or [os.environ.get("SHELL") or "/bin/sh"]
+    raise typer.Exit(run_in_store_ns(ctx.layout, ctx.log, argv, dict(os.environ)))
+
+
+# --------------------------------------------------------------------------- entry point
+
+def _fail(message: str, hint: str | None, code: int) -> NoReturn:
+    print(f"Error: {message}", file=sys.stderr)
+    if hint:
+        print(f"Hint: {hint}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    for i, a in enumerate(argv):
+        if a == "--log-level=debug" or (a == "--log-level" and i + 1 < len(argv) and argv[i + 1] == "debug"):
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    from typer._click import exceptions as cx
+    from typer.main import get_command
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    try:
+        rv = get_command(app).main(args, prog_name="rootless", standalone_mode=False)
+    except RootlessError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _fail(e.message, e.hint, e.exit_code)
+    except cx.UsageError as e:  # bad flags: Podman exits 125
+        e.show()
+        sys.exit(EXIT_TOOL)
+    except cx.ClickException as e:
+        e.show()
+        sys.exit(EXIT_TOOL)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except OSError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        from rootless.errors import errno_hint
+
+        what = f"{e.filename}: " if e.filename else ""
+        _fail(f"{what}{e.strerror or e}", errno_hint(e), EXIT_TOOL)
+    except Exception as e:  # a bug: still one line unless debugging
+        if debug:
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e}",
+              "rerun with --log-level debug for a traceback and report it", EXIT_TOOL)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,113 @@
+"""Every path the tool uses. Nothing else computes paths.
+
+The store (persistent: blobs, layers, images, containers' writable layers) lives
+under the user's data dir; the run root (volatile: container state, sockets,
+credentials) lives under XDG_RUNTIME_DIR, as Podman's graphroot and runroot do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _data_home() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("rootless", appauthor=False))
+
+
+def config_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("rootless", appauthor=False))
+
+
+def config_file() -> Path:
+    override = os.environ.get("ROOTLESS_CONFIG")
+    if override:
+        return Path(override)
+    return config_dir() / "config.toml"
+
+
+def default_runroot() -> tuple[Path, bool]:
+    """The run root and whether it is a fallback (XDG_RUNTIME_DIR unset or unusable)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK):
+        return Path(xdg) / "rootless", False
+    return Path(f"/tmp/rootless-run-{os.getuid()}"), True
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path  # the store
+    runroot: Path  # volatile state
+    runroot_fallback: bool = False
+
+    @classmethod
+    def default(cls, root: str | os.PathLike[str] | None = None,
+                runroot: str | os.PathLike[str] | None = None) -> Layout:
+        if runroot is not None:
+            rr, fallback = Path(runroot), False
+        else:
+            rr, fallback = default_runroot()
+        return cls(root=Path(root) if root is not None else _data_home() / "storage",
+                   runroot=rr, runroot_fallback=fallback)
+
+    # --- the store ---------------------------------------------------------
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    def blob(self, digest: str) -> Path:
+        algo, _, hexpart = digest.partition(":")
+        return self.root / "blobs" / algo / hexpart
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    def layer(self, diff_id: str) -> Path:
+        return self.layers / diff_id.partition(":")[2]
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def image_index(self) -> Path:
+        return self.root / "images.json"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def store_meta(self) -> Path:
+        return self.root / "store.json"
+
+    # --- volatile ----------------------------------------------------------
+    @property
+    def auth_file(self) -> Path:
+        return self.runroot / "auth.json"
+
+    @property
+    def state(self) -> Path:
+        return self.runroot / "containers"
+
+    def ensure_store(self) -> None:
+        for d in (self.root, self.blobs, self.layers, self.images, self.tmp, self.locks):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def ensure_runroot(self) -> None:
+        self.runroot.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.runroot, 0o700)
