@@ -70,7 +70,9 @@ def _ctx() -> Context:
     from rootless.context import LEVELS, Context, Log
     from rootless.layout import Layout, config_file
 
-    tctx = typer.get_current_context()
+    from typer._click.globals import get_current_context
+
+    tctx = get_current_context()
     obj = tctx.find_root().obj
     if isinstance(obj, dict) and "ctx" in obj:
         return obj["ctx"]  # type: ignore[no-any-return]
