@@ -1,0 +1,473 @@
+"""``rootless doctor`` and ``rootless info``: what this host gives an unprivileged user, and how to fix it.
+
+Each check is a real probe where one is cheap (a forked child that unshares, maps and
+mounts), not a guess from version numbers. The whole doctor stays well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rootless.context import Context
+from rootless.errors import RootlessError
+from rootless.layout import Layout
+from rootless.runtime import idmap, syscalls, userns
+
+_FS_NAMES = {
+    0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", syscalls.TMPFS_MAGIC: "tmpfs",
+    syscalls.NFS_SUPER_MAGIC: "nfs", syscalls.OVERLAYFS_SUPER_MAGIC: "overlay", 0x2FC12FC1: "zfs",
+    syscalls.FUSE_SUPER_MAGIC: "fuse", 0x6E667364: "nfsd", 0xFF534D42: "cifs", 0xFE534D42: "smb2",
+    0x01161970: "gfs2", 0x5346414F: "afs", 0x47504653: "gpfs", 0x00C36400: "ceph",
+}
+_DELEGATE_FIX = (
+    "as root, create /etc/systemd/system/user@.service.d/delegate.conf containing\n"
+    "[Service]\nDelegate=cpu cpuset io memory pids\n"
+    "then run `systemctl daemon-reload` and log in again"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    needed: bool  # False: an optional feature; failing it degrades, never blocks
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class CgroupInfo:
+    version: str  # "v2", "hybrid" or "v1"
+    path: str | None  # our cgroup in the v2 hierarchy
+    controllers: tuple[str, ...]  # enabled in our v2 cgroup
+    delegated: bool  # we may create child cgroups and move processes there
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _fork_check(fn: Callable[[], None]) -> str | None:
+    """Run *fn* in a forked child (it may unshare and mount freely); its error text, or None."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            fn()
+        except OSError as e:
+            os.write(w, syscalls.describe(e).encode())
+            code = 1
+        except BaseException as e:
+            os.write(w, f"{type(e).__name__}: {e}".encode())
+            code = 1
+        os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 4096):
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if chunks:
+        return b"".join(chunks).decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        return f"the test process failed (wait status {status})"
+    return None
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def fs_name(path: Path) -> tuple[int | None, str]:
+    try:
+        magic = syscalls.statfs_type(str(_existing(path)))
+    except OSError:
+        return None, "unknown"
+    return magic, _FS_NAMES.get(magic, hex(magic))
+
+
+def _write_own_maps(uid: int, gid: int) -> None:
+    """In a child that just unshared: map root to our own ids, which needs no helper.
+
+    The ids must be taken before unshare (afterwards they read as the overflow id), and
+    setgroups must be denied before an unprivileged gid_map write (user_namespaces(7)).
+    """
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"0 {uid} 1\n")
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"0 {gid} 1\n")
+
+
+def overlay_test(layout: Layout) -> str | None:
+    """Mount overlay with userxattr in a fresh user+mount namespace on the store's file system.
+
+    Also removes a lower file through the mount, which makes the kernel create a whiteout
+    (a 0/0 character device) in the upper dir: the same thing layer unpacking needs.
+    Returns None on success, else the error text.
+    """
+    import shutil
+    import tempfile
+
+    base_dir = layout.tmp if layout.root.is_dir() else _existing(layout.root)
+    try:
+        if base_dir == layout.tmp:
+            base_dir.mkdir(exist_ok=True, mode=0o700)
+        base = Path(tempfile.mkdtemp(prefix=".doctor-overlay-", dir=base_dir))
+    except OSError as e:
+        return f"create a test directory in {base_dir}: {e.strerror}"
+    lower, upper, work, merged = (base / n for n in ("lower", "upper", "work", "merged"))
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        for d in (lower, upper, work, merged):
+            d.mkdir()
+        (lower / "gone").write_text("x")
+
+        def child() -> None:
+            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+            _write_own_maps(uid, gid)
+            opts = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr"
+            syscalls.mount("overlay", str(merged), "overlay", 0, opts)
+            (merged / "new").write_text("y")
+            (merged / "gone").unlink()
+
+        return _fork_check(child)
+    finally:
+        # overlay leaves work/work with mode 0; make everything removable first
+        for top, subdirs, _ in os.walk(base):
+            for name in subdirs:
+                try:
+                    os.chmod(os.path.join(top, name), 0o700)
+                except OSError:
+                    pass
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fuse_usable() -> tuple[bool, str]:
+    try:
+        fd = os.open("/dev/fuse", os.O_RDWR)
+    except OSError as e:
+        return False, f"open /dev/fuse: {e.strerror}"
+    os.close(fd)
+    return True, "/dev/fuse opens read-write"
+
+
+def cgroup_info() -> CgroupInfo:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        version, mount = "v2", "/sys/fs/cgroup"
+    elif os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"):
+        version, mount = "hybrid", "/sys/fs/cgroup/unified"
+    else:
+        return CgroupInfo("v1", None, (), False)
+    path = None
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    path = line[3:].strip()
+    except OSError:
+        pass
+    if path is None:
+        return CgroupInfo(version, None, (), False)
+    here = os.path.join(mount, path.lstrip("/"))
+    try:
+        with open(os.path.join(here, "cgroup.controllers")) as f:
+            controllers = tuple(f.read().split())
+    except OSError:
+        controllers = ()
+    # cgroups(7) "Delegation": the delegatee owns the directory, cgroup.procs and
+    # cgroup.subtree_control, so it can create children and move its processes.
+    delegated = all(os.access(os.path.join(here, n), os.W_OK)
+                    for n in ("", "cgroup.procs", "cgroup.subtree_control"))
+    return CgroupInfo(version, path, controllers, delegated)
+
+
+def _map_text(maps: tuple[idmap.IdMapping, ...]) -> str:
+    return ", ".join(f"{m.container_id}→{m.host_id} ({m.size})" for m in maps)
+
+
+# --- the checks -------------------------------------------------------------------------
+
+
+def _subid_check(kind: str, path: Path, user: str, uid: int) -> Check:
+    try:
+        ranges = idmap.read_subid(path, user, uid)
+    except RootlessError as e:
+        return Check(f"sub{kind} range", False, True, e.message, e.hint)
+    if ranges:
+        text = ", ".join(f"{r.start}-{r.end} ({r.count} ids)" for r in ranges)
+        return Check(f"sub{kind} range", True, True, f"{user} in {path}: {text}")
+    return Check(f"sub{kind} range", False, True,
+                 f"no range for {user} (uid {uid}) in {path}: images with files owned by several users "
+                 "lose those owners (single-id mapping)",
+                 f"as root: {idmap.usermod_fix(user)}")
+
+
+def _helper_check(name: str) -> Check:
+    path = idmap.find_helper(name)
+    if path is None:
+        return Check(name, False, True, f"{name} not found", "as root: apt-get install uidmap")
+    if not idmap.helper_privileged(path):
+        return Check(name, False, True, f"{path} is neither setuid root nor has file capabilities",
+                     f"as root: chmod u+s {path} (or reinstall the uidmap package)")
+    how = "setuid root" if os.stat(path).st_mode & stat.S_ISUID else "file capabilities"
+    return Check(name, True, True, f"{path} ({how})")
+
+
+def _sysctl_checks() -> list[Check]:
+    out = []
+    fixes = {b.sysctl: b.fix for b in userns.userns_blockers()}
+    value = userns.read_sysctl("user.max_user_namespaces")
+    if value is not None:
+        ok = value != "0"
+        out.append(Check("user.max_user_namespaces", ok, True, f"user.max_user_namespaces = {value}",
+                         None if ok else fixes.get("user.max_user_namespaces")))
+    for name, want in (("kernel.unprivileged_userns_clone", "1"),
+                       ("kernel.apparmor_restrict_unprivileged_userns", "0")):
+        value = userns.read_sysctl(name)
+        if value is None:
+            continue  # the kernel lacks the switch: nothing restricts us through it
+        ok = value == want
+        out.append(Check(name, ok, True, f"{name} = {value}", None if ok else fixes.get(name)))
+    return out
+
+
+def _userns_check() -> Check:
+    err = _fork_check(lambda: syscalls.unshare(syscalls.CLONE_NEWUSER))
+    if err is None:
+        return Check("user namespace", True, True, "an unprivileged process can create a user namespace")
+    hint = next(iter(b.fix for b in userns.userns_blockers()), None)
+    return Check("user namespace", False, True, err,
+                 hint or "run on the host, not inside a container or chroot that forbids user namespaces")
+
+
+def _mapping_check(maps: idmap.IdMaps, user: str) -> Check:
+    def child() -> None:
+        if os.getuid() != 0 or os.getgid() != 0:
+            raise RuntimeError(f"uid {os.getuid()} gid {os.getgid()} after mapping, not 0")
+
+    name = "store id mapping"
+    try:
+        userns.run_in_userns(maps, syscalls.CLONE_NEWUSER, child, user=user)
+    except RootlessError as e:
+        return Check(name, False, True, e.message, e.hint)
+    kind = "single-id mapping" if maps.single else "newuidmap/newgidmap"
+    return Check(name, True, True, f"{kind}: uids {_map_text(maps.uid_map)}; gids {_map_text(maps.gid_map)}")
+
+
+def _overlay_check(layout: Layout) -> Check:
+    err = overlay_test(layout)
+    if err is None:
+        return Check("overlay in a user namespace", True, False,
+                     "overlay mounts with userxattr on the store's file system, whiteouts work")
+    return Check("overlay in a user namespace", False, False, err,
+                 "needs Linux >= 5.11 and a store on a local file system (--root); otherwise the "
+                 "slower fuse-overlayfs or vfs driver is used")
+
+
+def _fuse_checks() -> list[Check]:
+    ok, detail = fuse_usable()
+    fuse = Check("/dev/fuse", ok, False, detail,
+                 None if ok else "as root: modprobe fuse, and make /dev/fuse mode 0666")
+    path = idmap.find_helper("fuse-overlayfs")
+    prog = Check("fuse-overlayfs", path is not None, False,
+                 path or "not installed (the fallback when native overlay is unavailable)",
+                 None if path else "as root: apt-get install fuse-overlayfs")
+    return [fuse, prog]
+
+
+def _slirp_check() -> Check:
+    path = idmap.find_helper("slirp4netns")
+    return Check("slirp4netns", path is not None, False,
+                 path or "not installed: containers get no network of their own",
+                 None if path else "as root: apt-get install slirp4netns")
+
+
+def _runtime_dir_check(uid: int, user: str) -> Check:
+    name = "XDG_RUNTIME_DIR"
+    create = (f"log in through a PAM session with pam_systemd (or `loginctl enable-linger {user}` as root); "
+              f"without systemd, as root: mkdir -m 700 /run/user/{uid} && chown {user}: /run/user/{uid}, "
+              f"then export XDG_RUNTIME_DIR=/run/user/{uid}")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    fallback = f"/tmp/rootless-run-{uid}"
+    if not xdg:
+        return Check(name, False, False, f"not set: volatile state goes to {fallback}", create)
+    try:
+        st = os.stat(xdg)
+    except OSError as e:
+        return Check(name, False, False, f"{xdg}: {e.strerror}: volatile state goes to {fallback}", create)
+    if st.st_uid != uid:
+        return Check(name, False, False, f"{xdg} is owned by uid {st.st_uid}, not {uid}", create)
+    if st.st_mode & 0o077:
+        return Check(name, False, False, f"{xdg} has mode {stat.S_IMODE(st.st_mode):o}, not 700",
+                     f"chmod 700 {xdg}")
+    return Check(name, True, False, f"{xdg} (owned by {user}, mode 700)")
+
+
+def _cgroup_check() -> Check:
+    cg = cgroup_info()
+    name = "cgroup delegation"
+    if cg.version != "v2":
+        where = "v1 only" if cg.version == "v1" else "hybrid: controllers on v1, an empty v2 tree"
+        return Check(name, False, False, f"cgroup {where}: resource limits (--memory, --cpus, --pids-limit) "
+                     "are unavailable",
+                     "boot with systemd.unified_cgroup_hierarchy=1 on the kernel command line (cgroup v2), "
+                     "then " + _DELEGATE_FIX)
+    ctl = " ".join(cg.controllers) or "none"
+    if not cg.delegated:
+        return Check(name, False, False, f"cgroup v2, but {cg.path} is not delegated to you "
+                     f"(controllers: {ctl})", _DELEGATE_FIX)
+    missing = [c for c in ("memory", "pids", "cpu") if c not in cg.controllers]
+    if missing:
+        return Check(name, False, False, f"cgroup v2, {cg.path} delegated, but without {' '.join(missing)} "
+                     f"(controllers: {ctl})", _DELEGATE_FIX)
+    return Check(name, True, False, f"cgroup v2, {cg.path} delegated with {ctl}")
+
+
+def _nfs_check(layout: Layout) -> Check:
+    places = [("home", Path(os.path.expanduser("~"))), ("store", layout.root)]
+    seen = []
+    bad = []
+    for label, p in places:
+        magic, fs = fs_name(p)
+        seen.append(f"{label} {p}: {fs}")
+        if magic == syscalls.NFS_SUPER_MAGIC:
+            bad.append(label)
+    if bad:
+        return Check("local file system", False, False,
+                     "; ".join(seen) + ": user namespaces and extended attributes misbehave on NFS "
+                     "(the server sees unmapped ids; overlay cannot use it as upper dir)",
+                     "keep the store on a local disk: --root /var/tmp/$USER/rootless")
+    return Check("local file system", True, False, "; ".join(seen))
+
+
+def checks(ctx: Context) -> list[Check]:
+    uid, gid = os.getuid(), os.getgid()
+    user = idmap.current_user()
+    out = [
+        _subid_check("uid", idmap.SUBUID, user, uid),
+        _subid_check("gid", idmap.SUBGID, user, uid),
+        _helper_check("newuidmap"),
+        _helper_check("newgidmap"),
+        *_sysctl_checks(),
+    ]
+    ns = _userns_check()
+    out.append(ns)
+    if ns.ok:
+        try:
+            out.append(_mapping_check(idmap.store_maps(uid, gid, user), user))
+        except RootlessError as e:
+            out.append(Check("store id mapping", False, True, e.message, e.hint))
+        out.append(_overlay_check(ctx.layout))
+    out += _fuse_checks()
+    out.append(_slirp_check())
+    out.append(_runtime_dir_check(uid, user))
+    out.append(_cgroup_check())
+    out.append(_nfs_check(ctx.layout))
+    return out
+
+
+# --- info -------------------------------------------------------------------------------
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key == "PRETTY_NAME":
+                    return value.strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(path: str | None, pick: Callable[[list[str]], str | None]) -> str | None:
+    if path is None:
+        return None
+    import subprocess
+
+    try:
+        res = subprocess.run([path, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=3, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (res.stdout + res.stderr).decode(errors="replace").splitlines()
+    return pick([ln.strip() for ln in lines if ln.strip()])
+
+
+def _fuse_overlayfs_line(lines: list[str]) -> str | None:
+    # `fuse-overlayfs --version` starts with fusermount3's version, then its own
+    return next((ln for ln in lines if ln.startswith("fuse-overlayfs")), lines[0] if lines else None)
+
+
+def _count(d: Path) -> int:
+    try:
+        return sum(1 for e in os.scandir(d) if not e.name.startswith("."))
+    except OSError:
+        return 0
+
+
+def storage_driver(ctx: Context) -> tuple[str, str]:
+    """The driver that will be used and why: the config, or the first that works here."""
+    if ctx.config.storage_driver:
+        return ctx.config.storage_driver, "config"
+    if overlay_test(ctx.layout) is None:
+        return "overlay", "native overlay works in a user namespace"
+    if fuse_usable()[0] and idmap.find_helper("fuse-overlayfs"):
+        return "fuse-overlayfs", "native overlay unavailable"
+    return "vfs", "neither overlay nor fuse-overlayfs usable"
+
+
+def info(ctx: Context) -> dict[str, Any]:
+    uid, gid = os.getuid(), os.getgid()
+    user = idmap.current_user()
+    uname = os.uname()
+    cg = cgroup_info()
+    try:
+        idmaps: dict[str, Any] = idmap.store_maps(uid, gid, user).to_json()
+    except RootlessError as e:
+        idmaps = {"error": e.message}
+    driver, why = storage_driver(ctx)
+    _, fs = fs_name(ctx.layout.root)
+    helpers: dict[str, Any] = {}
+    for name in ("newuidmap", "newgidmap"):
+        path = idmap.find_helper(name)
+        helpers[name] = {"path": path, "privileged": bool(path and idmap.helper_privileged(path))}
+    fuse_ovl, slirp = idmap.find_helper("fuse-overlayfs"), idmap.find_helper("slirp4netns")
+    helpers["fuse-overlayfs"] = {"path": fuse_ovl, "version": _version(fuse_ovl, _fuse_overlayfs_line)}
+    helpers["slirp4netns"] = {"path": slirp, "version": _version(slirp, lambda ls: ls[0] if ls else None)}
+    return {
+        "host": {
+            "kernel": uname.release,
+            "os": _os_name(),
+            "arch": uname.machine,
+            "hostname": uname.nodename,
+            "cgroup": {"version": cg.version, "path": cg.path, "delegated": cg.delegated,
+                       "controllers": list(cg.controllers) if cg.delegated else []},
+            "user": user,
+            "uid": uid,
+            "gid": gid,
+        },
+        "store": {
+            "root": str(ctx.layout.root),
+            "runroot": str(ctx.layout.runroot),
+            "runroot_fallback": ctx.layout.runroot_fallback,
+            "filesystem": fs,
+            "driver": driver,
+            "driver_reason": why,
+            "images": _count(ctx.layout.images),
+            "layers": _count(ctx.layout.layers),
+        },
+        "idmaps": idmaps,
+        "helpers": helpers,
+    }

@@ -1,0 +1,38 @@
+"""Functions the store-namespace tests run inside a worker (by name: "tests.integration.nsfuncs:...")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from rootless.errors import StorageError
+
+
+def chown(path: str, uid: int, gid: int) -> list[int]:
+    os.chown(path, uid, gid)
+    st = os.stat(path)
+    return [st.st_uid, st.st_gid]
+
+
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_storage(message: str, hint: str) -> None:
+    raise StorageError(message, hint)
+
+
+def fail_plain() -> None:
+    raise ValueError("not a rootless error")
+
+
+def noisy() -> str:
+    print("this goes to stderr, not into the protocol")
+    os.write(1, b"raw write to fd 1\n")
+    return "fine"
