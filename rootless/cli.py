@@ -17,6 +17,7 @@ from rootless.errors import EXIT_TOOL, RootlessError
 
 if TYPE_CHECKING:
     from rootless.context import Context
+    from rootless.runargs import RunArgs
 
 app = typer.Typer(
     name="rootless",
@@ -66,26 +67,30 @@ def _global(
 
 def _ctx() -> Context:
     """Build the context once per invocation from the global options."""
-    from rootless import config as cfg
-    from rootless.context import LEVELS, Context, Log
-    from rootless.layout import Layout, config_file
-
     from typer._click.globals import get_current_context
 
     tctx = get_current_context()
     obj = tctx.find_root().obj
     if isinstance(obj, dict) and "ctx" in obj:
         return obj["ctx"]  # type: ignore[no-any-return]
-    opts = obj if isinstance(obj, dict) else {}
+    ctx = _build_ctx(obj if isinstance(obj, dict) else {})
+    if isinstance(obj, dict):
+        obj["ctx"] = ctx
+    return ctx
+
+
+def _build_ctx(opts: dict[str, Any]) -> Context:
+    """The context for the global options ``log_level``, ``root`` and ``runroot``."""
+    from rootless import config as cfg
+    from rootless.context import LEVELS, Context, Log
+    from rootless.layout import Layout, config_file
+
     log = Log(level=LEVELS[opts.get("log_level", "warn")])
     layout = Layout.default(opts.get("root"), opts.get("runroot"))
     if layout.runroot_fallback:
         log.warn_once("runroot", f"XDG_RUNTIME_DIR is not set or not writable: using {layout.runroot} "
                       "(create /run/user/$UID owned by you, or log in through a session that does)")
-    ctx = Context(config=cfg.load(config_file()), layout=layout, log=log)
-    if isinstance(obj, dict):
-        obj["ctx"] = ctx
-    return ctx
+    return Context(config=cfg.load(config_file()), layout=layout, log=log)
 
 
 def _echo_json(data: Any) -> None:
@@ -126,6 +131,7 @@ def images(
     present.images(ctx, quiet=quiet, fmt=fmt.value, no_trunc=no_trunc, digests=digests)
 
 
+@image_app.command("list", hidden=True)
 @image_app.command("ls")
 def image_ls(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only image IDs.")] = False,
@@ -231,6 +237,134 @@ def image_prune(
             raise typer.Exit(0)
     for line in present.prune(_ctx(), all_=all_):
         typer.echo(line)
+
+
+# --------------------------------------------------------------------------- containers
+
+class PullPolicy(str, Enum):
+    missing = "missing"
+    always = "always"
+    never = "never"
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    image: Annotated[str, typer.Argument(help="Image to run (name, name:tag, name@digest or ID).")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command and arguments (default: the image's "
+                                                        "Entrypoint and Cmd).")] = None,
+    rm: Annotated[bool, typer.Option("--rm", help="Remove the container's layer when it exits.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Container name (default: the ID's first 12 "
+                                             "hex digits).")] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep standard input open.")] = False,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-terminal.")] = False,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Set KEY=VALUE; KEY alone takes the "
+                                                  "host's value; KEY* takes every match.")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Read KEY=VALUE lines from a "
+                                                       "file.")] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", "-w", help="Working directory inside the "
+                                                "container.")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="USER[:GROUP], names or numbers, resolved "
+                                             "in the container's /etc/passwd and /etc/group.")] = None,
+    entrypoint: Annotated[str | None, typer.Option("--entrypoint", help="Override the image's Entrypoint "
+                                                   "(a program, or a JSON array); drops its Cmd.")] = None,
+    hostname: Annotated[str | None, typer.Option("--hostname", help="Container host name (default: the "
+                                                 "short ID).")] = None,
+    init: Annotated[bool, typer.Option("--init", help="Run a reaping PID 1 that forwards signals to the "
+                                       "command.")] = False,
+    cap_add: Annotated[list[str] | None, typer.Option("--cap-add", help="Add a capability (or ALL).")] = None,
+    cap_drop: Annotated[list[str] | None, typer.Option("--cap-drop", help="Drop a capability (or "
+                                                       "ALL).")] = None,
+    security_opt: Annotated[list[str] | None, typer.Option("--security-opt", help="no-new-privileges.")]
+    = None,
+    privileged: Annotated[bool, typer.Option("--privileged", help="All capabilities of the user namespace, "
+                                             "no masked or read-only paths.")] = False,
+    network: Annotated[str | None, typer.Option("--network", "--net", help="none (the default until "
+                                                "slirp4netns support lands) or host.")] = None,
+    volume: Annotated[list[str] | None, typer.Option("--volume", "-v", help="Bind mount "
+                                                     "HOST-PATH:CONTAINER-PATH[:ro|rw,...].")] = None,
+    mount: Annotated[list[str] | None, typer.Option("--mount", help="type=bind|tmpfs,source=...,"
+                                                    "target=...[,ro].")] = None,
+    tmpfs: Annotated[list[str] | None, typer.Option("--tmpfs", help="Mount a tmpfs: "
+                                                    "CONTAINER-PATH[:OPTIONS].")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Mount the rootfs read-only (/run, /tmp "
+                                            "and /var/tmp stay writable tmpfs).")] = False,
+    read_only_tmpfs: Annotated[bool, typer.Option("--read-only-tmpfs/--no-read-only-tmpfs",
+                                                  help="With --read-only, mount tmpfs on /run, /tmp and "
+                                                  "/var/tmp.")] = True,
+    pull: Annotated[PullPolicy, typer.Option("--pull", help="Pull the image: missing, always or never.",
+                                             case_sensitive=False)] = PullPolicy.missing,
+    storage_driver: Annotated[str | None, typer.Option("--storage-driver", help="overlay, fuse-overlayfs or "
+                                                       "vfs (default: config, else probed once).")] = None,
+    platform: Annotated[str | None, typer.Option("--platform", help="OS/ARCH[/VARIANT] to pull.")] = None,
+    userns: Annotated[str | None, typer.Option("--userns", help="keep-id: your uid and gid keep their "
+                                               "numbers inside.")] = None,
+) -> None:
+    """Run a command in a new container, as `podman run` does (rootless)."""
+    from rootless.runargs import RunArgs
+
+    ctx = _ctx()
+    raise typer.Exit(_run_flow(ctx, RunArgs(
+        image=image, command=command or [], rm=rm, name=name, interactive=interactive, tty=tty, env=env or [],
+        env_file=env_file or [], workdir=workdir, user=user, entrypoint=entrypoint, hostname=hostname,
+        init=init, cap_add=cap_add or [], cap_drop=cap_drop or [], security_opt=security_opt or [],
+        privileged=privileged, network=network, volume=volume or [], mount=mount or [], tmpfs=tmpfs or [],
+        read_only=read_only, read_only_tmpfs=read_only_tmpfs, pull=pull.value, storage_driver=storage_driver,
+        platform=platform, userns=userns)))
+
+
+def _run_flow(ctx: Context, a: RunArgs) -> int:
+    """`run` from parsed flags to the container's exit status (typer's `run` and main's fast path)."""
+    from rootless.image import present, specgen
+    from rootless.runtime import idmap
+    from rootless.runtime.run import LazyStoreNamespace, mount_probe
+    from rootless.runtime.run import run as run_container
+    from rootless.spec import IdMap
+    from storage import rootfs
+
+    net = a.network or ctx.config.network
+    if a.network is None and net == "slirp4netns":
+        net = "none"  # slirp4netns comes with the network issue; an explicit flag is refused
+    opts = specgen.RunOptions(
+        image=a.image, command=tuple(a.command), name=a.name, rm=a.rm, interactive=a.interactive, tty=a.tty,
+        env=tuple(a.env), env_files=tuple(a.env_file), workdir=a.workdir, user=a.user,
+        entrypoint=a.entrypoint, hostname=a.hostname, init=a.init, cap_add=tuple(a.cap_add),
+        cap_drop=tuple(a.cap_drop), security_opt=tuple(a.security_opt), privileged=a.privileged,
+        network=net, volumes=tuple(a.volume), mounts=tuple(a.mount), tmpfs=tuple(a.tmpfs),
+        read_only=a.read_only, read_only_tmpfs=a.read_only_tmpfs, userns=a.userns)
+    host = specgen.HostInfo.read(opts.network)
+
+    # 1. the image: from the store, else pulled (--pull)
+    record = None
+    if a.pull != "always":
+        try:
+            record = present.find(ctx, a.image)
+        except RootlessError:
+            if a.pull == "never":
+                raise
+    if record is None:
+        from rootless.image.pull import pull as do_pull
+
+        record = do_pull(ctx, a.image, platform=a.platform)
+    config = specgen.container_config(ctx.layout, record.config_digest)
+
+    # 2. the container layer, 3. the spec, 4. the process
+    cid = os.urandom(32).hex()
+    maps = idmap.current_store_maps()
+    with LazyStoreNamespace(ctx) as runner:
+        plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe)
+    try:
+        ctx.layout.ensure_runroot()
+        spec = specgen.build(
+            config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
+            uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
+            gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
+            image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host)
+        return run_container(ctx, spec)
+    finally:
+        # 5. --rm: nothing of the container stays in the store
+        if a.rm:
+            with LazyStoreNamespace(ctx) as runner:
+                rootfs.remove(ctx, runner, cid)
 
 
 # --------------------------------------------------------------------------- credentials
@@ -383,6 +517,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     try:
+        from rootless import runargs
+
+        fast = runargs.parse(args)  # `run` without building typer's commands (the start-up budget)
+        if fast is not None:
+            sys.exit(_run_flow(_build_ctx(vars(fast)), fast))
         rv = get_command(app).main(args, prog_name="rootless", standalone_mode=False)
     except RootlessError as e:
         if debug:

@@ -1,0 +1,329 @@
+"""The image commands' logic (images, rmi, tag, inspect, prune, login, logout) behind cli.py.
+
+Output shapes follow `podman images`, `podman image inspect` and `podman rmi`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rootless.errors import NotFoundError, RootlessError
+from rootless.image.reference import candidates, parse_reference
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+    from storage.images import ImageRecord, ImageStore
+
+_HEXPREFIX = re.compile(r"^(sha256:)?[0-9a-f]{3,64}$")
+EXIT_IMAGE_UNKNOWN = 1  # podman rmi: 1 when an image is not known
+EXIT_IMAGE_IN_USE = 2  # podman rmi: 2 when a container uses the image
+
+
+def _store(ctx: Context) -> ImageStore:
+    from storage.images import ImageStore
+
+    return ImageStore(ctx.layout)
+
+
+def find(ctx: Context, text: str, store: ImageStore | None = None) -> ImageRecord:
+    """An image by ID, ID prefix, full name, or short name (through unqualified-search)."""
+    store = store or _store(ctx)
+    if _HEXPREFIX.match(text):
+        found = store.lookup(text.removeprefix("sha256:"))
+        if found is not None:
+            return found
+    ref = parse_reference(text)
+    cands = candidates(ref, ctx.config.unqualified_search)
+    names = [c.tagged_name if not c.digest else str(c) for c in cands]
+    if ref.digest:
+        names += [f"{c.name}@{c.digest}" for c in cands]
+    rec = store.lookup_candidates(names)
+    if rec is None:
+        raise NotFoundError(f"{text}: image not known", "list images with `rootless images`, "
+                            "or pull it with `rootless pull`")
+    return rec
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    repo, _, tag = name.rpartition(":")
+    if "/" in tag or not repo:
+        return name, "<none>"
+    return repo, tag
+
+
+def _ago(created: str) -> str:
+    ts = _timestamp(created)
+    if ts is None:
+        return "unknown"
+    d = max(0.0, time.time() - ts)
+    for unit, secs in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
+                       ("hour", 3600), ("minute", 60)):
+        if d >= secs:
+            n = int(d // secs)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "Less than a minute ago" if d >= 1 else "Now"
+
+
+def _timestamp(created: str) -> float | None:
+    if not created:
+        return None
+    s = re.sub(r"(\.\d{6})\d+", r"\1", created.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(s).timestamp()
+    except ValueError:
+        return None
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n} TB"
+
+
+def _config(ctx: Context, rec: ImageRecord) -> dict[str, Any]:
+    from storage.blobs import BlobStore
+
+    try:
+        return json.loads(BlobStore(ctx.layout).read_bytes(rec.config_digest))  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def images(ctx: Context, *, quiet: bool, fmt: str, no_trunc: bool, digests: bool) -> None:
+    recs = sorted(_store(ctx).list(), key=lambda r: _timestamp(r.created) or 0, reverse=True)
+    if quiet:
+        seen: set[str] = set()
+        for r in recs:
+            i = r.id if no_trunc else r.id[:12]
+            if i not in seen:
+                seen.add(i)
+                print(i)
+        return
+    if fmt == "json":
+        out = []
+        for r in recs:
+            cfg = _config(ctx, r)
+            ts = _timestamp(r.created)
+            out.append({
+                "Id": r.id, "ParentId": "", "RepoTags": list(r.names), "RepoDigests": list(r.digests),
+                "Size": r.size, "SharedSize": 0, "VirtualSize": r.size,
+                "Labels": (cfg.get("config") or {}).get("Labels"), "Containers": 0,
+                "Names": list(r.names), "Digest": r.manifest_digest, "History": list(r.names),
+                "Created": int(ts) if ts else 0, "CreatedAt": r.created, "Dangling": not r.names,
+            })
+        print(json.dumps(out, indent=4))
+        return
+    rows = [("REPOSITORY", "TAG") + (("DIGEST",) if digests else ()) + ("IMAGE ID", "CREATED", "SIZE")]
+    for r in recs:
+        for name in r.names or ["<none>:<none>"]:
+            repo, t = _split_name(name) if name != "<none>:<none>" else ("<none>", "<none>")
+            row = (repo, t) + ((r.manifest_digest,) if digests else ()) + \
+                (r.id if no_trunc else r.id[:12], _ago(r.created), human_size(r.size))
+            rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def tag(ctx: Context, source: str, targets: list[str]) -> None:
+    store = _store(ctx)
+    with store.locked():
+        rec = find(ctx, source, store)
+        for t in targets:
+            ref = parse_reference(t)
+            if ref.digest:
+                raise RootlessError(f"{t}: cannot tag with a digest", "give a name with an optional :tag")
+            store.tag(rec.id, ref.tagged_name)
+
+
+def _gc(ctx: Context, store: ImageStore) -> None:
+    """Remove layers and blobs that no image references any more (under the store-wide gc lock,
+    which every pull holds shared, so nothing a pull is still writing can go)."""
+    from rootless.runtime.userns import StoreNamespace
+    from storage.blobs import BlobStore
+    from storage.layers import LayerStore
+    from storage.locks import FileLock
+
+    from storage import rootfs
+
+    with FileLock(ctx.layout.locks / "gc.lock"):
+        layers_used = store.layers_in_use()
+        blobs_used = store.blobs_in_use()
+        for meta in rootfs.in_use(ctx).values():  # containers keep their image's layers
+            layers_used.update(str(d) for d in meta.get("layers", []) if isinstance(d, str))
+        blobs = BlobStore(ctx.layout)
+        for d in blobs.list():
+            if d not in blobs_used:
+                blobs.remove(d)
+        with StoreNamespace(ctx.layout, ctx.log) as runner:
+            ls = LayerStore(ctx.layout, runner)
+            for diff_id in ls.list():
+                if diff_id not in layers_used:
+                    ls.remove(diff_id)
+            ls.cleanup_tmp()
+
+
+def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> int:
+    store = _store(ctx)
+    status = 0
+    with store.locked():
+        if all_:
+            targets = [(r.id, r) for r in store.list()]
+        else:
+            targets = []
+            for n in names:
+                try:
+                    targets.append((n, find(ctx, n, store)))
+                except NotFoundError as e:
+                    if force:
+                        continue
+                    print(f"Error: {e.message}", file=sys.stderr)
+                    status = EXIT_IMAGE_UNKNOWN
+        removed = False
+        from storage import rootfs
+
+        users: dict[str, int] = {}
+        for meta in rootfs.in_use(ctx).values():
+            users[str(meta.get("image", ""))] = users.get(str(meta.get("image", "")), 0) + 1
+        for text, rec in targets:
+            rec = store.get(rec.id) or rec
+            if users.get(rec.id) and not force:
+                print(f"Error: image {rec.id[:12]} is in use by {users[rec.id]} container(s): "
+                      "remove them first, or use --force", file=sys.stderr)
+                status = status or EXIT_IMAGE_IN_USE
+                continue
+            by_id = all_ or bool(_HEXPREFIX.match(text)) and not any(
+                n.split("/")[-1].split(":")[0] == text for n in rec.names)
+            if not by_id and len(rec.names) > 1:
+                name = _matching_name(ctx, text, rec)
+                store.untag(name)
+                print(f"Untagged: {name}")
+                continue
+            if by_id and len(rec.names) > 1 and not force:
+                print(f"Error: unable to delete image {rec.id[:12]} by ID with more than one tag "
+                      f"({', '.join(rec.names)}): please force removal", file=sys.stderr)
+                status = status or 125
+                continue
+            for n in rec.names:
+                print(f"Untagged: {n}")
+            store.remove(rec.id)
+            print(f"Deleted: {rec.id}")
+            removed = True
+        if removed:
+            _gc(ctx, store)
+    return status
+
+
+def _matching_name(ctx: Context, text: str, rec: ImageRecord) -> str:
+    ref = parse_reference(text)
+    for c in candidates(ref, ctx.config.unqualified_search):
+        if c.tagged_name in rec.names:
+            return c.tagged_name
+    return rec.names[0]
+
+
+def inspect(ctx: Context, names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    store = _store(ctx)
+    out, missing = [], []
+    for n in names:
+        try:
+            rec = find(ctx, n, store)
+        except NotFoundError as e:
+            missing.append(e.message)
+            continue
+        cfg = _config(ctx, rec)
+        from storage.blobs import BlobStore
+
+        try:
+            mtype = json.loads(BlobStore(ctx.layout).read_bytes(rec.manifest_digest)).get("mediaType", "")
+        except (OSError, ValueError):
+            mtype = ""
+        c = cfg.get("config") or {}
+        out.append({
+            "Id": rec.id,
+            "Digest": rec.manifest_digest,
+            "RepoTags": list(rec.names),
+            "RepoDigests": list(rec.digests),
+            "Parent": "",
+            "Comment": cfg.get("comment", ""),
+            "Created": rec.created,
+            "Config": {k: c.get(k) for k in ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes",
+                                             "WorkingDir", "Labels", "StopSignal") if c.get(k) is not None},
+            "Version": cfg.get("docker_version", ""),
+            "Author": cfg.get("author", ""),
+            "Architecture": cfg.get("architecture", rec.arch),
+            "Os": cfg.get("os", rec.os),
+            **({"Variant": cfg["variant"]} if cfg.get("variant") else {}),
+            "Size": rec.size,
+            "VirtualSize": rec.size,
+            "Labels": c.get("Labels"),
+            "RootFS": {"Type": "layers", "Layers": list((cfg.get("rootfs") or {}).get("diff_ids", []))},
+            "History": cfg.get("history", []),
+            "NamesHistory": list(rec.names),
+            "ManifestType": mtype,
+            "User": c.get("User", ""),
+        })
+    return out, missing
+
+
+def prune(ctx: Context, *, all_: bool) -> list[str]:
+    store = _store(ctx)
+    removed = []
+    with store.locked():
+        for rec in store.list():
+            if all_ or not rec.names:
+                store.remove(rec.id)
+                removed.append(rec.id)
+        _gc(ctx, store)
+    return removed
+
+
+def login(ctx: Context, registry: str, username: str, password: str) -> None:
+    from rootless.image import credentials
+    from rootless.image.registry import RegistryClient
+
+    host = _registry_host(registry)
+    with RegistryClient(ctx, host) as client:
+        client.login_check(username, password)
+    credentials.save(ctx.layout, host, username, password)
+
+
+def logout(ctx: Context, registry: str | None, *, all_: bool) -> str:
+    from rootless.image import credentials
+
+    if all_:
+        credentials.remove_all(ctx.layout)
+        return "Removed login credentials for all registries"
+    assert registry
+    host = _registry_host(registry)
+    if not credentials.remove(ctx.layout, host):
+        raise NotFoundError(f"not logged into {host}", "nothing to do; `rootless login` stores credentials")
+    return f"Removed login credentials for {host}"
+
+
+def get_login(ctx: Context, registry: str) -> str:
+    from rootless.image import credentials
+
+    host = _registry_host(registry)
+    got = credentials.get(ctx.layout, host)
+    if not got:
+        raise NotFoundError(f"not logged into {host}", f"rootless login {host}")
+    return got[0]
+
+
+def _registry_host(text: str) -> str:
+    host = re.sub(r"^https?://", "", text).split("/", 1)[0]
+    if host in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
+        host = "docker.io"
+    if not host or not re.match(r"^[A-Za-z0-9.-]+(:[0-9]+)?$|^\[[0-9a-fA-F:]+\](:[0-9]+)?$", host):
+        raise RootlessError(f"invalid registry {text!r}", "give a host name with an optional :port")
+    return host
+
+
