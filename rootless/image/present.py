@@ -147,11 +147,10 @@ def _gc(ctx: Context, store: ImageStore) -> None:
     """Remove layers and blobs that no image references any more (under the store-wide gc lock,
     which every pull holds shared, so nothing a pull is still writing can go)."""
     from rootless.runtime.userns import StoreNamespace
+    from storage import rootfs
     from storage.blobs import BlobStore
     from storage.layers import LayerStore
     from storage.locks import FileLock
-
-    from storage import rootfs
 
     with FileLock(ctx.layout.locks / "gc.lock"):
         layers_used = store.layers_in_use()

@@ -1,0 +1,629 @@
+"""Image config + `run` flags + rootfs plan → Spec (what Podman's SpecGenerator does).
+
+Pure data in, data out: the caller gathers what the host contributes (HostInfo) and the
+runtime performs the result. Every default follows rootless Podman 4 so a container sees
+the same process, environment and file system layout under either tool.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from rootless.errors import RootlessError
+
+if TYPE_CHECKING:
+    from rootless.layout import Layout
+from rootless.spec import CAPABILITIES, File, IdMap, Mount, Network, Process, RootfsPlan, Spec
+
+# containers.conf(5) "env" default: every Podman container starts from these.
+DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm")
+# containers.conf(5) default_capabilities: the eleven Podman grants.
+DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
+                "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT")
+# Podman's (containers/common) masked and read-only paths; --privileged drops both.
+MASKED_PATHS = ("/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/fs/selinux",
+                "/sys/dev/block")
+READONLY_PATHS = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# The device nodes an OCI runtime provides in every container (runtime-spec config-linux.md
+# "Default Devices"); a user namespace cannot mknod them, so they are bound from the host.
+DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+TMPFS_DEFAULT_OPTIONS = ("rw", "noexec", "nosuid", "nodev")
+CAP_NAMES = CAPABILITIES
+CAP_NUMBERS = {name: i for i, name in enumerate(CAP_NAMES)}
+NETWORK_MODES = ("none", "host")
+_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The `run` flags, parsed but not yet interpreted (Podman's names)."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    rm: bool = False
+    interactive: bool = False
+    tty: bool = False
+    env: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: str | None = None
+    hostname: str | None = None
+    init: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    privileged: bool = False
+    network: str = "none"
+    volumes: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()
+    tmpfs: tuple[str, ...] = ()
+    read_only: bool = False
+    read_only_tmpfs: bool = True
+    userns: str | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What the host contributes to a spec; ``HostInfo.read()`` gathers it."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    hostname: str = "localhost"
+    resolv_conf: str = ""
+    hosts: str = ""
+    cap_last: int = 40
+    cgroup2: bool = False
+    version: str = ""
+
+    @classmethod
+    def read(cls, network: str) -> HostInfo:
+        def text(path: str) -> str:
+            try:
+                with open(path) as f:
+                    return f.read()
+            except OSError:
+                return ""
+
+        try:
+            cap_last = int(text("/proc/sys/kernel/cap_last_cap").strip() or 40)
+        except ValueError:
+            cap_last = 40
+        import rootless
+
+        version = str(getattr(rootless, "__version__", "dev"))
+        return cls(env=dict(os.environ), cwd=os.getcwd(), uid=os.getuid(), gid=os.getgid(),
+                   hostname=os.uname().nodename,
+                   resolv_conf=text("/etc/resolv.conf") if network == "host" else "",
+                   hosts=text("/etc/hosts"),
+                   cap_last=min(cap_last, len(CAP_NAMES) - 1), cgroup2=_is_cgroup2("/sys/fs/cgroup"),
+                   version=version)
+
+
+def _is_cgroup2(path: str) -> bool:
+    # Only the root of a cgroup v2 hierarchy has cgroup.controllers (cgroups(7)).
+    return os.path.exists(os.path.join(path, "cgroup.controllers"))
+
+
+# --------------------------------------------------------------------------- command
+
+
+def container_config(layout: Layout, config_digest: str) -> dict[str, Any]:
+    """The ``config`` object (Env, Entrypoint, Cmd, WorkingDir, User) of a stored image config;
+    the blob was verified against its digest when it entered the store."""
+    path = layout.blob(config_digest)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise RootlessError(f"image config {config_digest} is missing from the store",
+                            "pull the image again") from None
+    except (OSError, ValueError) as e:
+        raise RootlessError(f"read image config {config_digest}: {e}", "pull the image again") from None
+    cfg = data.get("config") if isinstance(data, dict) else None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+
+def parse_entrypoint(text: str) -> tuple[str, ...]:
+    """--entrypoint: a JSON array of strings, else one program name; "" clears it."""
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return tuple(value)
+    return (text,) if text else ()
+
+
+def command(image_config: Mapping[str, Any], args: Sequence[str], entrypoint: str | None) -> tuple[str, ...]:
+    """The container's argv, by Docker's rules (which Podman follows).
+
+    An --entrypoint replaces the image's Entrypoint *and* drops its Cmd; arguments after the
+    image replace Cmd; the result is Entrypoint + Cmd.
+    """
+    if entrypoint is not None:
+        ep = parse_entrypoint(entrypoint)
+        cmd: tuple[str, ...] = tuple(args)
+    else:
+        ep = tuple(image_config.get("Entrypoint") or ())
+        cmd = tuple(args) if args else tuple(image_config.get("Cmd") or ())
+    argv = ep + cmd
+    if not argv:
+        raise RootlessError("no command or entrypoint provided, and no CMD or ENTRYPOINT from image",
+                            "give a command after the image name")
+    return argv
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _split_env(item: str, where: str) -> tuple[str, str | None]:
+    key, sep, value = item.partition("=")
+    if not key:
+        raise RootlessError(f"{where}: environment variable {item!r} has no name")
+    return key, value if sep else None
+
+
+def expand_env(items: Iterable[str], host_env: Mapping[str, str], where: str) -> list[tuple[str, str]]:
+    """-e KEY=VALUE sets; -e KEY takes the host's value (dropped when unset); -e 'KEY*' takes
+    every host variable matching the glob (podman-run(1) --env)."""
+    out: list[tuple[str, str]] = []
+    for item in items:
+        key, value = _split_env(item, where)
+        if value is not None:
+            out.append((key, value))
+        elif key.endswith("*"):
+            out.extend((k, v) for k, v in host_env.items() if fnmatch.fnmatchcase(k, key))
+        elif key in host_env:
+            out.append((key, host_env[key]))
+    return out
+
+
+def parse_env_file(text: str, path: str, host_env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """--env-file: KEY=VALUE lines taken literally (no quotes, no expansion); blank and # lines skipped."""
+    items = []
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        items.append(line)
+    return expand_env(items, host_env, f"env file {path}")
+
+
+def read_env_file(path: str, host_env: Mapping[str, str]) -> list[tuple[str, str]]:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise RootlessError(f"open env file {path}: {e.strerror}") from None
+    return parse_env_file(text, path, host_env)
+
+
+def merge_env(*layers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for layer in layers:
+        for k, v in layer:
+            env[k] = v
+    return env
+
+
+def _pairs(items: Iterable[str], where: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        k, v = _split_env(item, where)
+        out.append((k, v or ""))
+    return out
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+def normalize_cap(name: str) -> str:
+    n = name.strip().upper()
+    if n == "ALL":
+        return n
+    if not n.startswith("CAP_"):
+        n = "CAP_" + n
+    if n not in CAP_NUMBERS:
+        raise RootlessError(f"unknown capability {name!r}", "see capabilities(7) for the names")
+    return n
+
+
+def capabilities(add: Iterable[str], drop: Iterable[str], *, privileged: bool = False,
+                 cap_last: int = len(CAP_NAMES) - 1) -> tuple[str, ...]:
+    """The bounding set: Podman's default eleven (or all, with --privileged), --cap-drop
+    removed, --cap-add added; ALL stands for every capability the kernel knows."""
+    add_n = [normalize_cap(c) for c in add]
+    drop_n = [normalize_cap(c) for c in drop]
+    every = CAP_NAMES[:cap_last + 1]
+    if "ALL" in add_n and "ALL" in drop_n:
+        raise RootlessError("adding all capabilities and removing all capabilities is not allowed")
+    if "ALL" in add_n or privileged:
+        have = set(every)
+    elif "ALL" in drop_n:
+        have = set()
+    else:
+        have = set(DEFAULT_CAPS)
+    if "ALL" not in drop_n:
+        have -= set(drop_n)
+    if "ALL" not in add_n:
+        have |= {c for c in add_n if c != "ALL"}
+    return tuple(sorted(have, key=CAP_NUMBERS.__getitem__))
+
+
+def cap_mask(names: Iterable[str]) -> int:
+    mask = 0
+    for n in names:
+        mask |= 1 << CAP_NUMBERS[n]
+    return mask
+
+
+def ambient_caps(add: Iterable[str], bounding: Sequence[str]) -> tuple[str, ...]:
+    """For a non-root user Podman keeps only the capabilities named by --cap-add (and in
+    the bounding set), raised as ambient so they survive execve(2)."""
+    named = [normalize_cap(c) for c in add]
+    wanted = set(bounding) if "ALL" in named else {c for c in named if c != "ALL"}
+    return tuple(sorted(wanted & set(bounding), key=CAP_NUMBERS.__getitem__))
+
+
+# --------------------------------------------------------------------------- user namespaces
+
+
+def _store_ids(store: Sequence[IdMap], start: int, size: int) -> list[tuple[int, int]]:
+    """Host (id, count) pieces for store-namespace ids [start, start+size)."""
+    out = []
+    want, end = start, start + size
+    for m in sorted(store, key=lambda m: m.container_id):
+        lo, hi = max(want, m.container_id), min(end, m.container_id + m.size)
+        if lo < hi:
+            out.append((m.host_id + lo - m.container_id, hi - lo))
+            want = hi
+    return out
+
+
+def keep_id_map(store: Sequence[IdMap], own: int) -> tuple[IdMap, ...]:
+    """--userns=keep-id: the user's own id keeps its number inside; the subordinate ids fill
+    0..own-1 and own+1.. in order (Podman builds the same map through its intermediate
+    namespace)."""
+    total = sum(m.size for m in store)
+    if total <= 1:
+        return (IdMap(own, _store_ids(store, 0, 1)[0][0], 1),)
+    sub = total - 1  # store ids 1..sub are the subordinate ids
+    out: list[IdMap] = []
+    below = min(own, sub)
+    cid = 0
+    for host, n in _store_ids(store, 1, below):
+        out.append(IdMap(cid, host, n))
+        cid += n
+    out.append(IdMap(own, _store_ids(store, 0, 1)[0][0], 1))
+    cid = own + 1
+    for host, n in _store_ids(store, 1 + below, sub - below):
+        out.append(IdMap(cid, host, n))
+        cid += n
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+def _abs_source(src: str, cwd: str, what: str) -> str:
+    if src.startswith("/"):
+        path = src
+    elif src.startswith("."):
+        path = os.path.join(cwd, src)
+    else:
+        raise RootlessError(f"{what}: named volume {src!r} is not supported yet",
+                            "give a host path (absolute, or starting with ./)")
+    path = os.path.normpath(path)
+    if not os.path.exists(path):
+        raise RootlessError(f"{what}: statfs {path}: no such file or directory")
+    return path
+
+
+def _dest(dst: str, what: str) -> str:
+    if not dst.startswith("/"):
+        raise RootlessError(f"{what}: invalid container path {dst!r}, must be an absolute path")
+    return os.path.normpath(dst)
+
+
+def parse_volume(text: str, cwd: str) -> Mount:
+    """-v SRC:DST[:OPTIONS] (podman-run(1) --volume), bind mounts of host paths only."""
+    what = f"volume {text!r}"
+    parts = text.split(":")
+    if len(parts) == 1:
+        raise RootlessError(f"{what}: anonymous volumes are not supported yet", "use -v HOSTPATH:CONTAINERPATH")
+    if len(parts) > 3:
+        raise RootlessError(f"{what}: too many colons", "use -v SRC:DST[:OPTIONS]")
+    src, dst = parts[0], parts[1]
+    opts = [o for o in (parts[2].split(",") if len(parts) == 3 else []) if o]
+    out = ["rbind"]
+    seen_rw = False
+    for o in opts:
+        if o in ("ro", "rw"):
+            if seen_rw:
+                raise RootlessError(f"{what}: ro and rw given more than once")
+            seen_rw = True
+            out.append(o)
+        elif o in ("z", "Z", "copy", "nocopy"):
+            continue  # SELinux relabelling and volume copy-up have no meaning for a bind here
+        elif o in ("bind", "rbind"):
+            out[0] = o
+        elif o in _PROPAGATIONS or o in ("nosuid", "suid", "nodev", "dev", "noexec", "exec"):
+            out.append(o)
+        else:
+            raise RootlessError(f"{what}: unsupported option {o!r}",
+                                "supported: ro, rw, z, Z, bind, rbind, [r]private, [r]shared, [r]slave, "
+                                "nosuid, nodev, noexec")
+    return Mount(_dest(dst, what), "bind", _abs_source(src, cwd, what), tuple(out))
+
+
+def _truthy(v: str, what: str) -> bool:
+    if v.lower() in ("", "true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise RootlessError(f"{what}: {v!r} is not true or false")
+
+
+def parse_mount(text: str, cwd: str) -> Mount:
+    """--mount type=bind|tmpfs,source=...,target=...[,ro][,...] (podman-run(1) --mount)."""
+    what = f"mount {text!r}"
+    kv: dict[str, str] = {}
+    flags: list[str] = []
+    for field_ in text.split(","):
+        if not field_:
+            continue
+        k, sep, v = field_.partition("=")
+        k = k.strip().lower()
+        if k in ("ro", "readonly"):
+            if _truthy(v, what):
+                flags.append("ro")
+            continue
+        if k in ("rw",):
+            if _truthy(v, what):
+                flags.append("rw")
+            continue
+        if not sep and k not in ("bind-nonrecursive", "z", "Z", "relabel", "notmpcopyup", "tmpcopyup"):
+            flags.append(k)
+            continue
+        kv[k] = v
+    kind = kv.pop("type", "")
+    dst = kv.pop("target", None) or kv.pop("destination", None) or kv.pop("dst", None)
+    src = kv.pop("source", None) or kv.pop("src", None)
+    if not dst:
+        raise RootlessError(f"{what}: no target", "add target=/path/in/container")
+    dest = _dest(dst, what)
+    for ignored in ("relabel", "consistency", "z", "Z", "notmpcopyup", "tmpcopyup"):
+        kv.pop(ignored, None)
+    for f in flags:
+        if f not in ("ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "z", "Z", "relabel",
+                     "notmpcopyup", "tmpcopyup", "bind-nonrecursive"):
+            raise RootlessError(f"{what}: unsupported option {f!r}")
+    flags = [f for f in flags if f not in ("z", "Z", "relabel", "notmpcopyup", "tmpcopyup")]
+    if kind == "bind":
+        if not src:
+            raise RootlessError(f"{what}: a bind mount needs source=", "add source=/host/path")
+        opts = ["bind" if "bind-nonrecursive" in flags or "bind-nonrecursive" in kv else "rbind"]
+        kv.pop("bind-nonrecursive", None)
+        prop = kv.pop("bind-propagation", None)
+        if prop:
+            if prop not in _PROPAGATIONS:
+                raise RootlessError(f"{what}: bind-propagation {prop!r} is not one of {', '.join(_PROPAGATIONS)}")
+            opts.append(prop)
+        if kv:
+            raise RootlessError(f"{what}: unsupported option {next(iter(kv))!r} for a bind mount")
+        opts += [f for f in flags if f != "bind-nonrecursive"]
+        return Mount(dest, "bind", _abs_source(src, cwd, what), tuple(opts))
+    if kind == "tmpfs":
+        opts = list(TMPFS_DEFAULT_OPTIONS)
+        size = kv.pop("tmpfs-size", None)
+        mode = kv.pop("tmpfs-mode", None)
+        if kv:
+            raise RootlessError(f"{what}: unsupported option {next(iter(kv))!r} for a tmpfs mount")
+        if size:
+            opts.append(f"size={size}")
+        if mode:
+            opts.append(f"mode={mode}")
+        for f in flags:
+            opts = _set_flag(opts, f)
+        return Mount(dest, "tmpfs", "tmpfs", tuple(opts))
+    if kind in ("volume", "image", "devpts", "glob", "ramfs"):
+        raise RootlessError(f"{what}: type={kind} is not supported yet", "use type=bind or type=tmpfs")
+    raise RootlessError(f"{what}: unknown or missing type {kind!r}", "use type=bind or type=tmpfs")
+
+
+_OPPOSITE = {"ro": "rw", "rw": "ro", "nosuid": "suid", "suid": "nosuid", "nodev": "dev", "dev": "nodev",
+             "noexec": "exec", "exec": "noexec"}
+
+
+def _set_flag(opts: list[str], flag: str) -> list[str]:
+    other = _OPPOSITE.get(flag)
+    return [o for o in opts if o not in (flag, other)] + [flag]
+
+
+def parse_tmpfs(text: str) -> Mount:
+    """--tmpfs DST[:OPTIONS], default options rw,noexec,nosuid,nodev (podman-run(1))."""
+    dst, _, opt_text = text.partition(":")
+    opts = list(TMPFS_DEFAULT_OPTIONS)
+    for o in (x for x in opt_text.split(",") if x):
+        opts = _set_flag(opts, o) if o in _OPPOSITE else [*opts, o]
+    return Mount(_dest(dst, f"tmpfs {text!r}"), "tmpfs", "tmpfs", tuple(opts))
+
+
+def _depth(m: Mount) -> int:
+    return 0 if m.destination == "/" else m.destination.count("/")
+
+
+def system_mounts(network: str, *, privileged: bool, cgroup2: bool, read_only: bool,
+                  read_only_tmpfs: bool) -> list[Mount]:
+    """The mounts every container gets, in the order an OCI runtime performs Podman's list."""
+    sys_ro = () if privileged else ("ro",)
+    ms = [
+        Mount("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
+        Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "noexec", "strictatime", "mode=755", "size=65536k")),
+    ]
+    if network == "host":
+        # sysfs shows the network namespace of its mounter; without a namespace of our own
+        # the kernel refuses a new instance, so the host's is bound (as rootless Podman does).
+        ms.append(Mount("/sys", "bind", "/sys", ("rbind", "nosuid", "noexec", "nodev", *sys_ro)))
+    else:
+        ms.append(Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", *sys_ro)))
+    ms += [
+        Mount("/dev/pts", "devpts", "devpts",
+              ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
+    ]
+    if cgroup2:
+        ms.append(Mount("/sys/fs/cgroup", "cgroup2", "cgroup2", ("nosuid", "noexec", "nodev", *sys_ro)))
+    # containers.conf(5) shm_size "65536k" reaches the kernel as 64000k (Podman's units)
+    ms.append(Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=64000k")))
+    ms += [Mount(f"/dev/{d}", "bind", f"/dev/{d}", ("bind",)) for d in DEFAULT_DEVICES]
+    if read_only and read_only_tmpfs:
+        # podman-run(1) --read-only-tmpfs (default true): writable scratch space stays.
+        for d in ("/run", "/tmp", "/var/tmp"):
+            ms.append(Mount(d, "tmpfs", "tmpfs", ("rw", "nosuid", "nodev", "mode=1777" if d != "/run" else
+                                                  "mode=755")))
+    return ms
+
+
+# --------------------------------------------------------------------------- generated files
+
+
+def hosts_file(hostname: str, name: str, network: str, host_hosts: str) -> str:
+    """The host's /etc/hosts, then the container's own names on loopback (Podman's layout)."""
+    base = host_hosts.rstrip("\n") or "127.0.0.1\tlocalhost\n::1\tlocalhost"
+    lines = [base]
+    if network != "host":
+        names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
+        lines.append(f"127.0.0.1\t{names}")
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(host_text: str, network: str) -> str | None:
+    """The host's resolver for --network host; None (no file, as Podman) without a network."""
+    if network != "host":
+        return None
+    return host_text if host_text.endswith("\n") or not host_text else host_text + "\n"
+
+
+def containerenv(version: str, name: str, cid: str, image: str, image_id: str, privileged: bool) -> str:
+    """/run/.containerenv: its presence says "in a container"; the keys are Podman's."""
+    return (f'engine="rootless-{version}"\nname="{name}"\nid="{cid}"\nimage="{image}"\n'
+            f'imageid="{image_id}"\nrootless=1\n' + ("privileged=1\n" if privileged else ""))
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *,
+          container_id: str, rundir: str, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap],
+          image_name: str = "", image_id: str = "", host: HostInfo | None = None) -> Spec:
+    """The Spec for ``rootless run`` of an image whose container config (the ``config``
+    object of the image config: Env, Entrypoint, Cmd, WorkingDir, User) is *image_config*."""
+    host = host or HostInfo()
+    if opts.network not in NETWORK_MODES:
+        raise RootlessError(f"network mode {opts.network!r} is not supported yet", "use --network none or host")
+    argv = command(image_config, opts.command, opts.entrypoint)
+    name = opts.name or container_id[:12]
+    hostname = opts.hostname or (host.hostname if opts.network == "host" else container_id[:12])
+
+    env = merge_env(
+        _pairs(DEFAULT_ENV, "default environment"),
+        _pairs(image_config.get("Env") or (), "image environment"),
+        *(read_env_file(p, host.env) for p in opts.env_files),
+        expand_env(opts.env, host.env, "--env"),
+    )
+    env.setdefault("container", "rootless")
+    env.setdefault("HOSTNAME", hostname)
+
+    workdir = opts.workdir or image_config.get("WorkingDir") or "/"
+    if not workdir.startswith("/"):
+        raise RootlessError(f"workdir {workdir!r} must be an absolute path")
+
+    no_new_privs = False
+    for so in opts.security_opt:
+        key, _, value = so.partition("=")
+        if key in ("no-new-privileges", "no_new_privileges") and (not value or _truthy(value, so)):
+            no_new_privs = True
+        elif key in ("label", "seccomp", "apparmor", "mask", "unmask", "proc-opts"):
+            raise RootlessError(f"--security-opt {so!r} is not supported yet",
+                                "supported: no-new-privileges")
+        else:
+            raise RootlessError(f"--security-opt {so!r}: unknown option", "supported: no-new-privileges")
+
+    caps = capabilities(opts.cap_add, opts.cap_drop, privileged=opts.privileged, cap_last=host.cap_last)
+
+    if opts.userns in (None, "", "host"):
+        umap, gmap = tuple(uid_map), tuple(gid_map)
+        user = opts.user if opts.user is not None else (image_config.get("User") or "")
+    elif opts.userns == "keep-id":
+        umap, gmap = keep_id_map(uid_map, host.uid), keep_id_map(gid_map, host.gid)
+        user = opts.user if opts.user is not None else f"{host.uid}:{host.gid}"
+    else:
+        raise RootlessError(f"--userns {opts.userns!r} is not supported", "supported: keep-id")
+
+    process = Process(
+        args=argv,
+        env=tuple(f"{k}={v}" for k, v in env.items()),
+        cwd=workdir,
+        terminal=opts.tty,
+        interactive=opts.interactive,
+        init=opts.init,
+        no_new_privileges=no_new_privs,
+        capabilities=caps,
+        user=user,
+        ambient_capabilities=ambient_caps(opts.cap_add, caps),
+    )
+
+    user_mounts = [parse_volume(v, host.cwd) for v in opts.volumes]
+    user_mounts += [parse_mount(m, host.cwd) for m in opts.mounts]
+    user_mounts += [parse_tmpfs(t) for t in opts.tmpfs]
+    # Parents before children whatever the order given (Podman sorts by destination depth).
+    user_mounts.sort(key=_depth)
+    taken = {m.destination for m in user_mounts}
+
+    resolv = resolv_conf(host.resolv_conf, opts.network)
+    wanted = [("/run/.containerenv", File(".containerenv", containerenv(
+                  host.version, name, container_id, image_name, image_id, opts.privileged))),
+              ("/etc/hostname", File("hostname", hostname + "\n")),
+              ("/etc/hosts", File("hosts", hosts_file(hostname, name, opts.network, host.hosts)))]
+    if resolv is not None:
+        wanted.append(("/etc/resolv.conf", File("resolv.conf", resolv)))
+    files = [f for _, f in wanted]
+    generated = [Mount(dst, "bind", os.path.join(rundir, f.name), ("bind",))
+                 for dst, f in wanted if dst not in taken]
+    mounts = system_mounts(opts.network, privileged=opts.privileged, cgroup2=host.cgroup2,
+                           read_only=opts.read_only, read_only_tmpfs=opts.read_only_tmpfs)
+    mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts
+
+    namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"}
+    if opts.network == "none":
+        namespaces.add("network")
+    rootfs = replace(plan, readonly=True) if opts.read_only else plan
+    return Spec(
+        id=container_id,
+        name=name,
+        process=process,
+        rootfs=rootfs,
+        mounts=tuple(mounts),
+        uid_map=umap,
+        gid_map=gmap,
+        namespaces=frozenset(namespaces),
+        hostname=hostname,
+        network=Network(mode="host" if opts.network == "host" else "none"),
+        masked_paths=() if opts.privileged else MASKED_PATHS,
+        readonly_paths=() if opts.privileged else READONLY_PATHS,
+        annotations=(("io.rootless.image", image_name), ("io.rootless.image-id", image_id)),
+        rundir=rundir,
+        files=tuple(files),
+    )

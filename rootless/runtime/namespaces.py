@@ -1,0 +1,55 @@
+"""Namespace flags for a Spec, and the set-up a fresh namespace needs before use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from rootless.errors import NamespaceError
+from rootless.runtime import syscalls as sc
+
+FLAGS = {
+    "user": sc.CLONE_NEWUSER, "mount": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID, "uts": sc.CLONE_NEWUTS,
+    "ipc": sc.CLONE_NEWIPC, "cgroup": sc.CLONE_NEWCGROUP, "network": sc.CLONE_NEWNET,
+}
+# <linux/sockios.h>, <net/if.h>
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def flags(names: Iterable[str]) -> int:
+    out = 0
+    for n in names:
+        if n not in FLAGS:
+            raise NamespaceError(f"unknown namespace {n!r}", f"known: {', '.join(FLAGS)}")
+        out |= FLAGS[n]
+    return out
+
+
+def loopback_up() -> None:
+    """A new network namespace has only ``lo``, and it is down (network_namespaces(7));
+    Podman's --network none brings it up so local services still work."""
+    # _socket, the C module: `socket` costs ~3 ms more to import, in the start-up path
+    import _socket
+    import fcntl
+    import struct
+
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        req = struct.pack("16sH14x", b"lo", 0)
+        cur = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", cur | _IFF_UP))
+    finally:
+        s.close()
+
+
+def private_root() -> None:
+    """Stop our mounts from propagating anywhere (a fresh namespace copies the parent's
+    propagation; owned by a new user namespace it is already a slave, mount_namespaces(7))."""
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+
+
+def set_hostname(name: str) -> None:
+    if name and name != os.uname().nodename:
+        sc.sethostname(name)

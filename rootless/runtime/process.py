@@ -1,0 +1,654 @@
+"""Start a container's process and collect its exit status.
+
+The fork chain (we are the CLI; every step is one fork of this same Python process, no
+extra interpreter):
+
+  CLI ──fork──▶ C1: unshare(user+mount+pid+uts+ipc+cgroup[+net]) → "R"
+   │               (CLI writes uid_map/gid_map with newuidmap/newgidmap) ← "G"
+   │               root in the namespace; hostname, lo up, mount the rootfs
+   │               ──fork──▶ C2 (PID 1 of the new PID namespace) → "P<pid of C2>", exit
+   │  (CLI is a child subreaper, so C2 becomes our child when C1 exits)  ← "go"
+   └─ C2: parent-death signal, the mount list, pty, pivot_root, user and capabilities, execve
+          (with --init C2 stays as a reaping PID 1 that forwards signals, and C3 execs)
+
+Every child reports failures on a close-on-exec pipe (crun's convention): EOF with no
+message means execve succeeded. The CLI forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
+and SIGUSR2 to PID 1 and returns its status, 128+N when signal N killed it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+
+from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, RootlessError
+from rootless.runtime import idmap, mounts, namespaces, syscalls, users
+from rootless.spec import CAPABILITIES, Process, Spec
+
+if TYPE_CHECKING:
+    from rootless.context import Log
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_PR_SET_KEEPCAPS = 8
+# <asm-generic/ioctls.h>
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+TIOCGWINSZ = 0x5413
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_EXIT_SETUP = 125
+
+
+@dataclass(frozen=True)
+class Started:
+    pid: int  # the container's PID 1 as we see it; our child once C1 has exited
+    master: int | None  # the pty master (-t), opened in the container's devpts
+
+
+@dataclass(frozen=True)
+class _Fds:
+    report: int  # write end, close-on-exec
+    go: int  # read end: "G" once the maps are written
+    go2: int  # read end: C2 may go on once C1 has been reaped
+    sock: int  # our end of the socketpair carrying the pty master (-1 without -t)
+
+
+# --------------------------------------------------------------------------- child side
+
+
+def _report(fd: int, kind: str, err: BaseException) -> None:
+    msg: dict[str, Any] = {"kind": kind}
+    if isinstance(err, OSError):
+        msg.update(errno=err.errno or 0, message=syscalls.describe(err))
+    elif isinstance(err, RootlessError):
+        msg.update(errno=0, message=err.message, hint=err.hint, type=type(err).__name__)
+    else:
+        msg.update(errno=0, message=f"{type(err).__name__}: {err}")
+    try:
+        os.write(fd, b"E" + json.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _fail(fd: int, kind: str, err: BaseException) -> NoReturn:
+    _report(fd, kind, err)
+    os._exit(_EXIT_SETUP)
+
+
+def _read_byte(fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, 1)
+        except InterruptedError:
+            continue
+
+
+def _become_root(single_gid_map: bool) -> None:
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    if not single_gid_map:
+        os.setgroups([])
+
+
+def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn:
+    stage = "namespaces"
+    try:
+        syscalls.set_pdeathsig(signal.SIGKILL)
+        # CLONE_NEWPID waits until the rootfs is mounted: the first child forked after it
+        # becomes PID 1, and fuse-overlayfs (forked to mount the rootfs) must not be that.
+        flags = namespaces.flags(spec.namespaces)
+        syscalls.unshare(flags & ~syscalls.CLONE_NEWPID)
+        os.write(fds.report, b"R\n")
+        if _read_byte(fds.go) != b"G":
+            os._exit(_EXIT_SETUP)
+        os.close(fds.go)
+        stage = "setup"
+        _become_root(len(spec.gid_map) <= 1)
+        namespaces.private_root()
+        if "uts" in spec.namespaces:
+            namespaces.set_hostname(spec.hostname)
+        if "network" in spec.namespaces:
+            namespaces.loopback_up()
+        stage = "rootfs"
+        mounts.mount_rootfs(spec.rootfs)
+        if flags & syscalls.CLONE_NEWPID:
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            _c2(spec, fds, winsize, cap_last)
+        os.write(fds.report, b"P%d\n" % pid)
+    except BaseException as e:
+        _fail(fds.report, stage, e)
+    os._exit(0)
+
+
+def _open_pty(root: str) -> tuple[int, int, str]:
+    """A pty pair from the container's own devpts instance (as Podman's runtimes do), so the
+    terminal is /dev/pts/N inside and ttyname(3) works there."""
+    import fcntl
+    import struct
+
+    ptmx = os.path.join(root, "dev/pts/ptmx")
+    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, struct.pack("I", 0)))[0]
+    slave = os.open(os.path.join(root, f"dev/pts/{n}"), os.O_RDWR | os.O_NOCTTY)
+    return master, slave, f"/dev/pts/{n}"
+
+
+def _c2(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn:
+    stage = "mounts"
+    slave = -1
+    try:
+        # Our parent C1 exits as soon as it has told the CLI our pid; the death signal must
+        # be armed only once the CLI (a subreaper) is our parent, or C1's exit would fire it.
+        if _read_byte(fds.go2) != b"G":
+            os._exit(_EXIT_SETUP)
+        os.close(fds.go2)
+        syscalls.set_pdeathsig(signal.SIGKILL)
+        # A session of our own: a Ctrl-C at the user's terminal reaches the CLI, which forwards it once.
+        os.setsid()
+        root = spec.rootfs.target
+        if spec.rootfs.driver == "fuse-overlayfs":
+            # pivot_root(2) moves the root of every process in the mount namespace that had
+            # the old one, and the FUSE daemon serving the rootfs from the host's paths is in
+            # ours: a namespace of the container's own leaves the daemon where it was.
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+        mounts.setup(root, spec.mounts, spec.masked_paths, spec.readonly_paths, spec.rootfs.readonly)
+        if spec.process.terminal:
+            stage = "terminal"
+            import socket
+
+            master, slave, name = _open_pty(root)
+            console = mounts.secure_join(root, "/dev/console")
+            if not os.path.exists(console):
+                os.close(os.open(console, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            syscalls.mount(os.path.join(root, name.lstrip("/")), console, None, syscalls.MS_BIND)
+            with socket.socket(fileno=fds.sock) as s:
+                socket.send_fds(s, [b"M"], [master])
+            os.close(master)
+        stage = "user"
+        who = _resolve_user(spec, root)
+        stage = "mounts"
+        mounts.pivot(root)
+        if spec.process.init:
+            _init(spec, who, fds.report, slave, winsize, cap_last)
+        _exec(spec.process, who, fds.report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
+    except BaseException as e:
+        _fail(fds.report, stage, e)
+
+
+def _init(spec: Spec, who: _Who, report: int, slave: int, winsize: bytes | None, cap_last: int) -> NoReturn:
+    """--init: stay PID 1, reap every orphan, forward signals to the command, exit with its status.
+
+    As PID 1 the command would ignore every signal it has no handler for
+    (pid_namespaces(7)); as PID 2 it gets the default actions back.
+    """
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        _exec(spec.process, who, report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
+    os.close(report)
+    if slave >= 0:
+        os.close(slave)
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write("rootless-init")
+    except OSError:
+        pass
+    waited = {*FORWARDED, signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    while True:
+        while True:
+            try:
+                done, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                os._exit(0)
+            if done == 0:
+                break
+            if done == pid:
+                os._exit(exit_status(status))
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo != signal.SIGCHLD:
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def find_executable(name: str, path: str) -> str:
+    """execvp(3)'s search over the container's PATH; a directory we may not search is skipped."""
+    if "/" in name:
+        return name
+    not_exec: str | None = None
+    for d in path.split(":"):
+        candidate = os.path.join(d or ".", name)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if os.access(candidate, os.X_OK):
+            return candidate
+        not_exec = not_exec or candidate
+    if not_exec is not None:
+        return not_exec  # execve reports EACCES for it, as the shells do
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
+def cap_numbers(names: Sequence[str]) -> list[int]:
+    return [CAPABILITIES.index(n) for n in names]
+
+
+def _credentials(p: Process, uid: int, gid: int, groups: Sequence[int], cap_last: int,
+                 single_gid_map: bool) -> None:
+    """Switch to the container user with the Spec's capabilities (capabilities(7)).
+
+    The bounding set is cut first (it needs CAP_SETPCAP); root then keeps exactly the set,
+    which execve(2) recomputes from the bounding set; any other user keeps only the ambient
+    capabilities, which need to be permitted and inheritable when raised.
+    """
+    keep = cap_numbers(p.capabilities)
+    if p.no_new_privileges:
+        syscalls.set_no_new_privs()
+    for c in range(cap_last + 1):
+        if c not in keep:
+            syscalls.capbset_drop(c)
+    if not single_gid_map:
+        os.setgroups(list(groups))
+    ambient = cap_numbers(p.ambient_capabilities) if uid != 0 else []
+    if ambient:
+        syscalls.prctl(_PR_SET_KEEPCAPS, 1, what="keep capabilities across setuid")
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if uid == 0:
+        mask = sum(1 << c for c in keep)
+        syscalls.capset(mask, mask, 0)
+        syscalls.ambient_clear()
+    elif ambient:
+        mask = sum(1 << c for c in ambient)
+        syscalls.capset(mask, mask, mask)
+        for c in ambient:
+            syscalls.ambient_raise(c)
+
+
+class _Who(NamedTuple):
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str | None  # for HOME when the environment has none
+
+
+def _resolve_user(spec: Spec, root: str) -> _Who:
+    """The Process's user, looked up in the container's own /etc/passwd and /etc/group.
+
+    A numeric uid (or gid) the image does not list gets an entry, as Podman adds one, so
+    whoami(1) and shells work: a copy of the image's file with the line added, in the run
+    directory, bound over /etc/passwd (or /etc/group).
+    """
+    p = spec.process
+    if p.user is None:
+        return _Who(p.uid, p.gid, tuple(p.additional_gids), None)
+    passwd_path = mounts.secure_join(root, "/etc/passwd")
+    group_path = mounts.secure_join(root, "/etc/group")
+    passwd, group = _read_text(passwd_path), _read_text(group_path)
+    eu = users.resolve(p.user, passwd, group)
+    # Podman lists an explicitly named user's primary group among its groups too.
+    primary = (eu.gid,) if p.user else ()
+    groups = tuple(dict.fromkeys((*primary, *eu.additional_gids, *p.additional_gids)))
+    if spec.rundir:
+        if eu.name is None and passwd is not None:
+            _add_line(spec.rundir, "passwd", passwd_path, passwd,
+                      f"{eu.uid}:*:{eu.uid}:{eu.gid}:container user:{eu.home}:/bin/sh")
+        if group is not None and eu.gid not in {g.gid for g in users.parse_group(group)}:
+            _add_line(spec.rundir, "group", group_path, group, f"{eu.gid}:x:{eu.gid}:{eu.name or eu.uid}")
+    return _Who(eu.uid, eu.gid, groups, eu.home)
+
+
+def _add_line(rundir: str, name: str, target: str, text: str, line: str) -> None:
+    copy = os.path.join(rundir, name)
+    with open(copy, "w") as f:
+        f.write(text + ("" if text.endswith("\n") or not text else "\n") + line + "\n")
+    os.chmod(copy, 0o644)
+    syscalls.mount(copy, target, None, syscalls.MS_BIND)
+
+
+def _exec(p: Process, who: _Who, report: int, slave: int, winsize: bytes | None, cap_last: int, *,
+          single_gid_map: bool) -> NoReturn:
+    stage = "user"
+    try:
+        uid, gid, groups = who.uid, who.gid, who.groups
+        env = list(p.env)
+        if who.home is not None and not any(e.startswith("HOME=") for e in env):
+            env.append(f"HOME={who.home}")
+        stage = "stdio"
+        if slave >= 0:
+            import fcntl
+
+            if winsize:
+                fcntl.ioctl(slave, TIOCSWINSZ, winsize)
+            os.fchown(slave, uid, -1)
+            fcntl.ioctl(slave, TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            if slave > 2:
+                os.close(slave)
+        elif not p.interactive:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        stage = "cwd"
+        try:
+            os.chdir(p.cwd)
+        except FileNotFoundError:
+            os.makedirs(p.cwd, 0o755, exist_ok=True)
+            os.chdir(p.cwd)
+        stage = "exec"
+        path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+        exe = find_executable(p.args[0], path)
+        stage = "credentials"
+        _credentials(p, uid, gid, groups, cap_last, single_gid_map)
+        os.umask(p.umask)
+        # Python ignores SIGPIPE and SIGXFSZ; an exec'd program must start from the defaults.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        stage = "exec"
+        os.execve(exe, list(p.args), dict(_env_pairs(env)))
+    except BaseException as e:
+        _fail(report, stage, e)
+
+
+def _env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for e in env:
+        k, _, v = e.partition("=")
+        out.append((k, v))
+    return out
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+class _Lines:
+    """Line reader over the report pipe (messages are short single lines)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except InterruptedError:
+                continue
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+        out, _, self.buf = self.buf.partition(b"\n")
+        return out
+
+
+def _error(name: str, raw: bytes) -> RootlessError:
+    try:
+        msg = json.loads(raw[1:])
+    except ValueError:
+        return NamespaceError(f"the container process failed: {raw[:200]!r}")
+    kind, code, text = msg.get("kind"), int(msg.get("errno") or 0), str(msg.get("message"))
+    hint = msg.get("hint")
+    if kind == "namespaces":
+        from rootless.runtime.userns import userns_error
+
+        return userns_error(OSError(code, os.strerror(code), text.rsplit(":", 1)[0]))
+    if kind == "exec":
+        # The wording of Podman's runtime (Go's os/exec), which scripts match on.
+        if code == errno.ENOENT:
+            if "/" in name:
+                return CommandNotFoundError(f'exec: "{name}": stat {name}: no such file or directory')
+            return CommandNotFoundError(f'exec: "{name}": executable file not found in $PATH')
+        if code in (errno.EACCES, errno.EPERM, errno.EISDIR):
+            return NotExecutableError(f'exec: "{name}": permission denied')
+        if code == errno.ENOEXEC:
+            return NotExecutableError(f'exec: "{name}": exec format error')
+        return NotExecutableError(f'exec: "{name}": {os.strerror(code).lower()}')
+    if kind == "credentials" and code == errno.EINVAL:
+        hint = hint or "the user or group is outside the container's id mapping (see /etc/subuid, /etc/subgid)"
+    if kind == "rootfs" and code == errno.EPERM:
+        hint = hint or "try another storage driver: --storage-driver fuse-overlayfs or vfs"
+    return RootlessError(f"{_STAGES.get(str(kind), 'start the container')}: {text}", hint)
+
+
+_STAGES = {"setup": "set up the container namespaces", "rootfs": "mount the container's rootfs",
+           "mounts": "mount the container's file systems", "terminal": "open the container's terminal",
+           "user": "resolve the container user", "stdio": "set up the container's stdio",
+           "cwd": "change to the working directory", "credentials": "switch to the container user"}
+
+
+def _maps(spec: Spec) -> idmap.IdMaps:
+    um = tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.uid_map)
+    gm = tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.gid_map)
+    if not um:
+        um = (idmap.IdMapping(0, os.getuid(), 1),)
+    if not gm:
+        gm = (idmap.IdMapping(0, os.getgid(), 1),)
+    return idmap.IdMaps(um, gm, single=len(um) == 1 or len(gm) == 1)
+
+
+def _apply_maps_fast(pid: int, maps: idmap.IdMaps) -> bool:
+    """newuidmap and newgidmap at the same time (each is an exec of a setuid program, the
+    largest part of starting a container). False if either failed or is unusable, leaving
+    the maps unwritten when that was the first write: the caller then diagnoses with
+    idmap.apply."""
+    if maps.single:
+        return False
+    uhelper, ghelper = idmap.find_helper("newuidmap"), idmap.find_helper("newgidmap")
+    if uhelper is None or ghelper is None:
+        return False
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+                   (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        pids = [os.posix_spawn(h, idmap.helper_argv(h, pid, m), {}, file_actions=actions)
+                for h, m in ((uhelper, maps.uid_map), (ghelper, maps.gid_map))]
+    finally:
+        os.close(null)
+        os.close(err_w)
+    failed = []
+    for p, name in zip(pids, ("newuidmap", "newgidmap"), strict=True):
+        _, status = os.waitpid(p, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failed.append(name)
+    err = b""
+    while chunk := os.read(err_r, 4096):
+        err += chunk
+    os.close(err_r)
+    if failed:
+        text = " ".join(err.decode(errors="replace").split())
+        raise NamespaceError(f"{' and '.join(failed)} for process {pid} failed: {text}",
+                             "`rootless doctor` names the cause (subordinate ranges in /etc/subuid and "
+                             "/etc/subgid, setuid helpers) and its fix")
+    return True
+
+
+def cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return min(int(f.read()), len(CAPABILITIES) - 1)
+    except (OSError, ValueError):
+        return len(CAPABILITIES) - 1
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
+    """Fork the chain above; return once the container's command has been exec'd.
+
+    The caller must have blocked FORWARDED and SIGCHLD (see ``blocked``) so that no signal is
+    lost between the fork and the wait. Raises CommandNotFoundError / NotExecutableError for
+    exec failures and RootlessError for everything else, after reaping what was started.
+    """
+    maps = _maps(spec)
+    cap_last = cap_last_cap()
+    syscalls.set_child_subreaper()
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    go2_r, go2_w = os.pipe2(os.O_CLOEXEC)
+    sock_parent = sock_child = -1
+    if spec.process.terminal:
+        import socket
+
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock_parent, sock_child = a.detach(), b.detach()
+        os.set_inheritable(sock_parent, False)
+        os.set_inheritable(sock_child, False)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid1 = os.fork()
+    if pid1 == 0:
+        os.close(report_r)
+        os.close(go_w)
+        os.close(go2_w)
+        if sock_parent >= 0:
+            os.close(sock_parent)
+        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child), winsize, cap_last)
+    os.close(report_w)
+    os.close(go_r)
+    os.close(go2_r)
+    if sock_child >= 0:
+        os.close(sock_child)
+    lines = _Lines(report_r)
+    container = -1
+    try:
+        first = lines.line()
+        if first != b"R":
+            _reap(pid1)
+            raise _error(spec.process.args[0], first) if first.startswith(b"E") else \
+                NamespaceError(f"the container's first process exited before its namespaces existed ({first!r})")
+        try:
+            if not _apply_maps_fast(pid1, maps):
+                # diagnose: the same writes one at a time, with idmap's explanations
+                idmap.apply(pid1, maps)
+        except BaseException:
+            os.kill(pid1, signal.SIGKILL)
+            _reap(pid1)
+            raise
+        os.write(go_w, b"G")
+        second = lines.line()
+        _reap(pid1)
+        if not second.startswith(b"P"):
+            raise _error(spec.process.args[0], second) if second.startswith(b"E") else \
+                NamespaceError("the container's first process exited without starting it")
+        container = int(second[1:])
+        os.write(go2_w, b"G")
+        master = None
+        if sock_parent >= 0:
+            import socket
+
+            with socket.socket(fileno=sock_parent) as s:
+                sock_parent = -1
+                _, fds, _, _ = socket.recv_fds(s, 1, 1)
+            master = fds[0] if fds else None
+            if master is not None:
+                os.set_inheritable(master, False)
+        rest = lines.line()
+        if rest.startswith(b"E"):
+            _reap(container)
+            if master is not None:
+                os.close(master)
+            raise _error(spec.process.args[0], rest)
+        log.debug(f"container {spec.id[:12]} started: pid {container}")
+        return Started(container, master)
+    except BaseException:
+        if container > 0:
+            try:
+                os.kill(container, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap(container)
+        raise
+    finally:
+        for fd in (report_r, go_w, go2_w, sock_parent):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def exit_status(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class blocked:
+    """Block *signals* for the duration (so sigwaitinfo or a child's handler sees them).
+
+    A signal ignored since we started (a shell starts background jobs with SIGINT and
+    SIGQUIT ignored) would be discarded even while blocked; it gets the default action for
+    the duration so it is queued and forwarded, as Podman (Go's signal.Notify) does.
+    """
+
+    def __init__(self, signals: Sequence[int]) -> None:
+        self.signals = set(signals)
+        self.old: set[int] | None = None
+        self.ignored: list[int] = []
+
+    def __enter__(self) -> blocked:
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        for s in self.signals:
+            if signal.getsignal(s) == signal.SIG_IGN:
+                signal.signal(s, signal.SIG_DFL)
+                self.ignored.append(s)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self.ignored:
+            signal.signal(s, signal.SIG_IGN)
+        if self.old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
+def wait(started: Started, on_signal: Callable[[int], None] | None = None) -> int:
+    """Wait for the container, forwarding FORWARDED signals; its exit status (128+N on signal N).
+
+    Must be called with FORWARDED and SIGCHLD blocked.
+    """
+    waited = {*FORWARDED, signal.SIGCHLD}
+    pid = started.pid
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return exit_status(status)
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo != signal.SIGCHLD:
+            if on_signal is not None:
+                on_signal(info.si_signo)
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass

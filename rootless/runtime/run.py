@@ -1,0 +1,185 @@
+"""``run(ctx, spec) -> status``: the runtime's single entry point for `rootless run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rootless.runtime import process
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+    from rootless.spec import RootfsPlan, Spec
+
+
+def write_files(spec: Spec) -> None:
+    """The generated files (hosts, resolv.conf, ...) in the container's run directory."""
+    if not spec.files:
+        return
+    os.makedirs(spec.rundir, mode=0o700, exist_ok=True)
+    for f in spec.files:
+        path = os.path.join(spec.rundir, f.name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, f.mode)
+        try:
+            os.write(fd, f.content.encode())
+        finally:
+            os.close(fd)
+
+
+def remove_files(spec: Spec) -> None:
+    if not spec.rundir:
+        return
+    for name in [f.name for f in spec.files] + ["passwd", "group"]:  # see process._resolve_user
+        try:
+            os.unlink(os.path.join(spec.rundir, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(spec.rundir)
+    except OSError:
+        pass
+
+
+class LazyStoreNamespace:
+    """storage's NamespaceRunner that starts the store's namespace only when first called:
+    preparing and removing a container layer usually needs none, and importing
+    rootless.runtime.userns alone costs milliseconds of start-up."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.ns: Any = None
+
+    def call(self, func: str, **kwargs: Any) -> Any:
+        if self.ns is None:
+            from rootless.runtime.userns import StoreNamespace
+
+            self.ns = StoreNamespace(self.ctx.layout, self.ctx.log)
+        return self.ns.call(func, **kwargs)
+
+    def __enter__(self) -> LazyStoreNamespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ns is not None:
+            self.ns.close()
+            self.ns = None
+
+
+def run(ctx: Context, spec: Spec) -> int:
+    """Start the container described by *spec*, attach to it and return its exit status.
+
+    Exit status as a shell reports it: the command's own, 128+N when signal N killed it.
+    The run directory is removed when the container is gone; the rootfs plan's directories
+    belong to storage (``storage.rootfs.remove``).
+    """
+    if len(spec.uid_map) == 1 or len(spec.gid_map) == 1:
+        from rootless.runtime import idmap
+
+        user = idmap.current_user()
+        maps = idmap.IdMaps(
+            tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.uid_map),
+            tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.gid_map), single=True)
+        ctx.log.warn_once("single-id-mapping", idmap.single_mapping_warning(maps, user))
+    write_files(spec)
+    try:
+        with process.blocked((*process.FORWARDED, signal.SIGCHLD)):
+            if spec.process.terminal:
+                return _run_tty(ctx, spec)
+            started = process.start(spec, ctx.log)
+            return process.wait(started)
+    finally:
+        if spec.rootfs.driver == "fuse-overlayfs":
+            stop_orphans(ctx)
+        remove_files(spec)
+
+
+def _children() -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def stop_orphans(ctx: Context, grace: float = 2.0) -> None:
+    """End what the container left re-parented to us (we are a child subreaper): the
+    fuse-overlayfs daemon serving its rootfs keeps the container's mount namespace, and so
+    itself, alive until it is told to go."""
+    import time
+
+    pids = _children()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for pid in pids:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                ctx.log.debug(f"process {pid} left by the container ignored SIGTERM: killing it")
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+
+
+def _run_tty(ctx: Context, spec: Spec) -> int:
+    from rootless.runtime import tty
+
+    src = tty.terminal_size_source()
+    winsize = tty.get_winsize(src) if src is not None else None
+    started = process.start(spec, ctx.log, winsize=winsize)
+    if started.master is None:
+        raise RuntimeError("the container's terminal was not received")
+    if spec.process.interactive and os.isatty(0):
+        sys.stdout.flush()
+        with tty.raw_mode(0):
+            return tty.relay(started, interactive=True)
+    return tty.relay(started, interactive=spec.process.interactive)
+
+
+def mount_probe(plan: RootfsPlan, check: str) -> str | None:
+    """storage.drivers.probe.MountProbe: mount *plan* exactly as a container's child does (a
+    new user and mount namespace with the store's mapping, as namespace-root), call *check*
+    ("package.module:function", given ``target=plan.target``) there, unmount; None if all
+    of that worked, else why not (one line)."""
+    import importlib
+
+    from rootless.runtime import idmap, mounts, namespaces, syscalls, userns
+
+    modname, _, fname = check.partition(":")
+    func = getattr(importlib.import_module(modname), fname)
+
+    def child() -> None:
+        namespaces.private_root()
+        mounts.mount_rootfs(plan)
+        try:
+            func(target=plan.target)
+        finally:
+            if plan.driver != "vfs":
+                syscalls.umount2(plan.target, syscalls.MNT_DETACH)
+
+    pid, failure = userns.fork_mapped(idmap.current_store_maps(), syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS,
+                                      child)
+    status = userns.wait_status(pid)
+    if failure is not None:
+        return failure.message
+    if status != 0:
+        return f"the probe's child exited with status {status}"
+    return None

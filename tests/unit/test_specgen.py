@@ -1,0 +1,264 @@
+"""specgen: image config + run flags → Spec, by Podman's (and Docker's) rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rootless.errors import RootlessError
+from rootless.image import specgen
+from rootless.image.specgen import HostInfo, RunOptions
+from rootless.runtime import users
+from rootless.spec import IdMap, RootfsPlan
+
+PLAN = RootfsPlan("overlay", "/store/c/merged", ("/store/l1",), "/store/c/upper", "/store/c/work")
+STORE_UIDS = (IdMap(0, 1000, 1), IdMap(1, 100000, 65536))
+CID = "ab" * 32
+
+
+def build(cfg: dict | None = None, host: HostInfo | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    opts = RunOptions(image="img", **kw)  # type: ignore[arg-type]
+    return specgen.build(cfg or {"Cmd": ["sh"]}, opts, PLAN, container_id=CID, rundir="/run/x",
+                         uid_map=STORE_UIDS, gid_map=STORE_UIDS, host=host or HostInfo(uid=1000, gid=1000))
+
+
+# --------------------------------------------------------------------------- entrypoint / cmd
+
+@pytest.mark.parametrize(("cfg", "args", "entrypoint", "want"), [
+    ({"Cmd": ["sh"]}, (), None, ("sh",)),
+    ({"Cmd": ["sh"]}, ("echo", "hi"), None, ("echo", "hi")),
+    ({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"]}, (), None, ("/bin/sh", "-c", "echo hi")),
+    ({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"]}, ("date",), None, ("/bin/sh", "-c", "date")),
+    # --entrypoint drops the image's Cmd
+    ({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"]}, (), "/bin/echo", ("/bin/echo",)),
+    ({"Cmd": ["sh"]}, ("a", "b"), "/bin/echo", ("/bin/echo", "a", "b")),
+    ({"Entrypoint": ["x"], "Cmd": ["sh"]}, ("id",), "", ("id",)),
+    ({"Cmd": ["sh"]}, ("x",), '["/bin/sh", "-c"]', ("/bin/sh", "-c", "x")),
+])
+def test_command_rules(cfg: dict, args: tuple, entrypoint: str | None, want: tuple) -> None:
+    assert specgen.command(cfg, args, entrypoint) == want
+
+
+def test_no_command_is_an_error() -> None:
+    with pytest.raises(RootlessError, match="no command or entrypoint"):
+        specgen.command({}, (), None)
+    with pytest.raises(RootlessError):
+        specgen.command({"Cmd": ["sh"]}, (), "")
+
+
+# --------------------------------------------------------------------------- environment
+
+def test_env_defaults_image_then_flags() -> None:
+    spec = build({"Cmd": ["sh"], "Env": ["PATH=/img/bin", "A=image", "B=image"]},
+                 host=HostInfo(env={"HOSTVAR": "h", "XA": "1", "XB": "2"}),
+                 env=("B=flag", "HOSTVAR", "MISSING", "X*", "C=c=d"))
+    env = dict(e.split("=", 1) for e in spec.process.env)
+    assert env["PATH"] == "/img/bin"
+    assert env["TERM"] == "xterm"
+    assert env["A"] == "image" and env["B"] == "flag" and env["C"] == "c=d"
+    assert env["HOSTVAR"] == "h" and "MISSING" not in env
+    assert env["XA"] == "1" and env["XB"] == "2"
+    assert env["container"] == "rootless"
+    assert env["HOSTNAME"] == CID[:12] == spec.hostname
+    assert "HOME" not in env  # the runtime adds it from the container's passwd
+
+
+def test_default_path_when_image_has_none() -> None:
+    env = dict(e.split("=", 1) for e in build().process.env)
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_env_file(tmp_path: Path) -> None:
+    f = tmp_path / "env"
+    f.write_text("# comment\n\nK1=v1\n  K2=with spaces \nFROMHOST\nK1=again\n")
+    spec = build(host=HostInfo(env={"FROMHOST": "yes"}), env_files=(str(f),), env=("K2=flag",))
+    env = dict(e.split("=", 1) for e in spec.process.env)
+    assert env["K1"] == "again" and env["K2"] == "flag" and env["FROMHOST"] == "yes"
+    with pytest.raises(RootlessError, match="env file"):
+        build(env_files=(str(tmp_path / "nope"),))
+
+
+def test_env_without_name_is_an_error() -> None:
+    with pytest.raises(RootlessError, match="no name"):
+        build(env=("=x",))
+
+
+# --------------------------------------------------------------------------- workdir, user, hostname
+
+def test_workdir_and_user() -> None:
+    spec = build({"Cmd": ["sh"], "WorkingDir": "/var/www", "User": "1000:1000"})
+    assert spec.process.cwd == "/var/www" and spec.process.user == "1000:1000"
+    spec = build({"Cmd": ["sh"], "WorkingDir": "/var/www", "User": "1000"}, workdir="/tmp", user="nobody")
+    assert spec.process.cwd == "/tmp" and spec.process.user == "nobody"
+    assert build().process.cwd == "/" and build().process.user == ""
+    with pytest.raises(RootlessError, match="absolute"):
+        build(workdir="rel")
+
+
+def test_hostname_and_name() -> None:
+    spec = build(hostname="box", name="web")
+    assert spec.hostname == "box" and spec.name == "web"
+    files = {f.name: f.content for f in spec.files}
+    assert files["hostname"] == "box\n"
+    assert "127.0.0.1\tbox web" in files["hosts"]
+    assert 'name="web"' in files[".containerenv"] and f'id="{CID}"' in files[".containerenv"]
+
+
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nbad line\n"
+GROUP = "root:x:0:root\nwheel:x:10:root,user\nuser:x:1000:\naudio:x:29:user\n"
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    ("", (0, 0, (0, 10), "/root")),
+    ("root", (0, 0, (0, 10), "/root")),
+    ("user", (1000, 1000, (10, 29), "/home/user")),
+    ("1000", (1000, 1000, (10, 29), "/home/user")),
+    ("user:wheel", (1000, 10, (), "/home/user")),
+    ("user:5", (1000, 5, (), "/home/user")),
+    ("4242", (4242, 0, (), "/")),
+    ("4242:4243", (4242, 4243, (), "/")),
+])
+def test_user_resolution(spec: str, want: tuple) -> None:
+    u = users.resolve(spec, PASSWD, GROUP)
+    assert (u.uid, u.gid, u.additional_gids, u.home) == want
+
+
+def test_user_resolution_errors() -> None:
+    with pytest.raises(RootlessError, match="unable to find user nobody"):
+        users.resolve("nobody", PASSWD, GROUP)
+    with pytest.raises(RootlessError, match="unable to find group staff"):
+        users.resolve("user:staff", PASSWD, GROUP)
+    assert users.resolve("7", None, None).uid == 7
+
+
+# --------------------------------------------------------------------------- capabilities
+
+def test_default_caps_are_podmans_eleven() -> None:
+    caps = build().process.capabilities
+    assert len(caps) == 11
+    assert specgen.cap_mask(caps) == 0x00000000800405FB
+
+
+def test_cap_add_drop_all() -> None:
+    assert specgen.capabilities(["net_admin"], ["CAP_CHOWN", "kill"]) == tuple(sorted(
+        set(specgen.DEFAULT_CAPS) - {"CAP_CHOWN", "CAP_KILL"} | {"CAP_NET_ADMIN"},
+        key=specgen.CAP_NUMBERS.__getitem__))
+    assert specgen.capabilities([], ["ALL"]) == ()
+    assert specgen.capabilities(["NET_RAW"], ["all"]) == ("CAP_NET_RAW",)
+    every = specgen.capabilities(["ALL"], [], cap_last=40)
+    assert len(every) == 41
+    assert "CAP_SYS_ADMIN" not in specgen.capabilities(["ALL"], ["SYS_ADMIN"])
+    assert len(specgen.capabilities([], [], privileged=True, cap_last=38)) == 39
+    with pytest.raises(RootlessError, match="unknown capability"):
+        specgen.capabilities(["CAP_NOPE"], [])
+    with pytest.raises(RootlessError):
+        specgen.capabilities(["ALL"], ["ALL"])
+
+
+def test_ambient_for_non_root() -> None:
+    spec = build(cap_add=("NET_ADMIN",), cap_drop=("CHOWN",))
+    assert spec.process.ambient_capabilities == ("CAP_NET_ADMIN",)
+    assert specgen.ambient_caps(["ALL"], ["CAP_KILL"]) == ("CAP_KILL",)
+
+
+def test_privileged_drops_masks() -> None:
+    spec = build()
+    assert "/proc/kcore" in spec.masked_paths and "/proc/sys" in spec.readonly_paths
+    priv = build(privileged=True)
+    assert priv.masked_paths == () and priv.readonly_paths == ()
+    assert "CAP_SYS_ADMIN" in priv.process.capabilities
+
+
+def test_security_opt() -> None:
+    assert build(security_opt=("no-new-privileges",)).process.no_new_privileges
+    assert build(security_opt=("no-new-privileges=true",)).process.no_new_privileges
+    assert not build().process.no_new_privileges
+    with pytest.raises(RootlessError):
+        build(security_opt=("label=disable",))
+
+
+# --------------------------------------------------------------------------- mounts
+
+def test_system_mount_order() -> None:
+    dests = [m.destination for m in build().mounts]
+    assert dests[:5] == ["/proc", "/dev", "/sys", "/dev/pts", "/dev/mqueue"]
+    assert dests.index("/dev/shm") < dests.index("/dev/null") < dests.index("/etc/hosts")
+    assert dests[-3:] == ["/run/.containerenv", "/etc/hostname", "/etc/hosts"]
+    sysfs = next(m for m in build().mounts if m.destination == "/sys")
+    assert sysfs.type == "sysfs" and "ro" in sysfs.options
+    host = build(network="host", host=HostInfo(resolv_conf="nameserver 10.0.0.1\n"))
+    host_sys = next(m for m in host.mounts if m.destination == "/sys")
+    assert host_sys.type == "bind" and "ro" in host_sys.options
+    assert host.mounts[-1].destination == "/etc/resolv.conf"
+    assert "network" in build().namespaces and "network" not in host.namespaces
+
+
+def test_hosts_file() -> None:
+    text = specgen.hosts_file("box", "web", "none", "127.0.0.1 localhost\n10.1.1.1 db\n")
+    assert text == "127.0.0.1 localhost\n10.1.1.1 db\n127.0.0.1\tbox web\n"
+    assert specgen.hosts_file("h", "h", "none", "") == "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\th\n"
+
+
+def test_volumes(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    spec = build(host=HostInfo(cwd=str(tmp_path)), volumes=(f"{tmp_path}/d:/data:ro,z", "./d:/a/b"),
+                 tmpfs=("/scratch:size=1m",), mounts=("type=bind,src=./d,dst=/m,readonly",
+                                                      "type=tmpfs,target=/t,tmpfs-size=2m"))
+    user = [m for m in spec.mounts if m.destination in ("/data", "/a/b", "/scratch", "/m", "/t")]
+    by = {m.destination: m for m in user}
+    assert by["/data"].source == str(tmp_path / "d") and by["/data"].options == ("rbind", "ro")
+    assert by["/a/b"].source == str(tmp_path / "d") and "ro" not in by["/a/b"].options
+    assert by["/scratch"].type == "tmpfs" and "size=1m" in by["/scratch"].options
+    assert "noexec" in by["/scratch"].options
+    assert by["/m"].options == ("rbind", "ro")
+    assert "size=2m" in by["/t"].options
+    # parents before children
+    assert [m.destination for m in user][-1] == "/a/b"
+
+
+@pytest.mark.parametrize(("vol", "msg"), [
+    ("named:/x", "named volume"),
+    ("/nonexistent-dir-xyz:/x", "no such file"),
+    ("/tmp:rel", "absolute"),
+    ("/tmp:/x:bogus", "unsupported option"),
+    ("/tmp", "anonymous"),
+])
+def test_volume_errors(vol: str, msg: str) -> None:
+    with pytest.raises(RootlessError, match=msg):
+        build(volumes=(vol,))
+
+
+def test_read_only_adds_tmpfs() -> None:
+    spec = build(read_only=True)
+    assert spec.rootfs.readonly
+    tmpfs = {m.destination for m in spec.mounts if m.type == "tmpfs"}
+    assert {"/run", "/tmp", "/var/tmp"} <= tmpfs
+    assert not build(read_only=True, read_only_tmpfs=False).mounts[-1].destination == "/var/tmp"
+    assert not build().rootfs.readonly
+
+
+def test_resolv_conf_only_with_a_network() -> None:
+    text = "nameserver 127.0.0.53\nsearch lan\n"
+    assert specgen.resolv_conf(text, "none") is None  # Podman writes none without a network
+    assert specgen.resolv_conf(text, "host") == text
+    assert "resolv.conf" not in {f.name for f in build().files}
+
+
+def test_unsupported_network() -> None:
+    with pytest.raises(RootlessError, match="not supported"):
+        build(network="slirp4netns")
+
+
+# --------------------------------------------------------------------------- id maps
+
+def test_keep_id_map() -> None:
+    m = specgen.keep_id_map(STORE_UIDS, 1000)
+    assert m == (IdMap(0, 100000, 1000), IdMap(1000, 1000, 1), IdMap(1001, 101000, 64536))
+    assert sum(x.size for x in m) == 65537
+    spec = build(userns="keep-id")
+    assert spec.uid_map == m and spec.process.user == "1000:1000"
+    split = (IdMap(0, 1000, 1), IdMap(1, 100000, 10), IdMap(11, 200000, 100))
+    assert specgen.keep_id_map(split, 15) == (
+        IdMap(0, 100000, 10), IdMap(10, 200000, 5), IdMap(15, 1000, 1), IdMap(16, 200005, 95))
+    assert specgen.keep_id_map((IdMap(0, 1000, 1),), 1000) == (IdMap(1000, 1000, 1),)
