@@ -138,6 +138,13 @@ def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
     return arch, variant
 
 
+# GOOS and GOARCH values, the names OCI image indexes use (image-spec, image-index.md)
+KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "dragonfly", "solaris",
+                      "illumos", "aix", "android", "ios", "plan9", "js", "wasip1"})
+KNOWN_ARCH = frozenset({"386", "amd64", "arm", "arm64", "arm64be", "loong64", "mips", "mipsle", "mips64",
+                        "mips64le", "ppc64", "ppc64le", "riscv64", "s390x", "sparc64", "wasm"})
+
+
 def parse_platform(text: str) -> Platform:
     """``os/arch[/variant]`` as given to --platform; a bare ``arch`` means linux."""
     parts = text.strip().split("/")
@@ -149,6 +156,10 @@ def parse_platform(text: str) -> Platform:
     os_, arch = parts[0], parts[1]
     variant = parts[2] if len(parts) == 3 else ""
     a, v = _normalize_arch(arch, variant)
+    if os_.lower() not in KNOWN_OS or a not in KNOWN_ARCH:
+        bad = f"operating system {os_!r}" if os_.lower() not in KNOWN_OS else f"architecture {arch!r}"
+        raise ManifestError(f"invalid platform {text!r}: unknown {bad}",
+                            "write it as os/architecture[/variant], e.g. linux/amd64, linux/arm64 or linux/arm/v7")
     if a == "arm64" and variant and not v:
         v = "v8"  # keep what the user wrote; matching treats it as the baseline anyway
     return Platform(os_.lower(), a, v)

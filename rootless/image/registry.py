@@ -344,14 +344,20 @@ class RegistryClient:
         the digest is computed and checked against Docker-Content-Digest.
         """
         name = self._name(repository, ref)
+        mirror_miss: NotFoundError | None = None
         for ep in self.endpoints:
             try:
                 data, media_type, digest = self._retrying(
                     ep, functools.partial(self._get_manifest_once, ep, repository, ref, accept, name))
             except RootlessError as e:
                 if not ep.mirror:
+                    if mirror_miss is not None and not isinstance(e, NotFoundError):
+                        # the mirror's answer is the one that says something about the image
+                        raise NotFoundError(f"{mirror_miss.message} (and {ep.display}: {e.message})",
+                                            mirror_miss.hint) from e
                     raise
                 if isinstance(e, NotFoundError):
+                    mirror_miss = mirror_miss or e
                     self.ctx.log.debug(f"mirror {ep}: {e.message}; trying the next endpoint")
                 else:
                     self.ctx.log.warn(f"mirror {ep} failed: {e.message}; trying the next endpoint")

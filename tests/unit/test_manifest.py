@@ -298,3 +298,10 @@ def test_manifest_module_does_not_import_httpx() -> None:
             "bad = [m for m in ('httpx', 'httpcore', 'rich') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("text", ["notaplatform", "linux/notanarch", "plan10/amd64"])
+def test_parse_platform_unknown_names(text: str) -> None:
+    with pytest.raises(ManifestError) as e:
+        parse_platform(text)
+    assert "unknown" in str(e.value) and e.value.hint
