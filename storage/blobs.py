@@ -109,7 +109,11 @@ class BlobWriter:
             raise StorageError(f"blob {self.digest} is already in the store")
         if self._file is None:
             raise StorageError(f"blob {self.digest}: writer is not open")
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise StorageError(f"write blob {self.digest} to {self._partial}: {e.strerror}",
+                               hint=errno_hint(e)) from e
         self._hash.update(data)
         n = len(data)
         self.offset += n
@@ -117,7 +121,11 @@ class BlobWriter:
 
     def _commit(self) -> None:
         f = self._file
-        f.flush()
+        try:
+            f.flush()
+        except OSError as e:
+            raise StorageError(f"write blob {self.digest} to {self._partial}: {e.strerror}",
+                               hint=errno_hint(e)) from e
         got = f"{self.digest.partition(':')[0]}:{self._hash.hexdigest()}"
         if got != self.digest or (self.size is not None and self.offset != self.size):
             self._discard()
@@ -143,11 +151,16 @@ class BlobWriter:
         except FileNotFoundError:
             pass
 
-    def _close(self) -> None:
+    def _close(self, failing: bool = False) -> None:
         f, self._file = self._file, None
         try:
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except OSError as e:
+                    if not failing:  # an error already on its way says more than the close's
+                        raise StorageError(f"write blob {self.digest} to {self._partial}: {e.strerror}",
+                                           hint=errno_hint(e)) from e
         finally:
             self._lock.release()
 
@@ -157,8 +170,11 @@ class BlobWriter:
             if exc_type is None and not self.done:
                 self._commit()
                 self.done = True
-        finally:
-            self._close()
+        except BaseException:
+            self._close(failing=True)
+            raise
+        else:
+            self._close(failing=exc_type is not None)
 
 
 class BlobStore:

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import httpx
 
 from rootless.context import Context
-from rootless.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError, RootlessError
+from rootless.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError, RootlessError, StorageError
 from rootless.image import credentials as creds_store
 from rootless.image.auth import RegistryAuth, TokenServerError, _registry_message, retry_after
 from rootless.image.manifest import ALL_MANIFEST_TYPES, check_digest, sha256_digest, sniff_media_type
@@ -450,7 +450,7 @@ class RegistryClient:
             try:
                 self._retrying_blob(ep, repository, digest, writer, progress, size)
                 return
-            except DigestMismatchError:
+            except (DigestMismatchError, StorageError):  # ours, not the endpoint's: no other endpoint helps
                 raise
             except RootlessError as e:
                 errors.append((ep, e))

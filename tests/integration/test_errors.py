@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,3 +105,23 @@ def test_unknown_command_and_option(rl: RootlessEnv) -> None:
     assert cp.returncode != 0 and "Traceback" not in cp.stderr
     cp = rl("pull", "--no-such-option", "alpine")
     assert cp.returncode != 0 and "Traceback" not in cp.stderr
+
+
+def test_full_disk_is_one_clear_line_and_leaves_no_image(rl: RootlessEnv) -> None:
+    """A store on a file system that fills up mid-pull (a 400 kB tmpfs mounted in a user and
+    mount namespace of our own, where the user may mount one) fails with ENOSPC's remedy."""
+    script = ('mkdir -p "$1" && mount -t tmpfs -o size=400k tmpfs "$1" && shift && "$@"; rc=$?; '
+              'echo "images: $(ls "$ROOT/images" 2>/dev/null | wc -l)"; exit $rc')
+    small = rl.base / "small"
+    root = small / "store"
+    env = {**rl.env, "ROOT": str(root)}
+    cp = subprocess.run(["unshare", "-Urm", "sh", "-c", script, "sh", str(small), *rl.command, *os.environ.get("RL_DEBUG_ARGS", "").split(),
+                         "--root", str(root), "--runroot", str(small / "run"), "pull", "test/sixlayer"],
+                        env=env, cwd=rl.home, text=True, capture_output=True, timeout=120)
+    assert cp.returncode == 125, (cp.returncode, cp.stdout, cp.stderr)
+    errors = [ln for ln in cp.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], cp.stderr
+    assert "blob sha256:" in errors[0] or "layer" in errors[0], errors[0]  # names the object
+    assert "Traceback" not in cp.stderr
+    assert "full" in cp.stderr.split("Hint:", 1)[-1], cp.stderr
+    assert "images: 0" in cp.stdout, cp.stdout
