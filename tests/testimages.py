@@ -117,6 +117,7 @@ MULTILAYER_L2 = [
     ib.file("owned/nobody", "owned by 65534\n", mode=0o644, uid=65534, gid=65534),
     ib.directory("owned/dir1000", mode=0o750, uid=1000, gid=1000),
     ib.file("owned/dir1000/inner", "inner\n", uid=1000, gid=1000),
+    ib.file("owned/huge-id", "owned by an ID beyond any subordinate range\n", uid=4000000000, gid=4000000000),
     ib.directory("xattr"),
     ib.file("xattr/file", "has a user xattr\n", xattrs={"user.test": "hello"}),
     ib.directory("sticky", mode=0o1777),
