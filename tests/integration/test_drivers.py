@@ -313,6 +313,7 @@ fifo
 keep.txt
 
 /owned:
+huge-id
 nobody
 user1000
 """

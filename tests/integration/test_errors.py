@@ -115,7 +115,8 @@ def test_full_disk_is_one_clear_line_and_leaves_no_image(rl: RootlessEnv) -> Non
     small = rl.base / "small"
     root = small / "store"
     env = {**rl.env, "ROOT": str(root)}
-    cp = subprocess.run(["unshare", "-Urm", "sh", "-c", script, "sh", str(small), *rl.command, *os.environ.get("RL_DEBUG_ARGS", "").split(),
+    debug = os.environ.get("RL_DEBUG_ARGS", "").split()  # e.g. "--log-level debug" to see a traceback
+    cp = subprocess.run(["unshare", "-Urm", "sh", "-c", script, "sh", str(small), *rl.command, *debug,
                          "--root", str(root), "--runroot", str(small / "run"), "pull", "test/sixlayer"],
                         env=env, cwd=rl.home, text=True, capture_output=True, timeout=120)
     assert cp.returncode == 125, (cp.returncode, cp.stdout, cp.stderr)
