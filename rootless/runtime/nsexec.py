@@ -1,0 +1,423 @@
+"""`exec` and `cp`: a process of ours inside a running container's namespaces and root.
+
+setns(2) order matters: the user namespace first (it grants the capabilities the others
+need: CAP_SYS_ADMIN over the mount namespace, CAP_SYS_CHROOT), then mnt, uts, ipc, net,
+cgroup and pid. Joining a mount namespace leaves the caller's root and cwd where the
+namespace's root is, not where the container pivoted to, so the container's root is taken
+from /proc/PID/root (opened before the setns) with fchdir + chroot. A PID namespace applies
+to children only: the command is forked once more after the setns, and reported to us (a
+child subreaper) before its parent exits, as process.start does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+from rootless.errors import RootlessError
+from rootless.runtime import process, syscalls
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rootless.context import Log
+    from rootless.spec import Process, Spec
+
+# /proc/PID/ns names in join order, with their CLONE_* types (setns(2))
+_ORDER = (("user", syscalls.CLONE_NEWUSER), ("mnt", syscalls.CLONE_NEWNS), ("uts", syscalls.CLONE_NEWUTS),
+          ("ipc", syscalls.CLONE_NEWIPC), ("net", syscalls.CLONE_NEWNET), ("cgroup", syscalls.CLONE_NEWCGROUP),
+          ("pid", syscalls.CLONE_NEWPID))
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    pid: int
+    root: int  # O_PATH-like fd of /proc/PID/root
+    namespaces: tuple[tuple[int, int], ...]  # (fd, CLONE_* type), in join order
+
+
+def open_target(pid: int, name: str) -> Target:
+    """The namespaces of *pid* that differ from ours, opened now (the PID may be reused later)."""
+    fds = []
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for ns, kind in _ORDER:
+            mine, theirs = os.stat(f"/proc/self/ns/{ns}"), os.stat(f"/proc/{pid}/ns/{ns}")
+            if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+                continue  # setns into our own user namespace is EINVAL; the rest needs nothing
+            fds.append((os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), kind))
+    except OSError as e:
+        for fd, _ in fds:
+            os.close(fd)
+        raise RootlessError(f"open the namespaces of container {name} (process {pid}): {e.strerror}",
+                            hint="is it still running? `rootless ps -a`") from e
+    return Target(pid, root, tuple(fds))
+
+
+def close_target(t: Target) -> None:
+    for fd in (t.root, *(fd for fd, _ in t.namespaces)):
+        os.close(fd)
+
+
+def _enter(t: Target) -> None:
+    """In a forked child: join the namespaces (user first) and the container's root."""
+    for fd, kind in t.namespaces:
+        syscalls.setns(fd, kind, what=f"join the container's {syscalls.ns_names(kind)} namespace")
+    os.fchdir(t.root)
+    os.chroot(".")
+    os.chdir("/")
+    # The container's root user: the user namespace maps our uid to 0 (or another id).
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError:
+        pass
+
+
+def _report_fail(fd: int, kind: str, err: BaseException) -> NoReturn:
+    process._fail(fd, kind, err)
+
+
+def exec_in(spec: Spec, pid: int, proc: Process, log: Log) -> int:
+    """Run *proc* in the running container (*spec*, PID 1 *pid*); its exit status."""
+    from rootless.runtime import tty
+
+    t = open_target(pid, spec.name)
+    p = dataclasses.replace(spec, process=proc, rundir="")
+    cap_last = process.cap_last_cap()
+    src = tty.terminal_size_source() if proc.terminal else None
+    winsize = tty.get_winsize(src) if src is not None else None
+    syscalls.set_child_subreaper()
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    sock_parent = sock_child = -1
+    if proc.terminal:
+        import socket
+
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock_parent, sock_child = a.detach(), b.detach()
+        os.set_inheritable(sock_parent, False)
+        os.set_inheritable(sock_child, False)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    with process.blocked((*process.FORWARDED, signal.SIGCHLD)):
+        child = os.fork()
+        if child == 0:
+            os.close(report_r)
+            if sock_parent >= 0:
+                os.close(sock_parent)
+            _exec_child(p, t, report_w, sock_child, winsize, cap_last)
+        os.close(report_w)
+        close_target(t)
+        if sock_child >= 0:
+            os.close(sock_child)
+        lines = process._Lines(report_r)
+        try:
+            first = lines.line()
+            os.waitpid(child, 0)
+            if not first.startswith(b"P"):
+                raise process._error(proc.args[0], first) if first.startswith(b"E") else \
+                    RootlessError(f"exec in container {spec.name}: the joining process failed")
+            gpid = int(first[1:])
+            master = None
+            if sock_parent >= 0:
+                import socket
+
+                with socket.socket(fileno=sock_parent) as s:
+                    sock_parent = -1
+                    _, fds, _, _ = socket.recv_fds(s, 1, 1)
+                master = fds[0] if fds else None
+            rest = lines.line()
+            if rest.startswith(b"E"):
+                try:
+                    os.waitpid(gpid, 0)
+                except ChildProcessError:
+                    pass
+                if master is not None:
+                    os.close(master)
+                raise process._error(proc.args[0], rest)
+        finally:
+            os.close(report_r)
+            if sock_parent >= 0:
+                os.close(sock_parent)
+        started = process.Started(gpid, master)
+        if master is not None:
+            if proc.interactive and os.isatty(0):
+                with tty.raw_mode(0):
+                    return tty.relay(started, interactive=True)
+            return tty.relay(started, interactive=proc.interactive)
+        return process.wait(started)
+
+
+def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | None, cap_last: int) -> NoReturn:
+    stage = "setup"
+    try:
+        _enter(t)
+        stage = "user"
+        who = process._resolve_user(spec, "/")
+        slave = -1
+        if spec.process.terminal:
+            stage = "terminal"
+            import socket
+
+            master, slave, _ = process._open_pty("/")
+            with socket.socket(fileno=sock) as s:
+                socket.send_fds(s, [b"M"], [master])
+            os.close(master)
+        stage = "setup"
+        gpid = os.fork()
+        if gpid == 0:
+            os.setsid()
+            process._exec(spec.process, who, report, slave, winsize, cap_last,
+                          single_gid_map=len(spec.gid_map) <= 1)
+        os.write(report, b"P%d\n" % gpid)
+    except BaseException as e:
+        _report_fail(report, stage, e)
+    os._exit(0)
+
+
+# --------------------------------------------------------------------------- cp
+
+
+def _in_container(t: Target, func: Callable[[], None]) -> int:
+    """Fork, enter the container, run *func*; the child's pid (errors go to stderr as one line)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _enter(t)
+            func()
+        except BaseException as e:  # reported by the parent from the error pipe
+            msg = syscalls.describe(e) if isinstance(e, OSError) else str(e)
+            try:
+                os.write(2, json.dumps({"error": msg}).encode() + b"\n")
+            except OSError:
+                pass
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _dest_mapping(dest: str) -> tuple[str, str | None]:
+    """(directory to extract into, new name for the top entry or None) as cp(1) decides."""
+    if os.path.isdir(dest):
+        return dest, None
+    parent = os.path.dirname(dest.rstrip("/")) or "/"
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(2, "no such directory", parent)
+    return parent, os.path.basename(dest.rstrip("/"))
+
+
+def _safe_members(tf: object, base: str, rename: str | None) -> int:
+    """Members renamed to their destination; a name leaving *base* (absolute, "..", or through
+    a symbolic link extracted earlier) stops the copy (Python 3.11 tarfile has no filters)."""
+    import tarfile
+
+    assert isinstance(tf, tarfile.TarFile)
+    n = 0
+    real_base = os.path.realpath(base)
+    for m in tf:
+        parts = [p for p in m.name.split("/") if p not in ("", ".")]
+        if not parts or any(p == ".." for p in parts) or m.name.startswith("/"):
+            raise RootlessError(f"copy: refusing archive member {m.name!r}: it leaves the destination")
+        if rename is not None:
+            parts[0] = rename
+        m.name = "/".join(parts)
+        if m.islnk():
+            lparts = [p for p in m.linkname.split("/") if p not in ("", ".")]
+            if any(p == ".." for p in lparts):
+                raise RootlessError(f"copy: refusing hard link {m.name!r} -> {m.linkname!r}")
+            if rename is not None and lparts:
+                lparts[0] = rename
+            m.linkname = "/".join(lparts)
+        parent = os.path.realpath(os.path.join(base, os.path.dirname(m.name)))
+        if parent != real_base and not parent.startswith(real_base + os.sep):
+            raise RootlessError(f"copy: refusing archive member {m.name!r}: it leaves the destination")
+        tf.extract(m, base, set_attrs=True, numeric_owner=True)
+        n += 1
+    return n
+
+
+def copy_in(spec: Spec, pid: int, src: str, dest: str) -> None:
+    """Host *src* → container *dest*, modes kept; files become the container root's."""
+    import tarfile
+
+    if not os.path.lexists(src):
+        raise RootlessError(f"copy {src}: no such file or directory")
+    t = open_target(pid, spec.name)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def extract() -> None:
+        os.dup2(err_w, 2)
+        base, rename = _dest_mapping(dest)
+        with os.fdopen(r, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
+            _safe_members(tf, base, rename)
+
+    child = _in_container(t, extract)
+    os.close(r)
+    os.close(err_w)
+    close_target(t)
+
+    def owned_by_root(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        return ti
+
+    try:
+        with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
+            tf.add(src, arcname=os.path.basename(os.path.normpath(src)), filter=owned_by_root)
+    except BrokenPipeError:
+        pass
+    _finish(child, err_r, f"copy {src} to {spec.name}:{dest}")
+
+
+def copy_out(spec: Spec, pid: int, src: str, dest: str) -> None:
+    """Container *src* → host *dest*, modes kept; files become the user's."""
+    import tarfile
+
+    t = open_target(pid, spec.name)
+    base, rename = _dest_mapping(dest)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def archive() -> None:
+        os.dup2(err_w, 2)
+        if not os.path.lexists(src):
+            raise FileNotFoundError(2, "no such file or directory", src)
+        with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
+            tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
+
+    child = _in_container(t, archive)
+    os.close(w)
+    os.close(err_w)
+    close_target(t)
+    failure: BaseException | None = None
+    try:
+        with os.fdopen(r, "rb") as f:
+            try:
+                with tarfile.open(fileobj=f, mode="r|") as tf:
+                    _safe_members(tf, base, rename)
+            except tarfile.ReadError as e:
+                failure = e
+    finally:
+        _finish(child, err_r, f"copy {spec.name}:{src} to {dest}")
+    if failure is not None:
+        raise RootlessError(f"copy {spec.name}:{src} to {dest}: {failure}")
+
+
+def _finish(child: int, err_r: int, what: str) -> None:
+    _, status = os.waitpid(child, 0)
+    data = b""
+    while chunk := os.read(err_r, 65536):
+        data += chunk
+    os.close(err_r)
+    if os.waitstatus_to_exitcode(status) != 0:
+        try:
+            msg = json.loads(data.splitlines()[-1])["error"]
+        except (ValueError, IndexError, KeyError):
+            msg = data.decode(errors="replace").strip() or "failed"
+        raise RootlessError(f"{what}: {msg}")
+
+
+# --------------------------------------------------------------------------- cp, stopped container
+
+
+def _in_rootfs(spec: Spec, func: Callable[[], None], what: str) -> None:
+    """Mount the container's rootfs as a container's child would (the store's mapping, a
+    user and mount namespace of its own), run *func* chroot'ed in it, unmount."""
+    from rootless.runtime import idmap, mounts, namespaces, userns
+
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def child() -> None:
+        namespaces.private_root()
+        mounts.mount_rootfs(spec.rootfs)
+        try:
+            # chroot(2) in a child of ours: we stay outside to unmount, which ends a
+            # fuse-overlayfs daemon that would otherwise keep the namespace alive
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    os.chroot(spec.rootfs.target)
+                    os.chdir("/")
+                    func()
+                except BaseException as e:  # reported through the error pipe
+                    msg = syscalls.describe(e) if isinstance(e, OSError) else str(e)
+                    os.write(err_w, json.dumps({"error": msg}).encode() + b"\n")
+                    code = 1
+                os._exit(code)
+            os.waitpid(pid, 0)
+        finally:
+            if spec.rootfs.driver != "vfs":
+                syscalls.umount2(spec.rootfs.target, syscalls.MNT_DETACH)
+
+    pid, failure = userns.fork_mapped(idmap.current_store_maps(), syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS,
+                                      child)
+    userns.wait_status(pid)
+    os.close(err_w)
+    data = b""
+    while chunk := os.read(err_r, 65536):
+        data += chunk
+    os.close(err_r)
+    if failure is not None:
+        raise RootlessError(f"{what}: {failure.message}")
+    if data:
+        try:
+            msg = json.loads(data.splitlines()[-1])["error"]
+        except (ValueError, KeyError):
+            msg = data.decode(errors="replace").strip()
+        raise RootlessError(f"{what}: {msg}")
+
+
+def copy_in_stopped(spec: Spec, src: str, dest: str) -> None:
+    """Host *src* → *dest* in a container that is not running (through an in-memory archive)."""
+    import tarfile
+
+    if not os.path.lexists(src):
+        raise RootlessError(f"copy {src}: no such file or directory")
+    buf = os.memfd_create("rootless-cp")
+
+    def owned_by_root(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        return ti
+
+    try:
+        with os.fdopen(os.dup(buf), "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
+            tf.add(src, arcname=os.path.basename(os.path.normpath(src)), filter=owned_by_root)
+
+        def extract() -> None:
+            base, rename = _dest_mapping(dest)
+            os.lseek(buf, 0, os.SEEK_SET)
+            with os.fdopen(os.dup(buf), "rb") as f, tarfile.open(fileobj=f, mode="r") as tf:
+                _safe_members(tf, base, rename)
+
+        _in_rootfs(spec, extract, f"copy {src} to {spec.name}:{dest}")
+    finally:
+        os.close(buf)
+
+
+def copy_out_stopped(spec: Spec, src: str, dest: str) -> None:
+    """*src* in a container that is not running → host *dest*."""
+    import tarfile
+
+    base, rename = _dest_mapping(dest)
+    buf = os.memfd_create("rootless-cp")
+    try:
+        def archive() -> None:
+            if not os.path.lexists(src):
+                raise FileNotFoundError(2, "no such file or directory", src)
+            with os.fdopen(os.dup(buf), "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
+                tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
+
+        _in_rootfs(spec, archive, f"copy {spec.name}:{src} to {dest}")
+        os.lseek(buf, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(buf), "rb") as f, tarfile.open(fileobj=f, mode="r") as tf:
+            _safe_members(tf, base, rename)
+    finally:
+        os.close(buf)
