@@ -42,8 +42,9 @@ def _build_ctx(opts: dict[str, Any]) -> Context:
 
 
 
-def _run_flow(ctx: Context, a: RunArgs) -> int:
-    """`run` from parsed flags to the container's exit status (typer's `run` and main's fast path)."""
+def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
+    """`run` from parsed flags to the container's exit status (typer's `run` and main's fast path);
+    `run -d` and `create` print the new container's ID and return 0."""
     from rootless.image import present, specgen
     from rootless.runtime import idmap
     from rootless.runtime.run import LazyStoreNamespace, mount_probe
@@ -52,15 +53,15 @@ def _run_flow(ctx: Context, a: RunArgs) -> int:
     from storage import rootfs
 
     net = a.network or ctx.config.network
-    if a.network is None and net == "slirp4netns":
-        net = "none"  # slirp4netns comes with the network issue; an explicit flag is refused
     opts = specgen.RunOptions(
         image=a.image, command=tuple(a.command), name=a.name, rm=a.rm, interactive=a.interactive, tty=a.tty,
         env=tuple(a.env), env_files=tuple(a.env_file), workdir=a.workdir, user=a.user,
         entrypoint=a.entrypoint, hostname=a.hostname, init=a.init, cap_add=tuple(a.cap_add),
         cap_drop=tuple(a.cap_drop), security_opt=tuple(a.security_opt), privileged=a.privileged,
         network=net, volumes=tuple(a.volume), mounts=tuple(a.mount), tmpfs=tuple(a.tmpfs),
-        read_only=a.read_only, read_only_tmpfs=a.read_only_tmpfs, userns=a.userns)
+        read_only=a.read_only, read_only_tmpfs=a.read_only_tmpfs, userns=a.userns,
+        publish=tuple(a.publish), publish_all=a.publish_all, dns=tuple(a.dns), dns_search=tuple(a.dns_search),
+        dns_option=tuple(a.dns_option), add_host=tuple(a.add_host))
     host = specgen.HostInfo.read(opts.network)
 
     # 1. the image: from the store, else pulled (--pull)
@@ -80,21 +81,81 @@ def _run_flow(ctx: Context, a: RunArgs) -> int:
     # 2. the container layer, 3. the spec, 4. the process
     cid = os.urandom(32).hex()
     maps = idmap.current_store_maps()
-    with LazyStoreNamespace(ctx) as runner:
-        plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe)
+    # A record (ps, logs, exec, rm) for every container but an anonymous `run --rm` in the
+    # foreground, which keeps the start-up budget; the name is held unique until it is saved.
+    recorded = a.detach or create_only or not a.rm or a.name is not None
+    from contextlib import AbstractContextManager, nullcontext
+
+    claim: AbstractContextManager[str | None] = nullcontext(a.name)
+    if recorded:
+        from rootless import lifecycle
+
+        claim = lifecycle.claim(ctx, a.name)
+    with claim as name:
+        if name != opts.name:
+            import dataclasses
+
+            opts = dataclasses.replace(opts, name=name)
+        with LazyStoreNamespace(ctx) as runner:
+            plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe)
+        try:
+            ctx.layout.ensure_runroot()
+            spec = specgen.build(
+                config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
+                uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
+                gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
+                image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host)
+            if recorded:
+                lifecycle.save(ctx, spec, record.names[0] if record.names else record.id, record.id,
+                               config.get("StopSignal"), a.rm)
+        except BaseException:
+            with LazyStoreNamespace(ctx) as runner:
+                rootfs.remove(ctx, runner, cid)
+            if recorded:
+                lifecycle.forget(ctx, cid)
+            raise
+    if create_only or a.detach:
+        if not create_only:
+            try:
+                lifecycle.start(ctx, cid)
+            except RootlessError:
+                if a.rm:
+                    lifecycle.remove(ctx, cid, force=True)
+                raise
+        print(cid, flush=True)
+        return 0
     try:
-        ctx.layout.ensure_runroot()
-        spec = specgen.build(
-            config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
-            uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
-            gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
-            image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host)
-        return run_container(ctx, spec)
+        return lifecycle.run_foreground(ctx, spec) if recorded else run_container(ctx, spec)
     finally:
         # 5. --rm: nothing of the container stays in the store
         if a.rm:
             with LazyStoreNamespace(ctx) as runner:
                 rootfs.remove(ctx, runner, cid)
+            if recorded:
+                lifecycle.forget(ctx, cid)
+
+
+def _ctr_fast(args: list[str]) -> int | None:
+    """`ps` and `exec` without typer (rootless.ctrargs); None when typer must parse them."""
+    from rootless import ctrargs
+
+    c = ctrargs.parse(args)
+    if c is None:
+        return None
+    from rootless import lifecycle
+
+    ctx = _build_ctx({"log_level": c.log_level, "root": c.root, "runroot": c.runroot})
+    if c.command == "ps":
+        lines = lifecycle.ps_lines(ctx, all_="all" in c.flags, quiet="quiet" in c.flags,
+                                   filters=c.lists.get("filter", []),
+                                   json_format=c.values.get("format") == "json", no_trunc="no_trunc" in c.flags)
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        return 0
+    name, *command = c.positional
+    return lifecycle.exec_(ctx, lifecycle.resolve(ctx, name), command, interactive="interactive" in c.flags,
+                           tty="tty" in c.flags, env=c.lists.get("env", []), workdir=c.values.get("workdir"),
+                           user=c.values.get("user"))
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
@@ -120,6 +181,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         fast = runargs.parse(args)  # `run` without building typer's commands (the start-up budget)
         if fast is not None:
             rv: int = _run_flow(_build_ctx(vars(fast)), fast)
+        elif (ctr := _ctr_fast(args)) is not None:
+            rv = ctr
         else:
             from rootless.commands import invoke
 

@@ -239,6 +239,8 @@ def run(
     command: Annotated[list[str] | None, typer.Argument(help="Command and arguments (default: the image's "
                                                         "Entrypoint and Cmd).")] = None,
     rm: Annotated[bool, typer.Option("--rm", help="Remove the container's layer when it exits.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background under a monitor and "
+                                         "print the container ID.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="Container name (default: the ID's first 12 "
                                              "hex digits).")] = None,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep standard input open.")] = False,
@@ -264,8 +266,21 @@ def run(
     = None,
     privileged: Annotated[bool, typer.Option("--privileged", help="All capabilities of the user namespace, "
                                              "no masked or read-only paths.")] = False,
-    network: Annotated[str | None, typer.Option("--network", "--net", help="none (the default until "
-                                                "slirp4netns support lands) or host.")] = None,
+    network: Annotated[str | None, typer.Option("--network", "--net", help="slirp4netns[:mtu=N,cidr=CIDR,"
+                                                "allow_host_loopback=true,enable_ipv6=true,outbound_addr=IP] "
+                                                "(the default), none or host.")] = None,
+    publish: Annotated[list[str] | None, typer.Option("--publish", "-p", help="Publish a port: "
+                                                      "[IP:][HOST-PORT:]CONTAINER-PORT[/tcp|udp]; ranges "
+                                                      "FIRST-LAST.")] = None,
+    publish_all: Annotated[bool, typer.Option("--publish-all", "-P", help="Publish the image's exposed ports "
+                                              "on free host ports.")] = False,
+    dns: Annotated[list[str] | None, typer.Option("--dns", help="DNS server for the container's "
+                                                  "/etc/resolv.conf.")] = None,
+    dns_search: Annotated[list[str] | None, typer.Option("--dns-search", help="DNS search domain ('.' for "
+                                                         "none).")] = None,
+    dns_option: Annotated[list[str] | None, typer.Option("--dns-option", help="resolv.conf(5) option.")] = None,
+    add_host: Annotated[list[str] | None, typer.Option("--add-host", help="Add NAME:IP to /etc/hosts.")]
+    = None,
     volume: Annotated[list[str] | None, typer.Option("--volume", "-v", help="Bind mount "
                                                      "HOST-PATH:CONTAINER-PATH[:ro|rw,...].")] = None,
     mount: Annotated[list[str] | None, typer.Option("--mount", help="type=bind|tmpfs,source=...,"
@@ -290,12 +305,14 @@ def run(
 
     ctx = _ctx()
     raise typer.Exit(cli._run_flow(ctx, RunArgs(
-        image=image, command=command or [], rm=rm, name=name, interactive=interactive, tty=tty, env=env or [],
-        env_file=env_file or [], workdir=workdir, user=user, entrypoint=entrypoint, hostname=hostname,
+        image=image, command=command or [], rm=rm, detach=detach, name=name, interactive=interactive, tty=tty,
+        env=env or [], env_file=env_file or [], workdir=workdir, user=user, entrypoint=entrypoint,
+        hostname=hostname,
         init=init, cap_add=cap_add or [], cap_drop=cap_drop or [], security_opt=security_opt or [],
         privileged=privileged, network=network, volume=volume or [], mount=mount or [], tmpfs=tmpfs or [],
         read_only=read_only, read_only_tmpfs=read_only_tmpfs, pull=pull.value, storage_driver=storage_driver,
-        platform=platform, userns=userns)))
+        platform=platform, userns=userns, publish=publish or [], publish_all=publish_all, dns=dns or [],
+        dns_search=dns_search or [], dns_option=dns_option or [], add_host=add_host or [])))
 
 
 # --------------------------------------------------------------------------- credentials
@@ -423,6 +440,315 @@ def unshare(
     ctx = _ctx()
     argv = command or [os.environ.get("SHELL") or "/bin/sh"]
     raise typer.Exit(run_in_store_ns(ctx.layout, ctx.log, argv, dict(os.environ)))
+
+
+# --------------------------------------------------------------------------- containers
+
+container_app = typer.Typer(help="Manage containers.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(container_app, name="container")
+
+
+def _create(**kw: Any) -> None:
+    """Create a container without starting it, as `podman create` does; print its ID."""
+    from rootless.runargs import RunArgs
+
+    ctx = _ctx()
+    import dataclasses
+
+    kw = {k: v.value if isinstance(v, Enum) else v for k, v in kw.items()}
+    for f in dataclasses.fields(RunArgs):  # typer gives None for an absent repeatable option
+        if f.name in kw and kw[f.name] is None and f.default_factory is list:
+            kw[f.name] = []
+    raise typer.Exit(cli._run_flow(ctx, RunArgs(**kw), create_only=True))
+
+
+def _register_create() -> None:
+    """`create` takes `run`'s options but -d: one list of options for both."""
+    import inspect
+
+    sig = inspect.signature(run, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "detach"]
+    _create.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    _create.__annotations__ = {p.name: p.annotation for p in params}
+    app.command("create", context_settings={"allow_interspersed_args": False})(_create)
+
+
+_register_create()
+
+
+def _each(refs: list[str], action: Any, *, missing_code: int | None = None, echo: bool = True) -> None:
+    """Apply *action* to each container named; errors are reported at the end (Podman
+    goes on with the other containers), the last one picks the exit status."""
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    ctx = _ctx()
+    errors: list[RootlessError] = []
+    for ref in refs:
+        try:
+            cid = lifecycle.resolve(ctx, ref)
+            action(ctx, cid)
+            if echo:
+                typer.echo(ref)
+        except RootlessError as e:
+            if missing_code is not None and isinstance(e, NoSuchContainer):
+                e.exit_code = missing_code
+            errors.append(e)
+    for err in errors[:-1]:
+        typer.echo(f"Error: {err.message}", err=True)
+    if errors:
+        raise errors[-1]
+
+
+def _refs(names: list[str] | None, all_: bool, running_only: bool = False) -> list[str]:
+    if all_:
+        from rootless import lifecycle
+
+        return [c.id for c in lifecycle.all_containers(_ctx()) if c.state.running or not running_only]
+    if not names:
+        raise typer.BadParameter("give at least one container name or ID, or --all")
+    return names
+
+
+@app.command()
+def start(
+    names: Annotated[list[str], typer.Argument(help="Containers to start (names, IDs or ID prefixes).")],
+    attach: Annotated[bool, typer.Option("--attach", "-a", help="Follow the container's output and exit "
+                                         "with its status.")] = False,
+) -> None:
+    """Start created or stopped containers under a monitor, as `podman start` does."""
+    from rootless import lifecycle
+
+    if attach:
+        if len(names) != 1:
+            raise typer.BadParameter("--attach takes exactly one container")
+        ctx = _ctx()
+        cid = lifecycle.resolve(ctx, names[0])
+        since = __import__("time").time()
+        lifecycle.start(ctx, cid)
+        _print_logs(lifecycle.read_logs(ctx, cid, follow=True, tail=None, since=since - 0.001), False)
+        st = lifecycle.wait_stopped(ctx, cid)
+        raise typer.Exit(st.exit_code if st else EXIT_TOOL)
+    _each(names, lambda ctx, cid: lifecycle.start(ctx, cid))
+
+
+@app.command()
+def stop(
+    names: Annotated[list[str] | None, typer.Argument(help="Containers to stop.")] = None,
+    time_: Annotated[int | None, typer.Option("--time", "-t", help="Seconds to wait after the stop signal "
+                                              "before SIGKILL (default 10).")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Stop every running container.")] = False,
+) -> None:
+    """Stop containers: the image's stop signal (SIGTERM), then SIGKILL after the timeout."""
+    from rootless import lifecycle
+
+    _each(_refs(names, all_, running_only=True), lambda ctx, cid: lifecycle.stop(ctx, cid, time_))
+
+
+@app.command()
+def kill(
+    names: Annotated[list[str] | None, typer.Argument(help="Containers to signal.")] = None,
+    sig: Annotated[str, typer.Option("--signal", "-s", help="Signal to send, by name or number.")] = "KILL",
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Signal every running container.")] = False,
+) -> None:
+    """Send a signal to the main process of running containers (default SIGKILL)."""
+    from rootless import lifecycle
+
+    n = lifecycle.parse_signal(sig)
+    _each(_refs(names, all_, running_only=True), lambda ctx, cid: lifecycle.kill(ctx, cid, n))
+
+
+@app.command()
+def restart(
+    names: Annotated[list[str] | None, typer.Argument(help="Containers to restart.")] = None,
+    time_: Annotated[int | None, typer.Option("--time", "-t", help="Seconds to wait before SIGKILL when "
+                                              "stopping (default 10).")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Restart every container.")] = False,
+) -> None:
+    """Stop (if running) and start containers again."""
+    from rootless import lifecycle
+
+    def again(ctx: Context, cid: str) -> None:
+        lifecycle.stop(ctx, cid, time_)
+        lifecycle.start(ctx, cid)
+
+    _each(_refs(names, all_), again)
+
+
+@app.command()
+def rm(
+    names: Annotated[list[str] | None, typer.Argument(help="Containers to remove.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill running containers first "
+                                        "(SIGKILL).")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove every container.")] = False,
+    volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Remove anonymous volumes too (there are "
+                                          "none: only bind mounts).")] = False,
+) -> None:
+    """Remove containers: their layer in the store, their state and log (exit 1: no such
+    container, 2: running without --force)."""
+    from rootless import lifecycle
+
+    del volumes
+    _each(_refs(names, all_), lambda ctx, cid: lifecycle.remove(ctx, cid, force), missing_code=1)
+
+
+@app.command("wait")
+def wait_(
+    names: Annotated[list[str], typer.Argument(help="Containers to wait for.")],
+) -> None:
+    """Wait until containers stop; print each one's exit code."""
+    from rootless import lifecycle
+
+    def one(ctx: Context, cid: str) -> None:
+        st = lifecycle.wait_stopped(ctx, cid)
+        typer.echo(str(st.exit_code if st else -1))
+
+    _each(names, one, echo=False)
+
+
+@app.command()
+def ps(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show every container, not only running "
+                                       "ones.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only container IDs.")] = False,
+    filters: Annotated[list[str] | None, typer.Option("--filter", "-f", help="status=STATUS, name=REGEX or "
+                                                      "id=PREFIX (repeatable).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
+    no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Do not truncate IDs and commands.")] = False,
+) -> None:
+    """List containers, as `podman ps` does."""
+    from rootless import lifecycle
+
+    for line in lifecycle.ps_lines(_ctx(), all_=all_, quiet=quiet, filters=filters or [],
+                                   json_format=fmt == Format.json, no_trunc=no_trunc):
+        typer.echo(line)
+
+
+def _print_logs(lines: Any, timestamps: bool) -> None:
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    for ln in lines:
+        stream = err if ln.stream == "stderr" else out
+        if timestamps:
+            stream.write(ln.time.encode() + b" ")
+        stream.write(ln.text + (b"" if ln.partial else b"\n"))
+        stream.flush()
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Container name or ID.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output until the "
+                                         "container exits.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only lines since a time: RFC 3339, Unix time, "
+                                              "or a duration before now (10m).")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", "-t", help="Prefix each line with its "
+                                             "time.")] = False,
+) -> None:
+    """Print a container's output (stdout to stdout, stderr to stderr)."""
+    import time
+
+    from rootless import lifecycle
+
+    ctx = _ctx()
+    cid = lifecycle.resolve(ctx, name)
+    t = lifecycle.parse_since(since, time.time()) if since else None
+    _print_logs(lifecycle.read_logs(ctx, cid, follow=follow, tail=tail, since=t), timestamps)
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    name: Annotated[str, typer.Argument(help="Container name or ID.")],
+    command: Annotated[list[str], typer.Argument(help="Command and arguments.")],
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep standard input open.")] = False,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-terminal.")] = False,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Set KEY=VALUE (KEY alone: the host's "
+                                                  "value).")] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", "-w", help="Working directory inside the "
+                                                "container.")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="USER[:GROUP], names or numbers.")] = None,
+) -> None:
+    """Run a command in a running container (its namespaces and root); exit with its status."""
+    from rootless import lifecycle
+
+    ctx = _ctx()
+    cid = lifecycle.resolve(ctx, name)
+    raise typer.Exit(lifecycle.exec_(ctx, cid, command, interactive=interactive, tty=tty, env=env or [],
+                                     workdir=workdir, user=user))
+
+
+@app.command("inspect")
+def inspect_(
+    names: Annotated[list[str], typer.Argument(help="Containers to inspect.")],
+) -> None:
+    """Print containers' details as a JSON array (Podman's main fields); a name that is no
+    container is looked up as an image, as `podman inspect` does."""
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    ctx = _ctx()
+    out = []
+    errors: list[RootlessError] = []
+    for ref in names:
+        try:
+            out.append(lifecycle.inspect(ctx, lifecycle.load(ctx, lifecycle.resolve(ctx, ref))))
+        except NoSuchContainer as e:
+            from rootless.image import present
+
+            data, missing = present.inspect(ctx, [ref])
+            out.extend(data)
+            if missing:
+                errors.append(RootlessError(f"no container or image {ref!r} found", hint=e.hint))
+        except RootlessError as e:
+            errors.append(e)
+    _echo_json(out)
+    if errors:
+        raise errors[-1]
+
+
+@app.command()
+def port(
+    name: Annotated[str, typer.Argument(help="Container name or ID.")],
+    private: Annotated[str | None, typer.Argument(help="Only this container port: PORT[/PROTOCOL].")] = None,
+) -> None:
+    """List a container's published ports (container port -> host address)."""
+    from rootless import lifecycle
+
+    ctx = _ctx()
+    c = lifecycle.load(ctx, lifecycle.resolve(ctx, name))
+    lines = lifecycle.ports(c)
+    if private is not None:
+        num, _, proto = private.partition("/")
+        key = f"{num}/{proto or 'tcp'}"
+        lines = [ln.split(" -> ", 1)[1] for ln in lines if ln.startswith(key + " ")]
+        if not lines:
+            raise RootlessError(f"container {c.config.name} publishes no port {key}")
+    for ln in lines:
+        typer.echo(ln)
+
+
+@app.command()
+def cp(
+    src: Annotated[str, typer.Argument(help="Host path or CONTAINER:PATH.")],
+    dest: Annotated[str, typer.Argument(help="Host path or CONTAINER:PATH.")],
+) -> None:
+    """Copy files between a container (running or not) and the host, keeping modes."""
+    from rootless import lifecycle
+
+    lifecycle.copy(_ctx(), src, dest)
+
+
+@container_app.command("prune")
+def container_prune(
+    force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation (there is no "
+                                        "prompt: accepted for Podman's syntax).")] = False,
+) -> None:
+    """Remove every container that is not running; print their IDs."""
+    from rootless import lifecycle
+
+    del force
+    for cid in lifecycle.prune(_ctx()):
+        typer.echo(cid)
 
 
 # --------------------------------------------------------------------------- entry point

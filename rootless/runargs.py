@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 _FLAGS: dict[str, tuple[str, bool]] = {
     "--rm": ("rm", True), "-i": ("interactive", True), "--interactive": ("interactive", True),
     "-t": ("tty", True), "--tty": ("tty", True), "--init": ("init", True),
+    "-d": ("detach", True), "--detach": ("detach", True),
     "--privileged": ("privileged", True), "--read-only": ("read_only", True),
     "--read-only-tmpfs": ("read_only_tmpfs", True), "--no-read-only-tmpfs": ("read_only_tmpfs", False),
+    "-P": ("publish_all", True), "--publish-all": ("publish_all", True),
 }
 _VALUES: dict[str, str] = {
     "--name": "name", "-e": "env", "--env": "env", "--env-file": "env_file", "-w": "workdir",
@@ -26,8 +28,11 @@ _VALUES: dict[str, str] = {
     "--security-opt": "security_opt", "--network": "network", "--net": "network", "-v": "volume",
     "--volume": "volume", "--mount": "mount", "--tmpfs": "tmpfs", "--pull": "pull",
     "--storage-driver": "storage_driver", "--platform": "platform", "--userns": "userns",
+    "-p": "publish", "--publish": "publish", "--dns": "dns", "--dns-search": "dns_search",
+    "--dns-option": "dns_option", "--add-host": "add_host",
 }
-_LISTS = {"env", "env_file", "cap_add", "cap_drop", "security_opt", "volume", "mount", "tmpfs"}
+_LISTS = {"env", "env_file", "cap_add", "cap_drop", "security_opt", "volume", "mount", "tmpfs", "publish", "dns",
+          "dns_search", "dns_option", "add_host"}
 _GLOBALS = {"--log-level": "log_level", "--root": "root", "--runroot": "runroot"}
 _LOG_LEVELS = {"debug", "info", "warn", "error"}
 _PULL = {"missing", "always", "never"}
@@ -38,6 +43,7 @@ class RunArgs:
     image: str = ""
     command: list[str] = field(default_factory=list)
     rm: bool = False
+    detach: bool = False
     name: str | None = None
     interactive: bool = False
     tty: bool = False
@@ -62,6 +68,12 @@ class RunArgs:
     storage_driver: str | None = None
     platform: str | None = None
     userns: str | None = None
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_option: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)
     # the global options before `run`
     log_level: str = "warn"
     root: str | None = None

@@ -18,7 +18,8 @@ from rootless.errors import RootlessError
 
 if TYPE_CHECKING:
     from rootless.layout import Layout
-from rootless.spec import CAPABILITIES, File, IdMap, Mount, Network, Process, RootfsPlan, Spec
+    from slirp.config import SlirpOptions
+from rootless.spec import CAPABILITIES, File, IdMap, Mount, Network, PortMapping, Process, RootfsPlan, Spec
 
 # containers.conf(5) "env" default: every Podman container starts from these.
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm")
@@ -36,7 +37,7 @@ DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 TMPFS_DEFAULT_OPTIONS = ("rw", "noexec", "nosuid", "nodev")
 CAP_NAMES = CAPABILITIES
 CAP_NUMBERS = {name: i for i, name in enumerate(CAP_NAMES)}
-NETWORK_MODES = ("none", "host")
+NETWORK_MODES = ("slirp4netns", "none", "host")
 _PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 
 
@@ -68,6 +69,12 @@ class RunOptions:
     read_only: bool = False
     read_only_tmpfs: bool = True
     userns: str | None = None
+    publish: tuple[str, ...] = ()
+    publish_all: bool = False
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_option: tuple[str, ...] = ()
+    add_host: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class HostInfo:
         version = str(getattr(rootless, "__version__", "dev"))
         return cls(env=dict(os.environ), cwd=os.getcwd(), uid=os.getuid(), gid=os.getgid(),
                    hostname=os.uname().nodename,
-                   resolv_conf=text("/etc/resolv.conf") if network == "host" else "",
+                   resolv_conf=text("/etc/resolv.conf") if network.partition(":")[0] != "none" else "",
                    hosts=text("/etc/hosts"),
                    cap_last=min(cap_last, len(CAP_NAMES) - 1), cgroup2=_is_cgroup2("/sys/fs/cgroup"),
                    version=version)
@@ -499,21 +506,113 @@ def system_mounts(network: str, *, privileged: bool, cgroup2: bool, read_only: b
 # --------------------------------------------------------------------------- generated files
 
 
-def hosts_file(hostname: str, name: str, network: str, host_hosts: str) -> str:
-    """The host's /etc/hosts, then the container's own names on loopback (Podman's layout)."""
+def hosts_file(hostname: str, name: str, network: str, host_hosts: str, *,
+               extra: Sequence[tuple[str, str]] = (), own_address: str = "127.0.0.1",
+               host_gateway: str | None = None) -> str:
+    """--add-host entries first (the first match wins in every resolver), the host's /etc/hosts,
+    the container's own names (Podman's layout) and, when the host's loopback is reachable
+    (slirp4netns allow_host_loopback), ``host.containers.internal``."""
     base = host_hosts.rstrip("\n") or "127.0.0.1\tlocalhost\n::1\tlocalhost"
-    lines = [base]
+    lines = [f"{ip}\t{names}" for names, ip in extra] + [base]
     if network != "host":
         names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
-        lines.append(f"127.0.0.1\t{names}")
+        lines.append(f"{own_address}\t{names}")
+    if host_gateway:
+        lines.append(f"{host_gateway}\thost.containers.internal")
     return "\n".join(lines) + "\n"
 
 
-def resolv_conf(host_text: str, network: str) -> str | None:
-    """The host's resolver for --network host; None (no file, as Podman) without a network."""
-    if network != "host":
+def _is_loopback(addr: str) -> bool:
+    return addr.startswith("127.") or addr in ("::1", "0:0:0:0:0:0:0:1")
+
+
+def resolv_conf(host_text: str, network: str, *, dns: Sequence[str] = (), search: Sequence[str] = (),
+                options: Sequence[str] = (), slirp_dns: str | None = None) -> str | None:
+    """resolv.conf(5) for the container; None (no file, as Podman) without a network.
+
+    --network host keeps the host's file. slirp4netns keeps the host's nameservers unless
+    they are on loopback, which is not the host's from inside: then slirp4netns's own DNS
+    forwarder (*slirp_dns*) answers. --dns, --dns-search ("." for none) and --dns-option
+    replace the corresponding lines.
+    """
+    mode = network.partition(":")[0]
+    if mode == "none":
         return None
-    return host_text if host_text.endswith("\n") or not host_text else host_text + "\n"
+    if mode == "host" and not (dns or search or options):
+        return host_text if host_text.endswith("\n") or not host_text else host_text + "\n"
+    servers: list[str] = []
+    domains: list[str] = []
+    opts: list[str] = []
+    for line in host_text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith(("#", ";")):
+            continue
+        if words[0] == "nameserver" and len(words) > 1:
+            servers.append(words[1])
+        elif words[0] in ("search", "domain"):
+            domains = words[1:]
+        elif words[0] == "options":
+            opts += words[1:]
+    if mode == "slirp4netns":
+        servers = [s for s in servers if not _is_loopback(s)] or ([slirp_dns] if slirp_dns else [])
+    if dns:
+        servers = list(dns)
+    if search:
+        domains = [] if list(search) == ["."] else list(search)
+    if options:
+        opts = list(options)
+    out = [f"nameserver {s}" for s in servers]
+    if domains:
+        out.append("search " + " ".join(domains))
+    if opts:
+        out.append("options " + " ".join(opts))
+    return "\n".join(out) + "\n" if out else ""
+
+
+def add_hosts(entries: Sequence[str], host_gateway: str | None) -> list[tuple[str, str]]:
+    """``--add-host NAME[;NAME...]:IP`` → (names, IP); ``host-gateway`` is the host as the
+    container reaches it."""
+    import ipaddress
+
+    out = []
+    for e in entries:
+        names, sep, ip = e.partition(":")
+        if not sep or not names or not ip:
+            raise RootlessError(f"--add-host {e!r}: expected NAME:IP", "e.g. --add-host db:10.0.2.2")
+        if ip == "host-gateway":
+            if host_gateway is None:
+                raise RootlessError(f"--add-host {e!r}: host-gateway needs slirp4netns with "
+                                    "allow_host_loopback=true", "or give the host's address itself")
+            ip = host_gateway
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise RootlessError(f"--add-host {e!r}: {ip!r} is not an IP address") from None
+        out.append((" ".join(names.split(";")), ip.strip("[]")))
+    return out
+
+
+def network_spec(mode: str, slirp: SlirpOptions | None, opts: RunOptions,
+                 image_config: Mapping[str, Any]) -> Network:
+    """Spec.network: the mode, slirp4netns's options and the published ports, the host ports
+    given checked free now, before anything starts (host port 0: the runtime chooses one)."""
+    if not (opts.publish or opts.publish_all):
+        return Network(mode=mode, options=slirp.pairs() if slirp is not None else ())  # type: ignore[arg-type]
+    if mode != "slirp4netns":
+        why = ("the container has no network" if mode == "none" else
+               "with --network host the container's ports are the host's already")
+        raise RootlessError(f"-p/--publish needs the container's own network: {why}",
+                            "drop -p/-P, or use --network slirp4netns (the default)")
+    from slirp import ports
+
+    wanted = [p for spec in opts.publish for p in ports.parse_publish(spec)]
+    if opts.publish_all:
+        taken = {(p.container_port, p.protocol) for p in wanted}
+        wanted += [p for p in ports.exposed(image_config) if (p.container_port, p.protocol) not in taken]
+    resolved = ports.resolve(wanted)
+    return Network(mode="slirp4netns", options=slirp.pairs() if slirp is not None else (),
+                   ports=tuple(PortMapping(p.host_ip, p.host_port, p.container_port,
+                                           "udp" if p.protocol == "udp" else "tcp") for p in resolved))
 
 
 def containerenv(version: str, name: str, cid: str, image: str, image_id: str, privileged: bool) -> str:
@@ -531,11 +630,12 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     """The Spec for ``rootless run`` of an image whose container config (the ``config``
     object of the image config: Env, Entrypoint, Cmd, WorkingDir, User) is *image_config*."""
     host = host or HostInfo()
-    if opts.network not in NETWORK_MODES:
-        raise RootlessError(f"network mode {opts.network!r} is not supported yet", "use --network none or host")
+    from slirp.config import parse_network
+
+    mode, slirp = parse_network(opts.network)
     argv = command(image_config, opts.command, opts.entrypoint)
     name = opts.name or container_id[:12]
-    hostname = opts.hostname or (host.hostname if opts.network == "host" else container_id[:12])
+    hostname = opts.hostname or (host.hostname if mode == "host" else container_id[:12])
 
     env = merge_env(
         _pairs(DEFAULT_ENV, "default environment"),
@@ -592,22 +692,29 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     user_mounts.sort(key=_depth)
     taken = {m.destination for m in user_mounts}
 
-    resolv = resolv_conf(host.resolv_conf, opts.network)
+    if mode == "none" and (opts.dns or opts.dns_search or opts.dns_option):
+        raise RootlessError("conflicting options: --dns, --dns-search and --dns-option need a network, and "
+                            "the network mode is none", "drop them, or use --network slirp4netns")
+    gateway = slirp.gateway if slirp is not None and slirp.allow_host_loopback else None
+    resolv = resolv_conf(host.resolv_conf, mode, dns=opts.dns, search=opts.dns_search, options=opts.dns_option,
+                         slirp_dns=slirp.dns if slirp is not None else None)
+    hosts = hosts_file(hostname, name, mode, host.hosts, extra=add_hosts(opts.add_host, gateway),
+                       own_address=slirp.guest if slirp is not None else "127.0.0.1", host_gateway=gateway)
     wanted = [("/run/.containerenv", File(".containerenv", containerenv(
                   host.version, name, container_id, image_name, image_id, opts.privileged))),
               ("/etc/hostname", File("hostname", hostname + "\n")),
-              ("/etc/hosts", File("hosts", hosts_file(hostname, name, opts.network, host.hosts)))]
+              ("/etc/hosts", File("hosts", hosts))]
     if resolv is not None:
         wanted.append(("/etc/resolv.conf", File("resolv.conf", resolv)))
     files = [f for _, f in wanted]
     generated = [Mount(dst, "bind", os.path.join(rundir, f.name), ("bind",))
                  for dst, f in wanted if dst not in taken]
-    mounts = system_mounts(opts.network, privileged=opts.privileged, cgroup2=host.cgroup2,
+    mounts = system_mounts(mode, privileged=opts.privileged, cgroup2=host.cgroup2,
                            read_only=opts.read_only, read_only_tmpfs=opts.read_only_tmpfs)
     mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts
 
     namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"}
-    if opts.network == "none":
+    if mode != "host":
         namespaces.add("network")
     rootfs = replace(plan, readonly=True) if opts.read_only else plan
     return Spec(
@@ -620,7 +727,7 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         gid_map=gmap,
         namespaces=frozenset(namespaces),
         hostname=hostname,
-        network=Network(mode="host" if opts.network == "host" else "none"),
+        network=network_spec(mode, slirp, opts, image_config),
         masked_paths=() if opts.privileged else MASKED_PATHS,
         readonly_paths=() if opts.privileged else READONLY_PATHS,
         annotations=(("io.rootless.image", image_name), ("io.rootless.image-id", image_id)),

@@ -29,14 +29,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, RootlessError
-from rootless.runtime import idmap, mounts, namespaces, syscalls, users
+from rootless.runtime import idmap, mounts, namespaces, network, syscalls, users
 from rootless.spec import CAPABILITIES, Process, Spec
 
 if TYPE_CHECKING:
     from rootless.context import Log
+    from slirp.supervisor import Slirp
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _PR_SET_KEEPCAPS = 8
+_PR_SET_DUMPABLE = 4
 # <asm-generic/ioctls.h>
 TIOCSCTTY = 0x540E
 TIOCSWINSZ = 0x5414
@@ -51,6 +53,7 @@ _EXIT_SETUP = 125
 class Started:
     pid: int  # the container's PID 1 as we see it; our child once C1 has exited
     master: int | None  # the pty master (-t), opened in the container's devpts
+    network: Slirp | None = None  # slirp4netns serving its network: network.detach() once it has exited
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             namespaces.set_hostname(spec.hostname)
         if "network" in spec.namespaces:
             namespaces.loopback_up()
+            if spec.network.mode == "slirp4netns":
+                # Becoming a root mapped to another host uid (--userns keep-id) made us
+                # non-dumpable, which hides /proc/PID/ns from slirp4netns, joining by PID
+                # (ptrace(2) "access mode checking"); C2 inherits this, execve(2) resets it.
+                syscalls.prctl(_PR_SET_DUMPABLE, 1, what="make the container's first process dumpable")
         stage = "rootfs"
         mounts.mount_rootfs(spec.rootfs)
         if flags & syscalls.CLONE_NEWPID:
@@ -513,6 +521,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
     exec failures and RootlessError for everything else, after reaping what was started.
     """
     maps = _maps(spec)
+    slirp_binary = network.prepare(spec)
     cap_last = cap_last_cap()
     syscalls.set_child_subreaper()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -543,6 +552,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
         os.close(sock_child)
     lines = _Lines(report_r)
     container = -1
+    helper = None
     try:
         first = lines.line()
         if first != b"R":
@@ -564,6 +574,8 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
             raise _error(spec.process.args[0], second) if second.startswith(b"E") else \
                 NamespaceError("the container's first process exited without starting it")
         container = int(second[1:])
+        if slirp_binary is not None:
+            helper = network.attach(spec, slirp_binary, container, log)
         os.write(go2_w, b"G")
         master = None
         if sock_parent >= 0:
@@ -582,8 +594,9 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
                 os.close(master)
             raise _error(spec.process.args[0], rest)
         log.debug(f"container {spec.id[:12]} started: pid {container}")
-        return Started(container, master)
+        return Started(container, master, helper)
     except BaseException:
+        network.detach(helper)
         if container > 0:
             try:
                 os.kill(container, signal.SIGKILL)

@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from rootless.runtime import process
+from rootless.runtime import network, process
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -88,7 +88,10 @@ def run(ctx: Context, spec: Spec) -> int:
             if spec.process.terminal:
                 return _run_tty(ctx, spec)
             started = process.start(spec, ctx.log)
-            return process.wait(started)
+            try:
+                return process.wait(started)
+            finally:
+                network.detach(started.network)
     finally:
         if spec.rootfs.driver == "fuse-overlayfs":
             stop_orphans(ctx)
@@ -145,13 +148,16 @@ def _run_tty(ctx: Context, spec: Spec) -> int:
     src = tty.terminal_size_source()
     winsize = tty.get_winsize(src) if src is not None else None
     started = process.start(spec, ctx.log, winsize=winsize)
-    if started.master is None:
-        raise RuntimeError("the container's terminal was not received")
-    if spec.process.interactive and os.isatty(0):
-        sys.stdout.flush()
-        with tty.raw_mode(0):
-            return tty.relay(started, interactive=True)
-    return tty.relay(started, interactive=spec.process.interactive)
+    try:
+        if started.master is None:
+            raise RuntimeError("the container's terminal was not received")
+        if spec.process.interactive and os.isatty(0):
+            sys.stdout.flush()
+            with tty.raw_mode(0):
+                return tty.relay(started, interactive=True)
+        return tty.relay(started, interactive=spec.process.interactive)
+    finally:
+        network.detach(started.network)
 
 
 def mount_probe(plan: RootfsPlan, check: str) -> str | None:

@@ -29,6 +29,7 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("image", "list"): ("images",),
     ("image", "rm"): ("rmi",),
     ("image", "tag"): ("tag",),
+    ("create",): ("run",),
 }
 
 # Pages that document no command of their own.

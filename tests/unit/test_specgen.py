@@ -247,7 +247,28 @@ def test_resolv_conf_only_with_a_network() -> None:
 
 def test_unsupported_network() -> None:
     with pytest.raises(RootlessError, match="not supported"):
-        build(network="slirp4netns")
+        build(network="bridge")
+
+
+def test_slirp4netns_network() -> None:
+    spec = build(network="slirp4netns:allow_host_loopback=true", publish=("127.0.0.1::80", "5353:53/udp"),
+                 add_host=("db:10.1.1.1",), host=HostInfo(resolv_conf="nameserver 127.0.0.53\n"))
+    assert spec.network.mode == "slirp4netns" and "network" in spec.namespaces
+    assert spec.network.options == (("allow_host_loopback", "true"),)
+    assert [(p.host_ip, p.host_port, p.container_port, p.protocol) for p in spec.network.ports] == [
+        ("127.0.0.1", 0, 80, "tcp"), ("", 5353, 53, "udp")]
+    files = {f.name: f.content for f in spec.files}
+    assert files["resolv.conf"] == "nameserver 10.0.2.3\n"
+    assert "10.0.2.2\thost.containers.internal" in files["hosts"] and "10.1.1.1\tdb" in files["hosts"]
+    assert spec.mounts[-1].destination == "/etc/resolv.conf"
+    exposed = build({"Cmd": ["sh"], "ExposedPorts": {"80/tcp": {}}}, network="slirp4netns", publish_all=True)
+    assert [(p.host_port, p.container_port) for p in exposed.network.ports] == [(0, 80)]
+    with pytest.raises(RootlessError, match="own network"):
+        build(network="none", publish=("8080:80",))
+    with pytest.raises(RootlessError, match="own network"):
+        build(network="host", publish=("8080:80",))
+    with pytest.raises(RootlessError, match="conflicting"):
+        build(network="none", dns=("1.1.1.1",))
 
 
 # --------------------------------------------------------------------------- id maps
