@@ -172,6 +172,17 @@ def _debug_requested(argv: list[str]) -> bool:
     return False
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End a foreground `run` without interpreter shutdown (≈10 ms of module teardown): every
+    child is reaped and every file we wrote is closed by then; only our own streams need a flush."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
@@ -180,7 +191,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
         fast = runargs.parse(args)  # `run` without building typer's commands (the start-up budget)
         if fast is not None:
+            import gc
+
+            gc.disable()  # a short-lived process that frees little: the collector only costs time
             rv: int = _run_flow(_build_ctx(vars(fast)), fast)
+            if not fast.detach:
+                _exit_now(rv)
         elif (ctr := _ctr_fast(args)) is not None:
             rv = ctr
         else:

@@ -88,6 +88,7 @@ def _echo_json(data: Any) -> None:
 # --------------------------------------------------------------------------- images
 
 @app.command()
+@image_app.command("pull", help="Pull an image (same as `rootless pull`).")
 def pull(
     image: Annotated[str, typer.Argument(help="Image reference, e.g. alpine or quay.io/org/img:tag.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image ID.")] = False,
@@ -103,6 +104,8 @@ def pull(
 
 
 @app.command("images")
+@image_app.command("ls", help="List images in the store (same as `rootless images`).")
+@image_app.command("list", hidden=True)
 def images(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only image IDs.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
@@ -117,20 +120,8 @@ def images(
     present.images(ctx, quiet=quiet, fmt=fmt.value, no_trunc=no_trunc, digests=digests)
 
 
-@image_app.command("list", hidden=True)
-@image_app.command("ls")
-def image_ls(
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only image IDs.")] = False,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
-    no_trunc: Annotated[bool, typer.Option("--no-trunc", help="Do not truncate image IDs.")] = False,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Show all images (intermediate ones too).")] = False,
-    digests: Annotated[bool, typer.Option("--digests", help="Show manifest digests.")] = False,
-) -> None:
-    """List images in the store (same as `rootless images`)."""
-    images(quiet=quiet, fmt=fmt, no_trunc=no_trunc, all_=all_, digests=digests)
-
-
 @app.command()
+@image_app.command("rm", help="Remove images (same as `rootless rmi`).")
 def rmi(
     names: Annotated[list[str] | None, typer.Argument(help="Images to remove (names or IDs).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Remove the image even when several names "
@@ -146,18 +137,8 @@ def rmi(
     raise typer.Exit(present.rmi(ctx, names or [], force=force, all_=all_))
 
 
-@image_app.command("rm")
-def image_rm(
-    names: Annotated[list[str] | None, typer.Argument(help="Images to remove (names or IDs).")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Remove the image even when several names "
-                                        "point at it; ignore images that are not known.")] = False,
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove all images.")] = False,
-) -> None:
-    """Remove images (same as `rootless rmi`)."""
-    rmi(names=names, force=force, all_=all_)
-
-
 @app.command()
+@image_app.command("tag", help="Add names to an image (same as `rootless tag`).")
 def tag(
     source: Annotated[str, typer.Argument(help="Image to tag (name or ID).")],
     targets: Annotated[list[str], typer.Argument(help="New names.")],
@@ -166,25 +147,6 @@ def tag(
     from rootless.image import present
 
     present.tag(_ctx(), source, targets)
-
-
-@image_app.command("tag")
-def image_tag(
-    source: Annotated[str, typer.Argument(help="Image to tag (name or ID).")],
-    targets: Annotated[list[str], typer.Argument(help="New names.")],
-) -> None:
-    """Add names to an image (same as `rootless tag`)."""
-    tag(source, targets)
-
-
-@image_app.command("pull")
-def image_pull(
-    image: Annotated[str, typer.Argument(help="Image reference.")],
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image ID.")] = False,
-    platform: Annotated[str | None, typer.Option("--platform", help="OS/ARCH[/VARIANT] to pull.")] = None,
-) -> None:
-    """Pull an image (same as `rootless pull`)."""
-    pull(image, quiet=quiet, platform=platform)
 
 
 @image_app.command("inspect")
