@@ -88,7 +88,6 @@ def _echo_json(data: Any) -> None:
 # --------------------------------------------------------------------------- images
 
 @app.command()
-@image_app.command("pull", help="Pull an image (same as `rootless pull`).")
 def pull(
     image: Annotated[str, typer.Argument(help="Image reference, e.g. alpine or quay.io/org/img:tag.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the image ID.")] = False,
@@ -104,8 +103,6 @@ def pull(
 
 
 @app.command("images")
-@image_app.command("ls", help="List images in the store (same as `rootless images`).")
-@image_app.command("list", hidden=True)
 def images(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only image IDs.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
@@ -121,7 +118,6 @@ def images(
 
 
 @app.command()
-@image_app.command("rm", help="Remove images (same as `rootless rmi`).")
 def rmi(
     names: Annotated[list[str] | None, typer.Argument(help="Images to remove (names or IDs).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Remove the image even when several names "
@@ -138,7 +134,6 @@ def rmi(
 
 
 @app.command()
-@image_app.command("tag", help="Add names to an image (same as `rootless tag`).")
 def tag(
     source: Annotated[str, typer.Argument(help="Image to tag (name or ID).")],
     targets: Annotated[list[str], typer.Argument(help="New names.")],
@@ -147,6 +142,13 @@ def tag(
     from rootless.image import present
 
     present.tag(_ctx(), source, targets)
+
+
+# `podman image …` spellings of the top-level image commands; documented on the main command's page
+for _alias, _target, _hidden in (("pull", pull, False), ("ls", images, False), ("list", images, True),
+                                 ("rm", rmi, False), ("tag", tag, False)):
+    image_app.command(_alias, hidden=_hidden,
+                      help=f"{(_target.__doc__ or '').strip()} (same as `rootless {_target.__name__}`).")(_target)
 
 
 @image_app.command("inspect")
