@@ -32,6 +32,7 @@ import time
 # typing and json cost the loop ~2 MB of resident memory: neither is imported at the top.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from rootless.context import Log
@@ -212,19 +213,28 @@ def _read(fd: int) -> bytes | None:
         return b""  # EIO from a pty master whose every slave is closed
 
 
-def _children() -> list[int]:
+def children() -> list[int]:
+    """Our child processes, as /proc/self/task/*/children lists them (proc(5))."""
     out: list[int] = []
     try:
-        for tid in os.listdir("/proc/self/task"):
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
             with open(f"/proc/self/task/{tid}/children") as f:
                 out += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
+        except OSError:
+            continue
     return out
 
 
-def _stop_children(grace: float = 2.0) -> None:
-    pids = _children()
+def stop_children(grace: float = 2.0, on_kill: Callable[[int], None] | None = None,
+                  reap_all: bool = True) -> None:
+    """SIGTERM every child, SIGKILL those still there after ``grace`` seconds (``on_kill`` is
+    told which), and reap them. Used by the monitor and by a foreground run, both child
+    subreapers, for what a container leaves behind (fuse-overlayfs, slirp4netns)."""
+    pids = children()
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -240,11 +250,13 @@ def _stop_children(grace: float = 2.0) -> None:
             if done:
                 break
             if time.monotonic() > deadline:
+                if on_kill is not None:
+                    on_kill(pid)
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 break
             time.sleep(0.01)
-    while True:  # anything else finished meanwhile
+    while reap_all:  # anything else finished meanwhile
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
                 break
@@ -315,7 +327,7 @@ def main(argv: list[str]) -> int:
     _record_exit(config, state_file, record, code)
     for fd in keep:
         os.close(fd)
-    _stop_children()
+    stop_children()
     if then:
         os.execv(then[0], then)
     return 0

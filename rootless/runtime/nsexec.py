@@ -124,12 +124,8 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log) -> int:
             gpid = int(first[1:])
             master = None
             if sock_parent >= 0:
-                import socket
-
-                with socket.socket(fileno=sock_parent) as s:
-                    sock_parent = -1
-                    _, fds, _, _ = socket.recv_fds(s, 1, 1)
-                master = fds[0] if fds else None
+                sock, sock_parent = sock_parent, -1
+                master = process.receive_fd(sock)
             rest = lines.line()
             if rest.startswith(b"E"):
                 try:

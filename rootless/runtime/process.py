@@ -22,7 +22,6 @@ import errno
 import json
 import os
 import signal
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, RootlessError
 from rootless.runtime import idmap, mounts, namespaces, network, syscalls, users
+from rootless.runtime.execpath import find_executable
 from rootless.spec import CAPABILITIES, Process, Spec
 
 if TYPE_CHECKING:
@@ -240,25 +240,14 @@ def _read_text(path: str) -> str | None:
         return None
 
 
-def find_executable(name: str, path: str) -> str:
-    """execvp(3)'s search over the container's PATH; a directory we may not search is skipped."""
-    if "/" in name:
-        return name
-    not_exec: str | None = None
-    for d in path.split(":"):
-        candidate = os.path.join(d or ".", name)
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if os.access(candidate, os.X_OK):
-            return candidate
-        not_exec = not_exec or candidate
-    if not_exec is not None:
-        return not_exec  # execve reports EACCES for it, as the shells do
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+def receive_fd(sock: int) -> int | None:
+    """The one descriptor (a pty master) the container's side sends over the Unix socket
+    ``sock`` with SCM_RIGHTS (unix(7)); the socket is closed. None when it sent none."""
+    import socket
+
+    with socket.socket(fileno=sock) as s:
+        _, fds, _, _ = socket.recv_fds(s, 1, 1)
+    return fds[0] if fds else None
 
 
 def cap_numbers(names: Sequence[str]) -> list[int]:
@@ -579,12 +568,8 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
         os.write(go2_w, b"G")
         master = None
         if sock_parent >= 0:
-            import socket
-
-            with socket.socket(fileno=sock_parent) as s:
-                sock_parent = -1
-                _, fds, _, _ = socket.recv_fds(s, 1, 1)
-            master = fds[0] if fds else None
+            sock, sock_parent = sock_parent, -1
+            master = receive_fd(sock)
             if master is not None:
                 os.set_inheritable(master, False)
         rest = lines.line()

@@ -98,48 +98,14 @@ def run(ctx: Context, spec: Spec) -> int:
         remove_files(spec)
 
 
-def _children() -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                out += [int(p) for p in f.read().split()]
-        except OSError:
-            continue
-    return out
-
-
 def stop_orphans(ctx: Context, grace: float = 2.0) -> None:
     """End what the container left re-parented to us (we are a child subreaper): the
     fuse-overlayfs daemon serving its rootfs keeps the container's mount namespace, and so
     itself, alive until it is told to go."""
-    import time
+    from rootless.runtime.monitor import stop_children
 
-    pids = _children()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    for pid in pids:
-        while True:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if done:
-                break
-            if time.monotonic() > deadline:
-                ctx.log.debug(f"process {pid} left by the container ignored SIGTERM: killing it")
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                break
-            time.sleep(0.01)
+    stop_children(grace, on_kill=lambda pid: ctx.log.debug(
+        f"process {pid} left by the container ignored SIGTERM: killing it"), reap_all=False)
 
 
 def _run_tty(ctx: Context, spec: Spec) -> int:

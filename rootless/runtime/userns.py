@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rootless import errors
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, StorageError
 from rootless.runtime import idmap, syscalls
+from rootless.runtime.execpath import find_executable
 from rootless.runtime.idmap import IdMaps
 
 if TYPE_CHECKING:
@@ -541,7 +541,7 @@ def run_in_store_ns(layout: Layout, log: Log, argv: list[str] | None = None,
     command = list(argv)
 
     def exec_command() -> None:
-        os.execve(_lookup(command[0], base.get("PATH", os.defpath)), command, base)
+        os.execve(find_executable(command[0], base.get("PATH", os.defpath)), command, base)
 
     waited = _FORWARDED | {signal.SIGCHLD}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
@@ -565,32 +565,6 @@ def run_in_store_ns(layout: Layout, log: Log, argv: list[str] | None = None,
                     pass
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _lookup(name: str, path: str) -> str:
-    """execvp(3)'s search, but a directory we may not search is skipped, not fatal.
-
-    Root of a user namespace holds no rights over directories owned by unmapped ids,
-    so a PATH that names /root/bin must not turn `command not found` into EACCES.
-    A file that exists but is not executable is reported as such, as shells do.
-    """
-    if "/" in name:
-        return name
-    found_not_exec: str | None = None
-    for d in path.split(os.pathsep):
-        candidate = os.path.join(d or ".", name)
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if os.access(candidate, os.X_OK):
-            return candidate
-        found_not_exec = found_not_exec or candidate
-    if found_not_exec is not None:
-        return found_not_exec  # execve reports EACCES for it
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 def _exec_error(name: str, f: ChildFailure, flags: int) -> errors.RootlessError:

@@ -9,6 +9,7 @@ import pytest
 
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError
 from rootless.runtime import idmap, syscalls, userns
+from rootless.runtime.execpath import find_executable
 from rootless.runtime.idmap import IdMapping, SubIdRange
 
 SUBUID = """\
@@ -225,11 +226,11 @@ def test_lookup_skips_unsearchable_dirs_and_reports_non_executables(tmp_path: Pa
     _fake_helper(good, "tool2", "")
     path = os.pathsep.join(map(str, (locked, plain, good)))
     try:
-        assert userns._lookup("tool2", path) == str(good / "tool2")
-        assert userns._lookup("tool", path) == str(plain / "tool")
+        assert find_executable("tool2", path) == str(good / "tool2")
+        assert find_executable("tool", path) == str(plain / "tool")
         with pytest.raises(FileNotFoundError):
-            userns._lookup("nope", path)
-        assert userns._lookup("./x", path) == "./x"
+            find_executable("nope", path)
+        assert find_executable("./x", path) == "./x"
     finally:
         locked.chmod(0o700)
 
