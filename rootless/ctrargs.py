@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-_GLOBALS = {"--log-level": "log_level", "--root": "root", "--runroot": "runroot"}
-_LOG_LEVELS = {"debug", "info", "warn", "error"}
+from rootless.runargs import scan_globals, scan_options
 
 # command → (flags: option → field, value options: option → field, repeatable fields)
 _SPEC: dict[str, tuple[dict[str, str], dict[str, str], set[str]]] = {
@@ -38,79 +37,25 @@ class CtrArgs:
 
 
 def parse(argv: list[str]) -> CtrArgs | None:
-    i = 0
-    glob: dict[str, str] = {}
-    while i < len(argv) and argv[i] not in _SPEC:
-        opt, eq, val = argv[i].partition("=")
-        if opt not in _GLOBALS:
-            return None
-        if not eq:
-            if i + 1 >= len(argv):
-                return None
-            i += 1
-            val = argv[i]
-        glob[_GLOBALS[opt]] = val
-        i += 1
-    if i >= len(argv):
+    found = scan_globals(argv, _SPEC)
+    if found is None:
         return None
-    level = glob.get("log_level", "warn").lower()
-    if level not in _LOG_LEVELS:
-        return None
-    out = CtrArgs(argv[i], log_level=level, root=glob.get("root"), runroot=glob.get("runroot"))
+    glob, i = found
+    out = CtrArgs(argv[i], log_level=glob["log_level"], root=glob.get("root"), runroot=glob.get("runroot"))
     flags, values, lists = _SPEC[out.command]
-    i += 1
-
-    def put(name: str, value: str) -> None:
-        if name in lists:
-            out.lists.setdefault(name, []).append(value)
+    scanned = scan_options(argv, i + 1, flags, values)
+    if scanned is None:
+        return None
+    opts, out.positional = scanned
+    for opt, val in opts:
+        if val is None:
+            out.flags.add(flags[opt])
+        elif values[opt] in lists:
+            out.lists.setdefault(values[opt], []).append(val)
         else:
-            out.values[name] = value
-
-    while i < len(argv):
-        a = argv[i]
-        i += 1
-        if a == "--":
-            out.positional += argv[i:]
-            break
-        if a.startswith("--"):
-            opt, eq, val = a.partition("=")
-            if opt in flags and not eq:
-                out.flags.add(flags[opt])
-            elif opt in values:
-                if not eq:
-                    if i >= len(argv):
-                        return None
-                    val = argv[i]
-                    i += 1
-                put(values[opt], val)
-            else:
-                return None
-        elif a.startswith("-") and len(a) > 1:
-            j = 1
-            while j < len(a):
-                opt = "-" + a[j]
-                j += 1
-                if opt in flags:
-                    out.flags.add(flags[opt])
-                elif opt in values:
-                    if j < len(a):
-                        val = a[j:]
-                    elif i < len(argv):
-                        val = argv[i]
-                        i += 1
-                    else:
-                        return None
-                    put(values[opt], val)
-                    break
-                else:
-                    return None
-        elif out.command == "exec":
-            out.positional = [a, *argv[i:]]  # the container, then the command: not ours to parse
-            break
-        else:
-            return None  # ps takes no arguments
+            out.values[values[opt]] = val
     if out.command == "exec" and len(out.positional) < 2:
-        return None
-    if out.command == "ps" and out.values.get("format", "table") not in ("table", "json"):
-        return None
+        return None  # the container, then the command: not ours to parse
+    if out.command == "ps" and (out.positional or out.values.get("format", "table") not in ("table", "json")):
+        return None  # ps takes no arguments
     return out

@@ -10,6 +10,7 @@ handles it, with its own messages. tests/unit/test_runargs.py holds the two in s
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 # option → RunArgs field; flags take no value, the rest take one (lists collect repeats)
@@ -87,52 +88,54 @@ def _set(args: RunArgs, name: str, value: str) -> None:
         setattr(args, name, value)
 
 
-def parse(argv: list[str]) -> RunArgs | None:
-    """The parsed command line when it is a `run` this parser fully understands, else None."""
-    args = RunArgs()
+def scan_globals(argv: list[str], commands: Collection[str]) -> tuple[dict[str, str], int] | None:
+    """The global options before the first of ``commands`` (field → value, log level checked
+    and lower-cased) and that command's index; None for anything else."""
+    glob: dict[str, str] = {}
     i = 0
-    # global options, then the command name
-    while i < len(argv):
-        a = argv[i]
-        if a == "run":
-            i += 1
-            break
-        opt, eq, val = a.partition("=")
+    while i < len(argv) and argv[i] not in commands:
+        opt, eq, val = argv[i].partition("=")
         if opt not in _GLOBALS:
             return None
         if not eq:
             if i + 1 >= len(argv):
                 return None
-            val = argv[i + 1]
             i += 1
-        setattr(args, _GLOBALS[opt], val)
+            val = argv[i]
+        glob[_GLOBALS[opt]] = val
         i += 1
-    else:
+    if i >= len(argv):
         return None
-    if args.log_level.lower() not in _LOG_LEVELS:
+    level = glob.get("log_level", "warn").lower()
+    if level not in _LOG_LEVELS:
         return None
-    args.log_level = args.log_level.lower()
-    # run's options up to the image; everything after the image belongs to the command
+    glob["log_level"] = level
+    return glob, i
+
+
+def scan_options(argv: list[str], i: int, flags: Collection[str], values: Collection[str]
+                 ) -> tuple[list[tuple[str, str | None]], list[str]] | None:
+    """A command's options from ``argv[i]`` on, by click's rules (clustered short flags,
+    ``-ovalue``, ``--opt=value``, ``--`` ends them): the options in order, with None for a
+    flag, and the first positional argument with everything after it. None for an unknown
+    option, a flag given a value, or a missing value."""
+    opts: list[tuple[str, str | None]] = []
     while i < len(argv):
         a = argv[i]
         i += 1
         if a == "--":
-            if i >= len(argv):
-                return None
-            args.image, args.command = argv[i], argv[i + 1:]
-            break
+            return opts, argv[i:]
         if a.startswith("--"):
             opt, eq, val = a.partition("=")
-            if opt in _FLAGS and not eq:
-                name, value = _FLAGS[opt]
-                setattr(args, name, value)
-            elif opt in _VALUES:
+            if opt in flags and not eq:
+                opts.append((opt, None))
+            elif opt in values:
                 if not eq:
                     if i >= len(argv):
                         return None
                     val = argv[i]
                     i += 1
-                _set(args, _VALUES[opt], val)
+                opts.append((opt, val))
             else:
                 return None
         elif a.startswith("-") and len(a) > 1:
@@ -140,10 +143,9 @@ def parse(argv: list[str]) -> RunArgs | None:
             while j < len(a):
                 opt = "-" + a[j]
                 j += 1
-                if opt in _FLAGS:
-                    name, value = _FLAGS[opt]
-                    setattr(args, name, value)
-                elif opt in _VALUES:
+                if opt in flags:
+                    opts.append((opt, None))
+                elif opt in values:
                     if j < len(a):
                         val = a[j:]
                     elif i < len(argv):
@@ -151,15 +153,35 @@ def parse(argv: list[str]) -> RunArgs | None:
                         i += 1
                     else:
                         return None
-                    _set(args, _VALUES[opt], val)
+                    opts.append((opt, val))
                     break
                 else:
                     return None
         else:
-            args.image, args.command = a, argv[i:]
-            break
-    if not args.image:
+            return opts, argv[i - 1:]
+    return opts, []
+
+
+def parse(argv: list[str]) -> RunArgs | None:
+    """The parsed command line when it is a `run` this parser fully understands, else None."""
+    found = scan_globals(argv, ("run",))
+    if found is None:
         return None
+    glob, i = found
+    scanned = scan_options(argv, i + 1, _FLAGS, _VALUES)
+    if scanned is None:
+        return None
+    opts, rest = scanned
+    if not rest:
+        return None  # run's options up to the image; everything after it belongs to the command
+    args = RunArgs(image=rest[0], command=rest[1:], log_level=glob["log_level"], root=glob.get("root"),
+                   runroot=glob.get("runroot"))
+    for opt, val in opts:
+        if val is None:
+            name, value = _FLAGS[opt]
+            setattr(args, name, value)
+        else:
+            _set(args, _VALUES[opt], val)
     if args.pull.lower() not in _PULL:
         return None
     args.pull = args.pull.lower()
