@@ -93,14 +93,7 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log) -> int:
     winsize = tty.get_winsize(src) if src is not None else None
     syscalls.set_child_subreaper()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    sock_parent = sock_child = -1
-    if proc.terminal:
-        import socket
-
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock_parent, sock_child = a.detach(), b.detach()
-        os.set_inheritable(sock_parent, False)
-        os.set_inheritable(sock_child, False)
+    sock_parent, sock_child = process.fd_channel(proc.terminal)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     with process.blocked((*process.FORWARDED, signal.SIGCHLD)):

@@ -240,6 +240,20 @@ def _read_text(path: str) -> str | None:
         return None
 
 
+def fd_channel(wanted: bool) -> tuple[int, int]:
+    """A close-on-exec Unix socket pair to pass the container's pty master back over, or
+    (-1, -1) when no terminal is wanted."""
+    if not wanted:
+        return -1, -1
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock_parent, sock_child = a.detach(), b.detach()
+    os.set_inheritable(sock_parent, False)
+    os.set_inheritable(sock_child, False)
+    return sock_parent, sock_child
+
+
 def receive_fd(sock: int) -> int | None:
     """The one descriptor (a pty master) the container's side sends over the Unix socket
     ``sock`` with SCM_RIGHTS (unix(7)); the socket is closed. None when it sent none."""
@@ -516,14 +530,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     go2_r, go2_w = os.pipe2(os.O_CLOEXEC)
-    sock_parent = sock_child = -1
-    if spec.process.terminal:
-        import socket
-
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock_parent, sock_child = a.detach(), b.detach()
-        os.set_inheritable(sock_parent, False)
-        os.set_inheritable(sock_child, False)
+    sock_parent, sock_child = fd_channel(spec.process.terminal)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     pid1 = os.fork()

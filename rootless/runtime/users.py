@@ -43,38 +43,30 @@ class ExecUser:
     name: str | None  # the passwd name, when there is an entry
 
 
-def parse_passwd(text: str) -> list[PasswdEntry]:
-    """passwd(5) lines; malformed ones are skipped, as getpwent(3) skips them."""
+def _records(text: str, min_fields: int) -> list[list[str]]:
+    """The colon-separated records of a passwd(5)/group(5) file; comments, blank lines and
+    records too short or with a non-numeric ID field are skipped, as getpwent(3) skips them."""
     out = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         f = line.split(":")
-        if len(f) < 4:
-            continue
-        try:
-            uid, gid = int(f[2]), int(f[3])
-        except ValueError:
-            continue
-        out.append(PasswdEntry(f[0], uid, gid, f[5] if len(f) > 5 else ""))
+        if len(f) >= min_fields and all(x.isascii() and x.isdigit() for x in f[2:min_fields]):
+            out.append(f)
     return out
+
+
+def parse_passwd(text: str) -> list[PasswdEntry]:
+    """passwd(5) lines; malformed ones are skipped, as getpwent(3) skips them."""
+    return [PasswdEntry(f[0], int(f[2]), int(f[3]), f[5] if len(f) > 5 else "") for f in _records(text, 4)]
 
 
 def parse_group(text: str) -> list[GroupEntry]:
     """group(5) lines: ``name:password:gid:member,member``."""
     out = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        f = line.split(":")
-        if len(f) < 3:
-            continue
-        try:
-            gid = int(f[2])
-        except ValueError:
-            continue
+    for f in _records(text, 3):
+        gid = int(f[2])
         members = tuple(m.strip() for m in f[3].split(",") if m.strip()) if len(f) > 3 else ()
         out.append(GroupEntry(f[0], gid, members))
     return out
