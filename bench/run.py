@@ -1,7 +1,7 @@
 """Start-up benchmark: `rootless run --rm` of a stored image beside `podman run --rm`.
 
     bench/run.py [--runs N] [--warmup N] [--no-podman] [--no-native] [--importtime-runs N]
-                 [--sync] [--keep] [--json FILE]
+                 [--dev-venv] [--sync] [--keep] [--json FILE]
 
 Run it as the unprivileged test user; as root it re-executes itself as that user (like
 bench/pull.py and scripts/test):
@@ -10,6 +10,12 @@ bench/pull.py and scripts/test):
         /opt/rl/venv/bin/python bench/run.py
 
 What it does, all on 127.0.0.1 with a real docker-registry started for the run:
+ * installs this tree into a venv in its work directory the way `pip install .` (README's
+   first command) lays a package out: the packages in site-packages, compiled, and pip's
+   console script. The venv running the benchmark is usually an editable install
+   (scripts/setup-host uses `pip install -e`), whose import-hook finder no user has and
+   every start would pay for; and rltest cannot write __pycache__ in a root-owned tree.
+   --dev-venv times that venv's own `rootless` instead;
  * pushes library/busybox:latest (the test harness's busybox image) and pulls it once
    into a private `rootless` store and into each Podman store (untimed);
  * times N interleaved rounds (after a warm-up) of
@@ -70,6 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-fuse", action="store_true", help="skip Podman with fuse-overlayfs")
     p.add_argument("--importtime-runs", type=int, default=5,
                    help="`python -X importtime` runs, medians per module (default 5)")
+    p.add_argument("--dev-venv", action="store_true",
+                   help="time the `rootless` of the venv running this (an editable install, usually) "
+                        "instead of a pip-style install of this tree in the work directory")
     p.add_argument("--sync", action="store_true",
                    help="sync(2) before every timed run (off: a run writes next to nothing, and syncing "
                         "would make each run wait for other processes' writeback)")
@@ -143,6 +152,35 @@ def prepare_podman(setup: PodmanSetup, registry: Registry, pushed: Pushed) -> No
     c.run_checked(pm.argv("tag", direct, f"docker.io/{pushed.name}"), pm.env)
     cp = c.run_checked(pm.argv(*RUN_FLAGS, IMAGE, "cat", "/proc/self/mountinfo"), pm.env)
     setup.root_fs = root_mount(cp)
+
+
+def install_tree(work: Path) -> Path:
+    """This tree laid out as `pip install .` lays it out, in a new venv under ``work``; its
+    `rootless` console script. The dependencies (needed by `pull`, never imported by a run
+    of a stored image) come from the running venv through a path entry; .pth files there,
+    such as an editable install's finder, are not processed (site(3): only a site dir's are)."""
+    import shutil
+    import sysconfig
+
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    for pkg in ("rootless", "storage", "slirp"):  # pyproject.toml's [tool.setuptools.packages.find]
+        shutil.copytree(c.REPO / pkg, site / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    deps = sysconfig.get_paths()["purelib"]
+    (site / "bench-dependencies.pth").write_text(f"{deps}\n")
+    subprocess.run([str(python), "-m", "compileall", "-q", str(site / "rootless"), str(site / "storage"),
+                    str(site / "slirp")], check=True)
+    script = venv / "bin" / "rootless"
+    # the console script pip writes (SCRIPT_TEMPLATE in pip/_vendor/distlib/scripts.py), `import re` included
+    script.write_text(f"#!{python}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+                      "from rootless.cli import main\nif __name__ == '__main__':\n"
+                      "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                      "    sys.exit(main())\n")
+    script.chmod(0o755)
+    return script
 
 
 def interpreter(command: list[str]) -> str:
@@ -288,6 +326,11 @@ def main(argv: list[str]) -> int:
         c.log(f"registry on {registry.host} holds {pushed.name}")
 
         rootless = c.Rootless(work, registry)
+        if args.dev_venv:
+            install_note = f"the running venv's {rootless.rl.command[-1]}"
+        else:
+            rootless.rl.command = [str(install_tree(work))]
+            install_note = f"installed as `pip install .` would, in {work / 'venv'}"
         # files owned by subordinate IDs: only a user namespace with the same mapping can remove them
         leftovers: list[Path] = []  # Podman's runtime dirs, outside the work directory
         if not args.keep:
@@ -363,7 +406,7 @@ def main(argv: list[str]) -> int:
 
         out = ["", "== rootless run --rm of a stored image vs podman run --rm (busybox, --network none) =="]
         out.append(f"rootless: {rootless.version()} (python {sys.version.split()[0]}), container / is "
-                   f"{rootless_fs}")
+                   f"{rootless_fs}; {install_note}")
         for setup in podmans:
             out.append(f"{setup.label}: container / is {setup.root_fs}")
         if podman_note:

@@ -38,7 +38,9 @@ def _build_ctx(opts: dict[str, Any]) -> Context:
     if layout.runroot_fallback:
         log.warn_once("runroot", f"XDG_RUNTIME_DIR is not set or not writable: using {layout.runroot} "
                       "(create /run/user/$UID owned by you, or log in through a session that does)")
-    return Context(config=cfg.load(config_file()), layout=layout, log=log)
+    # the fallback run root may be anybody's directory in /tmp: no cached config from there
+    config = cfg.load(config_file(), cache=None if layout.runroot_fallback else layout.config_cache)
+    return Context(config=config, layout=layout, log=log)
 
 
 
@@ -93,11 +95,12 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
         claim = lifecycle.claim(ctx, a.name)
     with claim as name:
         if name != opts.name:
-            import dataclasses
+            from rootless.record import replace
 
-            opts = dataclasses.replace(opts, name=name)
+            opts = replace(opts, name=name)
         with LazyStoreNamespace(ctx) as runner:
-            plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe)
+            plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe,
+                                  durable=recorded)
         try:
             ctx.layout.ensure_runroot()
             spec = specgen.build(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import re
-import tomllib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import ConfigError
+from rootless.record import dataclass, field, field_names
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 STORAGE_DRIVERS = ("overlay", "fuse-overlayfs", "vfs")
 NETWORK_MODES = ("slirp4netns", "none", "host")
@@ -35,6 +38,8 @@ class Config:
 
 def _line_of(text: str, key: str) -> int | None:
     """The first line that defines ``key`` (tomllib reports no positions for valid TOML)."""
+    import re
+
     pat = re.compile(r'^\s*(\[+\s*)?("?)' + re.escape(key) + r'\2\s*(=|\]|\.)', re.M)
     m = pat.search(text)
     if m:
@@ -71,10 +76,16 @@ class _Checker:
         return tuple(v)
 
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+def _is_host(text: str) -> bool:
+    """A host name with an optional :port."""
+    import re
+
+    return re.match(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", text) is not None
 
 
 def parse(text: str, path: Path) -> Config:
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -87,12 +98,12 @@ def parse(text: str, path: Path) -> Config:
         kw["unqualified_search"] = c.strings(data["unqualified-search"], "unqualified-search")
     regs: dict[str, RegistryConfig] = {}
     for host, body in c.table(data.get("registry", {}), "registry", set(data.get("registry", {}))).items():
-        if not _HOST_RE.match(host):
+        if not _is_host(host):
             raise c.fail(host, f"registry {host!r} is not a host name with an optional :port")
         c.table(body, f'registry."{host}"', {"mirrors", "insecure"})
         mirrors = c.strings(body.get("mirrors", []), f'registry."{host}".mirrors')
         for m in mirrors:
-            if not _HOST_RE.match(m.split("/", 1)[0]):
+            if not _is_host(m.split("/", 1)[0]):
                 raise c.fail("mirrors", f"mirror {m!r} of {host} is not a host name with an optional :port")
         insecure = body.get("insecure", False)
         if not isinstance(insecure, bool):
@@ -119,12 +130,84 @@ def parse(text: str, path: Path) -> Config:
     return Config(**kw)
 
 
-def load(path: Path) -> Config:
+def load(path: Path, cache: Path | None = None) -> Config:
+    """The config in ``path``; the defaults when there is none.
+
+    ``cache``: where to keep a JSON copy of the checked result, used while ``path`` keeps
+    its identity, size and times and this module its own: tomllib and the checks cost a
+    `rootless run` ≈4 ms, json is loaded on that path anyway. It lives in the run root
+    (volatile, the user's own) and is only a copy: any doubt about it means parsing again.
+    """
     try:
+        st = os.stat(path)
+        key = _cache_key(path, st) if cache is not None else None
+        if cache is not None and (cached := _read_cache(cache, key, path)) is not None:
+            return cached
         text = path.read_text()
     except FileNotFoundError:
         return Config()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}",
                           "fix its permissions or point ROOTLESS_CONFIG elsewhere") from None
-    return parse(text, path)
+    config = parse(text, path)
+    # git's "racy clean" rule: a file changed within the granularity of its timestamps may
+    # change again without them changing; such a file is parsed every time until it settles.
+    if cache is not None and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        _write_cache(cache, key, config)
+    return config
+
+
+_CACHE_FORMAT = 1
+_SETTLED_NS = 2_000_000_000
+
+
+def _cache_key(path: Path, st: os.stat_result) -> list[Any]:
+    """What the cached copy is valid for: the file's identity, size and times, and this
+    module's own (its rules and Config's fields decide what a file means)."""
+    me = os.stat(__file__)
+    return [_CACHE_FORMAT, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            me.st_size, me.st_mtime_ns, list(field_names(Config)), list(field_names(RegistryConfig))]
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _read_cache(cache: Path, key: Any, path: Path) -> Config | None:
+    try:
+        fd = os.open(cache, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return None  # not written by us
+        data = json.loads(os.read(fd, 1 << 20))
+        if data["key"] != key:
+            return None
+        body = data["config"]
+        regs = {host: RegistryConfig(**_tuples(r)) for host, r in body.pop("registries").items()}
+        return Config(**_tuples(body), registries=regs, source=path)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _write_cache(cache: Path, key: Any, config: Config) -> None:
+    body = {name: getattr(config, name) for name in field_names(Config) if name != "source"}
+    body["registries"] = {host: {name: getattr(r, name) for name in field_names(RegistryConfig)}
+                          for host, r in config.registries.items()}
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, json.dumps({"key": key, "config": body}).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, cache)  # readers see the old copy or the new one, never a torn one
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

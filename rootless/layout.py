@@ -8,8 +8,9 @@ credentials) lives under XDG_RUNTIME_DIR, as Podman's graphroot and runroot do.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from rootless.record import dataclass
 
 
 def _xdg(var: str, default: str) -> Path:
@@ -108,6 +109,11 @@ class Layout:
     @property
     def state(self) -> Path:
         return self.runroot / "containers"
+
+    @property
+    def config_cache(self) -> Path:
+        """The checked config file as JSON (rootless.config.load)."""
+        return self.runroot / "config-cache.json"
 
     def ensure_store(self) -> None:
         for d in (self.root, self.blobs, self.layers, self.images, self.tmp, self.locks):

@@ -11,7 +11,8 @@ handles it, with its own messages. tests/unit/test_runargs.py holds the two in s
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+
+from rootless.record import dataclass, field
 
 # option → RunArgs field; flags take no value, the rest take one (lists collect repeats)
 _FLAGS: dict[str, tuple[str, bool]] = {

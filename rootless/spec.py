@@ -7,8 +7,9 @@ child acts on them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
+
+from rootless.record import dataclass, field
 
 Driver = Literal["overlay", "fuse-overlayfs", "vfs"]
 

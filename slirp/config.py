@@ -7,9 +7,8 @@ the recommended guest address, which ``--configure`` gives tap0, at .100.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rootless.errors import RootlessError
+from rootless.record import dataclass
 
 MODES = ("slirp4netns", "none", "host")
 DEFAULT_CIDR = "10.0.2.0/24"

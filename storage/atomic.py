@@ -17,8 +17,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to a temp file in the same directory, fsync it, rename it over ``path``."""
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Write ``data`` to a temp file in the same directory, fsync it, rename it over ``path``.
+
+    ``durable=False`` skips both fsyncs, for files that need not outlive a crash of the
+    machine: readers still never see a torn file, and the write costs no journal commit.
+    """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
@@ -31,11 +35,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
             while view:
                 view = view[os.write(fd, view):]
             os.fchmod(fd, mode)  # the umask may have narrowed the create mode
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        fsync_dir(target.parent)
+        if durable:
+            fsync_dir(target.parent)
     except OSError as e:
         try:
             os.unlink(tmp)

@@ -9,19 +9,19 @@ so a reader without the lock never finds a name pointing at a missing record.
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import contextlib
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from rootless.errors import NotFoundError, RootlessError, StorageError, errno_hint
 from rootless.layout import Layout
+from rootless.record import dataclass, field, field_names, replace
 from storage.atomic import write_atomic
 from storage.locks import FileLock
 
@@ -74,14 +74,14 @@ class ImageRecord:
         return tuple(entry.diff_id for entry in self.layers)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = {name: getattr(self, name) for name in field_names(ImageRecord)}
         data["layers"] = [entry._asdict() for entry in self.layers]
         data["format"] = _FORMAT
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ImageRecord:
-        known = set(cls.__dataclass_fields__)
+        known = set(field_names(cls))
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -94,7 +94,9 @@ def _has_tag_or_digest(name: str) -> bool:
 class ImageStore:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self._held = threading.local()
+        # thread → how deep it holds the lock (a dict rather than threading.local: importing
+        # threading costs a `rootless run` ≈1 ms, and keys of other threads are never touched)
+        self._depth: dict[int, int] = {}
 
     # ---- files
     def _record_path(self, image_id: str) -> Path:
@@ -108,20 +110,21 @@ class ImageStore:
         themselves. Do not lock ``images.lock`` through a separate FileLock while calling
         them: flock(2) would make this process wait for itself.
         """
-        depth = getattr(self._held, "depth", 0)
+        me = _thread.get_ident()
+        depth = self._depth.get(me, 0)
         if depth:
-            self._held.depth = depth + 1
+            self._depth[me] = depth + 1
             try:
                 yield
             finally:
-                self._held.depth = depth
+                self._depth[me] = depth
             return
         with FileLock(self.layout.locks / "images.lock"):
-            self._held.depth = 1
+            self._depth[me] = 1
             try:
                 yield
             finally:
-                self._held.depth = 0
+                del self._depth[me]
 
     def _read_index(self) -> dict[str, str]:
         try:

@@ -23,13 +23,13 @@ from rootless.context import Context
 from rootless.errors import NotFoundError, RootlessError, StorageError, errno_hint
 from rootless.spec import RootfsPlan
 from storage.atomic import write_atomic
-from storage.drivers import DRIVERS, ContainerDirs, LayerDir, StorageDriver, check_container_id, get
+from storage.drivers import DRIVERS, ContainerDirs, LayerDir, StorageDriver, check_container_id, get, remove_entry
 from storage.drivers.probe import MountProbe, select
 from storage.locks import FileLock
-from storage.nsrunner import NamespaceRunner
 
 if TYPE_CHECKING:
     from storage.images import ImageRecord
+    from storage.nsrunner import NamespaceRunner
 
 
 def layer_dirs(ctx: Context, image_record: ImageRecord) -> list[LayerDir]:
@@ -72,11 +72,15 @@ def _usable(ctx: Context, first: StorageDriver, layers: Sequence[LayerDir], expl
 
 
 def prepare(ctx: Context, runner: NamespaceRunner, image_record: ImageRecord, container_id: str,
-            driver: str | None = None, *, mount_probe: MountProbe | None = None) -> RootfsPlan:
+            driver: str | None = None, *, mount_probe: MountProbe | None = None,
+            durable: bool = True) -> RootfsPlan:
     """Create the container layer of ``image_record`` for ``container_id`` and return its plan.
 
     ``driver`` is the --storage-driver flag (None: config, record or probe, see
     storage.drivers.probe.select; ``mount_probe`` is needed only for a first probe).
+    ``durable=False``: the layer's record need not survive a crash of the machine (a
+    container that ends with this process, `run --rm` in the foreground), so it is
+    written without fsync.
     """
     dirs = ContainerDirs.of(ctx.layout, container_id)
     choice = select(ctx, runner, driver, mount_probe)
@@ -93,7 +97,7 @@ def prepare(ctx: Context, runner: NamespaceRunner, image_record: ImageRecord, co
     try:
         record = {"id": container_id, "driver": chosen.name, "image": image_record.id,
                   "layers": [layer.diff_id for layer in layers], "created": time.time()}
-        write_atomic(dirs.record, json.dumps(record, indent=1).encode() + b"\n")
+        write_atomic(dirs.record, json.dumps(record, indent=1).encode() + b"\n", durable=durable)
         started = time.monotonic()
         plan = chosen.create(runner, layers, dirs)
         ctx.log.debug(f"container {container_id}: {chosen.name} layer ready in "
@@ -144,8 +148,6 @@ def remove(ctx: Context, runner: NamespaceRunner, container_id: str) -> bool:
 
 
 def _remove_as_user(path: str) -> None:
-    from storage.drivers.vfs import remove_entry
-
     parent, name = os.path.split(path)
     pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -9,7 +9,6 @@ import json
 import re
 import sys
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
@@ -72,6 +71,8 @@ def _ago(created: str) -> str:
 def _timestamp(created: str) -> float | None:
     if not created:
         return None
+    from datetime import datetime
+
     s = re.sub(r"(\.\d{6})\d+", r"\1", created.replace("Z", "+00:00"))
     try:
         return datetime.fromisoformat(s).timestamp()

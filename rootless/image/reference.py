@@ -11,9 +11,9 @@ Docker Hub names with one component live under ``library/``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from rootless.errors import ReferenceError_
+from rootless.record import dataclass
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}

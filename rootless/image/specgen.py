@@ -11,10 +11,10 @@ import fnmatch
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
+from rootless.record import dataclass, field, replace
 
 if TYPE_CHECKING:
     from rootless.layout import Layout

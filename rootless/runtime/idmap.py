@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from rootless.errors import NamespaceError
+from rootless.record import dataclass
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")

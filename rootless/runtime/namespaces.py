@@ -16,6 +16,9 @@ FLAGS = {
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
+# socket(2): AF_INET, SOCK_DGRAM (<bits/socket.h>; SOCK_CLOEXEC is O_CLOEXEC)
+_AF_INET = 2
+_SOCK_DGRAM = 2
 
 
 def flags(names: Iterable[str]) -> int:
@@ -30,18 +33,16 @@ def flags(names: Iterable[str]) -> int:
 def loopback_up() -> None:
     """A new network namespace has only ``lo``, and it is down (network_namespaces(7));
     Podman's --network none brings it up so local services still work."""
-    # _socket, the C module: `socket` costs ~3 ms more to import, in the start-up path
-    import _socket
     import fcntl
     import struct
 
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    fd = sc.socket(_AF_INET, _SOCK_DGRAM | os.O_CLOEXEC, "open a socket to bring lo up")
     try:
         req = struct.pack("16sH14x", b"lo", 0)
-        cur = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", cur | _IFF_UP))
+        cur = struct.unpack("16sH14x", fcntl.ioctl(fd, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(fd, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", cur | _IFF_UP))
     finally:
-        s.close()
+        os.close(fd)
 
 
 def private_root() -> None:

@@ -24,10 +24,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, RootlessError
+from rootless.record import dataclass
 from rootless.runtime import idmap, mounts, namespaces, network, syscalls, users
 from rootless.runtime.execpath import find_executable
 from rootless.spec import CAPABILITIES, Process, Spec

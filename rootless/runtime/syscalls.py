@@ -173,6 +173,14 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool =
         raise _fail(f"change mount attributes of {path}")
 
 
+def socket(family: int, type_: int, what: str) -> int:
+    """socket(2) as a bare descriptor (the ``socket`` module costs ms to import, ``_socket`` one)."""
+    fd = int(_libc().socket(ctypes.c_int(family), ctypes.c_int(type_), ctypes.c_int(0)))
+    if fd < 0:
+        raise _fail(what)
+    return fd
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     if _libc().sethostname(raw, ctypes.c_size_t(len(raw))) != 0:

@@ -18,12 +18,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rootless import errors
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, StorageError
+from rootless.record import dataclass
 from rootless.runtime import idmap, syscalls
 from rootless.runtime.execpath import find_executable
 from rootless.runtime.idmap import IdMaps

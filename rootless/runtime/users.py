@@ -12,9 +12,8 @@ rootfs and the unit tests without one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rootless.errors import RootlessError
+from rootless.record import dataclass
 
 MAX_ID = (1 << 31) - 1
 

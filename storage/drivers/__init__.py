@@ -17,21 +17,23 @@ Which one a store uses is decided once by storage.drivers.probe and recorded.
 from __future__ import annotations
 
 import os
-import re
+import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rootless.errors import StorageError
 from rootless.layout import Layout
+from rootless.record import dataclass
 from rootless.spec import Driver, RootfsPlan
-from storage.nsrunner import NamespaceRunner
+
+if TYPE_CHECKING:
+    from storage.nsrunner import NamespaceRunner
 
 DRIVERS: tuple[Driver, ...] = ("overlay", "fuse-overlayfs", "vfs")
 
 # A container ID becomes a directory name; nothing else may reach the file system.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class StorageDriver(Protocol):
 
 
 def check_container_id(container_id: str) -> str:
-    if not _ID_RE.match(container_id):
+    # a letter or digit, then up to 127 of those or "_.-" (no "/", "..", NUL or newline)
+    if not (0 < len(container_id) <= 128 and container_id[0] not in "_.-" and _ID_CHARS.issuperset(container_id)):
         raise StorageError(f"invalid container ID {container_id!r}: letters, digits, '_', '.' and '-' only")
     return container_id
 
@@ -141,3 +144,27 @@ def root_attrs(layers: Sequence[LayerDir]) -> tuple[int, int, int]:
         return 0o755, os.getuid(), os.getgid()
     st = os.stat(layers[-1].path)
     return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
+def remove_entry(dfd: int, name: str) -> None:
+    """Remove ``name`` from ``dfd`` whatever it is (nothing if it is not there)."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dfd)
+        return
+    if st.st_mode & 0o700 != 0o700 and st.st_uid == os.geteuid():
+        # overlayfs leaves work/work with mode 0, and an image may make a directory
+        # read-only; its owner may open it up again.
+        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dfd)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        with os.scandir(fd) as it:
+            children = [e.name for e in it]
+        for child in children:
+            remove_entry(fd, child)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dfd)

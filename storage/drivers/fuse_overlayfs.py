@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rootless.spec import Driver, RootfsPlan
 from storage.drivers import ContainerDirs, LayerDir, mount_option_problem
 from storage.drivers.overlay import union_plan
-from storage.nsrunner import NamespaceRunner
+
+if TYPE_CHECKING:
+    from storage.nsrunner import NamespaceRunner
 
 PROGRAM = "fuse-overlayfs"
 FUSE_DEVICE = "/dev/fuse"

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rootless.errors import StorageError, errno_hint
 from rootless.spec import Driver, RootfsPlan
 from storage.drivers import ContainerDirs, LayerDir, mount_option_problem, root_attrs
-from storage.nsrunner import NamespaceRunner
+
+if TYPE_CHECKING:
+    from storage.nsrunner import NamespaceRunner
 
 
 class Overlay:

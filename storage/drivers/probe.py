@@ -24,18 +24,20 @@ import os
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rootless.context import Context
 from rootless.errors import RootlessError, StorageError
 from rootless.layout import Layout
+from rootless.record import dataclass, field
 from rootless.spec import Driver, RootfsPlan
 from storage.atomic import write_atomic
 from storage.drivers import DRIVERS, get
 from storage.locks import FileLock
-from storage.nsrunner import NamespaceRunner
+
+if TYPE_CHECKING:
+    from storage.nsrunner import NamespaceRunner
 
 RECORD_NAME = "driver.json"
 CHECK = "storage.drivers.probe:check_merged"

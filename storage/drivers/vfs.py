@@ -24,12 +24,14 @@ import fcntl
 import os
 import stat
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import StorageError, errno_hint
 from rootless.spec import Driver, RootfsPlan
-from storage.drivers import ContainerDirs, LayerDir
-from storage.nsrunner import NamespaceRunner
+from storage.drivers import ContainerDirs, LayerDir, remove_entry
+
+if TYPE_CHECKING:
+    from storage.nsrunner import NamespaceRunner
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = ".wh."
@@ -298,30 +300,6 @@ def _copy_data(src: int, dst: int, size: int) -> int:
             view = view[os.write(dst, view):]
         copied += len(chunk)
     return copied
-
-
-def remove_entry(dfd: int, name: str) -> None:
-    """Remove ``name`` from ``dfd`` whatever it is (nothing if it is not there)."""
-    try:
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dfd)
-        return
-    if st.st_mode & 0o700 != 0o700 and st.st_uid == os.geteuid():
-        # overlayfs leaves work/work with mode 0, and an image may make a directory
-        # read-only; its owner may open it up again.
-        os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dfd)
-    fd = os.open(name, _DIR, dir_fd=dfd)
-    try:
-        with os.scandir(fd) as it:
-            children = [e.name for e in it]
-        for child in children:
-            remove_entry(fd, child)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dfd)
 
 
 def describe(stats: dict[str, Any]) -> str:

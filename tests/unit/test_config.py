@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,87 @@ def test_syntax_error_names_file() -> None:
     with pytest.raises(ConfigError) as e:
         parse("[registry\n", P)
     assert str(P) in str(e.value) and "line 1" in str(e.value)
+
+
+# ---- the cached copy (rootless.config.load's ``cache``)
+
+FULL = '''unqualified-search = ["quay.io", "docker.io"]
+
+[registry."docker.io"]
+mirrors = ["localhost:5000"]
+
+[registry."localhost:5000"]
+insecure = true
+
+[storage]
+driver = "vfs"
+'''
+
+
+@pytest.fixture
+def settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files count as settled at once (the tests write them a moment before reading)."""
+    from rootless import config
+
+    monkeypatch.setattr(config, "_SETTLED_NS", -10**12)
+
+
+def _no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rootless import config
+
+    def fail(text: str, path: Path) -> Config:
+        raise AssertionError("parsed although the cached copy is valid")
+
+    monkeypatch.setattr(config, "parse", fail)
+
+
+def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settled: None) -> None:
+    path, cache = tmp_path / "config.toml", tmp_path / "cache.json"
+    path.write_text(FULL)
+    first = load(path, cache)
+    assert cache.exists() and cache.stat().st_mode & 0o777 == 0o600
+    _no_parse(monkeypatch)
+    again = load(path, cache)
+    assert again == first == parse(FULL, path) and again.source == path
+    assert again.registry("docker.io").mirrors == ("localhost:5000",) and again.registry("localhost:5000").insecure
+
+
+def test_cache_follows_the_file(tmp_path: Path, settled: None) -> None:
+    path, cache = tmp_path / "config.toml", tmp_path / "cache.json"
+    path.write_text(FULL)
+    load(path, cache)
+    path.write_text(FULL.replace("vfs", "overlay"))
+    assert load(path, cache).storage_driver == "overlay"
+    path.unlink()
+    assert load(path, cache) == Config()
+    path.write_text("[storage]\ndriver = 1\n")  # errors are never cached
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="storage.driver"):
+            load(path, cache)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "mode", "key"])
+def test_doubtful_cache_is_ignored(tmp_path: Path, settled: None, damage: str) -> None:
+    path, cache = tmp_path / "config.toml", tmp_path / "cache.json"
+    path.write_text(FULL)
+    load(path, cache)
+    if damage == "garbage":
+        cache.write_text("{not json")
+    elif damage == "mode":  # someone else could have written it
+        data = json.loads(cache.read_text())
+        data["config"]["storage_driver"] = "overlay"
+        cache.write_text(json.dumps(data))
+        cache.chmod(0o666)
+    else:
+        data = json.loads(cache.read_text())
+        data["config"]["storage_driver"] = "overlay"
+        data["key"][1] = "/elsewhere"
+        cache.write_text(json.dumps(data))
+    assert load(path, cache).storage_driver == "vfs"
+
+
+def test_recently_changed_file_is_not_cached(tmp_path: Path) -> None:
+    path, cache = tmp_path / "config.toml", tmp_path / "cache.json"
+    path.write_text(FULL)
+    load(path, cache)
+    assert not cache.exists()

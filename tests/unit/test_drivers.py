@@ -470,9 +470,29 @@ def test_prepare_twice_and_bad_ids(two_layers: tuple[Context, ImageRecord, list[
     rootfs.prepare(ctx, CountingRunner(), image, "same", driver="vfs")
     with pytest.raises(StorageError, match="already has a layer"):
         rootfs.prepare(ctx, CountingRunner(), image, "same", driver="vfs")
-    for bad in ("../x", "a/b", "", ".hidden", "x" * 200):
+    for bad in ("../x", "a/b", "", ".hidden", "x" * 200, "x" * 129, "ab\n", "a\0b", "é"):
         with pytest.raises(StorageError, match="invalid container ID"):
             check_container_id(bad)
+    for good in ("a", "0" * 64, "web-1_a.b", "A" + "x" * 127):
+        assert check_container_id(good) == good
+
+
+def test_prepare_durable_or_not(two_layers: tuple[Context, ImageRecord, list[Path]],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, image, _ = two_layers
+    synced: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    rootfs.prepare(ctx, CountingRunner(), image, "brief", driver="vfs", durable=False)
+    assert synced == []  # a foreground `run --rm`: the record need not outlive a crash
+    rootfs.prepare(ctx, CountingRunner(), image, "kept", driver="vfs")
+    assert len(synced) == 2  # the record and its directory
+    assert json.loads((ctx.layout.containers / "brief" / "rootfs.json").read_text())["id"] == "brief"
 
 
 def test_prepare_missing_layer(tmp_path: Path) -> None:

@@ -65,3 +65,21 @@ def test_run_path_modules_do_not_import_network_or_ui_libraries(module: str) -> 
             "if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"{module} pulls in {out.stdout.strip()}"
+
+
+# What a `rootless run` of a stored image imports, and modules too slow to load on that path
+# (DESIGN.md principle 7): dataclasses brings inspect, ast and dis (rootless.record instead),
+# tomllib is needed only when the config's cached copy is stale, threading and socket only
+# for pulls and terminals.
+RUN_PATH = ("rootless.cli", "rootless.runargs", "rootless.config", "rootless.context", "rootless.layout",
+            "rootless.image.present", "rootless.image.specgen", "rootless.runtime.run", "rootless.runtime.process",
+            "storage.rootfs", "storage.images", "storage.drivers.overlay", "storage.drivers.vfs", "slirp.config")
+SLOW = ("dataclasses", "inspect", "tomllib", "threading", "socket", "subprocess", "datetime", "typer", "httpx",
+        "rich", "pydantic")
+
+
+def test_run_path_imports_nothing_slow() -> None:
+    code = (f"import sys, {', '.join(RUN_PATH)}; "
+            f"print(','.join(m for m in {SLOW!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "", f"the run path imports {out.stdout.strip()}"
