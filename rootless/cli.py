@@ -40,6 +40,13 @@ def _build_ctx(opts: dict[str, Any]) -> Context:
                       "(create /run/user/$UID owned by you, or log in through a session that does)")
     # the fallback run root may be anybody's directory in /tmp: no cached config from there
     config = cfg.load(config_file(), cache=None if layout.runroot_fallback else layout.config_cache)
+    manager = opts.get("cgroup_manager")
+    if manager:
+        if manager not in ("systemd", "cgroupfs"):
+            raise RootlessError(f"--cgroup-manager {manager!r}: must be systemd or cgroupfs")
+        from rootless.record import replace
+
+        config = replace(config, cgroup_manager=manager)
     return Context(config=config, layout=layout, log=log)
 
 
@@ -63,7 +70,10 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
         network=net, volumes=tuple(a.volume), mounts=tuple(a.mount), tmpfs=tuple(a.tmpfs),
         read_only=a.read_only, read_only_tmpfs=a.read_only_tmpfs, userns=a.userns,
         publish=tuple(a.publish), publish_all=a.publish_all, dns=tuple(a.dns), dns_search=tuple(a.dns_search),
-        dns_option=tuple(a.dns_option), add_host=tuple(a.add_host))
+        dns_option=tuple(a.dns_option), add_host=tuple(a.add_host), memory=a.memory, memory_swap=a.memory_swap,
+        memory_reservation=a.memory_reservation, cpus=a.cpus, cpu_shares=a.cpu_shares, cpu_quota=a.cpu_quota,
+        cpu_period=a.cpu_period, cpuset_cpus=a.cpuset_cpus, pids_limit=a.pids_limit,
+        oom_score_adj=a.oom_score_adj, cgroups=a.cgroups, cgroup_manager=ctx.config.cgroup_manager)
     host = specgen.HostInfo.read(opts.network)
 
     # 1. the image: from the store, else pulled (--pull)
@@ -108,6 +118,10 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
                 uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
                 gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
                 image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host)
+            if spec.resources is not None:
+                from rootless.runtime.run import check_cgroups
+
+                check_cgroups(spec)
             if recorded:
                 lifecycle.save(ctx, spec, record.names[0] if record.names else record.id, record.id,
                                config.get("StopSignal"), a.rm)

@@ -59,10 +59,13 @@ def _global(
                                                 case_sensitive=False)] = LogLevel.warn,
     root: Annotated[str | None, typer.Option("--root", help="Storage root (images and layers).")] = None,
     runroot: Annotated[str | None, typer.Option("--runroot", help="Directory for volatile state.")] = None,
+    cgroup_manager: Annotated[str | None, typer.Option("--cgroup-manager", help="Who makes containers' "
+                                                       "cgroups: systemd or cgroupfs (default: the config, "
+                                                       "else the first that works).")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    tctx.obj = {"log_level": log_level.value, "root": root, "runroot": runroot}
+    tctx.obj = {"log_level": log_level.value, "root": root, "runroot": runroot, "cgroup_manager": cgroup_manager}
 
 
 def _ctx() -> Context:
@@ -263,6 +266,26 @@ def run(
     platform: Annotated[str | None, typer.Option("--platform", help="OS/ARCH[/VARIANT] to pull.")] = None,
     userns: Annotated[str | None, typer.Option("--userns", help="keep-id: your uid and gid keep their "
                                                "numbers inside.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit (512m, 1g; at least "
+                                               "6m).")] = None,
+    memory_swap: Annotated[str | None, typer.Option("--memory-swap", help="Memory plus swap limit (-1: "
+                                                    "unlimited swap; default: as much swap as memory).")] = None,
+    memory_reservation: Annotated[str | None, typer.Option("--memory-reservation", help="Memory soft limit "
+                                                           "(memory.low).")] = None,
+    cpus: Annotated[str | None, typer.Option("--cpus", help="CPUs to use at most (1.5).")] = None,
+    cpu_shares: Annotated[str | None, typer.Option("--cpu-shares", "-c", help="Relative CPU weight "
+                                                   "(default 1024).")] = None,
+    cpu_quota: Annotated[str | None, typer.Option("--cpu-quota", help="CPU microseconds per period.")] = None,
+    cpu_period: Annotated[str | None, typer.Option("--cpu-period", help="CPU period in microseconds "
+                                                   "(default 100000).")] = None,
+    cpuset_cpus: Annotated[str | None, typer.Option("--cpuset-cpus", help="CPUs to run on (0-2,4).")] = None,
+    pids_limit: Annotated[str | None, typer.Option("--pids-limit", help="Process limit (-1: "
+                                                   "unlimited).")] = None,
+    oom_score_adj: Annotated[str | None, typer.Option("--oom-score-adj", help="OOM score adjustment "
+                                                      "(-1000 to 1000; only raising it needs no "
+                                                      "privilege).")] = None,
+    cgroups: Annotated[str | None, typer.Option("--cgroups", help="enabled (a cgroup of its own when the "
+                                                "host can give one) or disabled.")] = None,
 ) -> None:
     """Run a command in a new container, as `podman run` does (rootless)."""
     from rootless.runargs import RunArgs
@@ -276,7 +299,10 @@ def run(
         privileged=privileged, network=network, volume=volume or [], mount=mount or [], tmpfs=tmpfs or [],
         read_only=read_only, read_only_tmpfs=read_only_tmpfs, pull=pull.value, storage_driver=storage_driver,
         platform=platform, userns=userns, publish=publish or [], publish_all=publish_all, dns=dns or [],
-        dns_search=dns_search or [], dns_option=dns_option or [], add_host=add_host or [])))
+        dns_search=dns_search or [], dns_option=dns_option or [], add_host=add_host or [], memory=memory,
+        memory_swap=memory_swap, memory_reservation=memory_reservation, cpus=cpus, cpu_shares=cpu_shares,
+        cpu_quota=cpu_quota, cpu_period=cpu_period, cpuset_cpus=cpuset_cpus, pids_limit=pids_limit,
+        oom_score_adj=oom_score_adj, cgroups=cgroups)))
 
 
 # --------------------------------------------------------------------------- credentials
@@ -586,6 +612,58 @@ def ps(
     for line in lifecycle.ps_lines(_ctx(), all_=all_, quiet=quiet, filters=filters or [],
                                    json_format=fmt == Format.json, no_trunc=no_trunc):
         typer.echo(line)
+
+
+_STATS_COLUMNS = (("ID", "id"), ("NAME", "name"), ("CPU %", "cpu_percent"), ("MEM USAGE / LIMIT", "mem_usage"),
+                  ("MEM %", "mem_percent"), ("NET IO", "net_io"), ("BLOCK IO", "block_io"), ("PIDS", "pids"),
+                  ("CPU TIME", "cpu_time"), ("AVG CPU %", "avg_cpu"))
+
+
+@app.command()
+def stats(
+    names: Annotated[list[str] | None, typer.Argument(help="Containers (default: every running one).")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Every container, not only running ones.")] = False,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Print one sample and exit.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
+    interval: Annotated[int, typer.Option("--interval", "-i", help="Seconds between samples.", min=1)] = 5,
+    no_reset: Annotated[bool, typer.Option("--no-reset", help="Do not clear the terminal between "
+                                           "samples.")] = False,
+) -> None:
+    """Show containers' CPU, memory, block I/O and process counts, read from their cgroups."""
+    import json
+    import time
+
+    from rootless import lifecycle
+
+    ctx = _ctx()
+    before: dict[str, Any] = {}
+    clear = sys.stdout.isatty() and not no_reset and not no_stream
+    first = True
+    while True:
+        rows = []
+        targets = lifecycle.stats_targets(ctx, names or [], all_, strict=first)
+        if names and not targets:
+            return  # every container named has ended
+        first = False
+        for c in targets:
+            now = lifecycle.stats_sample(c)
+            rows.append(lifecycle.stats_row(c, now, before.get(c.id)))
+            if now is not None:
+                before[c.id] = now
+        if fmt == Format.json:
+            text = json.dumps(rows, indent=4)
+        else:
+            table = [[h for h, _ in _STATS_COLUMNS]] + [[r[k] for _, k in _STATS_COLUMNS] for r in rows]
+            widths = [max(len(line[i]) for line in table) for i in range(len(_STATS_COLUMNS))]
+            text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                             for line in table)
+        if clear:
+            sys.stdout.write("\033[H\033[2J")
+        typer.echo(text)
+        sys.stdout.flush()
+        if no_stream:
+            return
+        time.sleep(interval)
 
 
 def _print_logs(lines: Any, timestamps: bool) -> None:

@@ -30,6 +30,7 @@ class Config:
     storage_driver: str | None = None
     network: str = "slirp4netns"
     max_parallel_downloads: int = 6
+    cgroup_manager: str = ""  # "systemd", "cgroupfs"; empty: the first that works
     source: Path | None = None
 
     def registry(self, host: str) -> RegistryConfig:
@@ -92,7 +93,7 @@ def parse(text: str, path: Path) -> Config:
         # tomllib's message ends with "(at line N, column M)"
         raise ConfigError(f"{path}: invalid TOML: {e}", "fix the syntax at the line named") from None
     c = _Checker(path, text)
-    c.table(data, "", {"unqualified-search", "registry", "storage", "network", "pull"})
+    c.table(data, "", {"unqualified-search", "registry", "storage", "network", "pull", "engine"})
     kw: dict[str, Any] = {"source": path}
     if "unqualified-search" in data:
         kw["unqualified_search"] = c.strings(data["unqualified-search"], "unqualified-search")
@@ -127,6 +128,11 @@ def parse(text: str, path: Path) -> Config:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
             raise c.fail("max-parallel", "pull.max-parallel must be a whole number from 1 to 64")
         kw["max_parallel_downloads"] = n
+    engine = c.table(data.get("engine", {}), "engine", {"cgroup-manager"})
+    if "cgroup-manager" in engine:
+        if engine["cgroup-manager"] not in ("systemd", "cgroupfs"):
+            raise c.fail("cgroup-manager", "engine.cgroup-manager must be systemd or cgroupfs")
+        kw["cgroup_manager"] = engine["cgroup-manager"]
     return Config(**kw)
 
 

@@ -40,14 +40,6 @@ class Check:
     fix: str | None = None
 
 
-@dataclass(frozen=True)
-class CgroupInfo:
-    version: str  # "v2", "hybrid" or "v1"
-    path: str | None  # our cgroup in the v2 hierarchy
-    controllers: tuple[str, ...]  # enabled in our v2 cgroup
-    delegated: bool  # we may create child cgroups and move processes there
-
-
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -159,36 +151,6 @@ def fuse_usable() -> tuple[bool, str]:
         return False, f"open /dev/fuse: {e.strerror}"
     os.close(fd)
     return True, "/dev/fuse opens read-write"
-
-
-def cgroup_info() -> CgroupInfo:
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        version, mount = "v2", "/sys/fs/cgroup"
-    elif os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"):
-        version, mount = "hybrid", "/sys/fs/cgroup/unified"
-    else:
-        return CgroupInfo("v1", None, (), False)
-    path = None
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    path = line[3:].strip()
-    except OSError:
-        pass
-    if path is None:
-        return CgroupInfo(version, None, (), False)
-    here = os.path.join(mount, path.lstrip("/"))
-    try:
-        with open(os.path.join(here, "cgroup.controllers")) as f:
-            controllers = tuple(f.read().split())
-    except OSError:
-        controllers = ()
-    # cgroups(7) "Delegation": the delegatee owns the directory, cgroup.procs and
-    # cgroup.subtree_control, so it can create children and move its processes.
-    delegated = all(os.access(os.path.join(here, n), os.W_OK)
-                    for n in ("", "cgroup.procs", "cgroup.subtree_control"))
-    return CgroupInfo(version, path, controllers, delegated)
 
 
 def _map_text(maps: tuple[idmap.IdMapping, ...]) -> str:
@@ -313,24 +275,26 @@ def _runtime_dir_check(uid: int, user: str) -> Check:
     return Check(name, True, False, f"{xdg} (owned by {user}, mode 700)")
 
 
-def _cgroup_check() -> Check:
-    cg = cgroup_info()
+def _cgroup_check(ctx: Context) -> Check:
+    from rootless.runtime import cgroups
+
+    h = cgroups.probe(ctx.config.cgroup_manager)
     name = "cgroup delegation"
-    if cg.version != "v2":
-        where = "v1 only" if cg.version == "v1" else "hybrid: controllers on v1, an empty v2 tree"
-        return Check(name, False, False, f"cgroup {where}: resource limits (--memory, --cpus, --pids-limit) "
-                     "are unavailable",
+    if h.version != "v2":
+        return Check(name, False, False, f"{h.reason}: resource limits (--memory, --cpus, --pids-limit) "
+                     "are unavailable; containers run without a cgroup of their own",
                      "boot with systemd.unified_cgroup_hierarchy=1 on the kernel command line (cgroup v2), "
                      "then " + _DELEGATE_FIX)
-    ctl = " ".join(cg.controllers) or "none"
-    if not cg.delegated:
-        return Check(name, False, False, f"cgroup v2, but {cg.path} is not delegated to you "
-                     f"(controllers: {ctl})", _DELEGATE_FIX)
-    missing = [c for c in ("memory", "pids", "cpu") if c not in cg.controllers]
+    if h.manager is None:
+        return Check(name, False, False, f"cgroup v2, but {h.reason}: resource limits are unavailable",
+                     _DELEGATE_FIX)
+    ctl = " ".join(h.controllers) or "none"
+    where = f"{h.manager}, containers under {h.parent}"
+    missing = [c for c in ("cpu", "cpuset", "io", "memory", "pids") if c not in h.controllers]
     if missing:
-        return Check(name, False, False, f"cgroup v2, {cg.path} delegated, but without {' '.join(missing)} "
-                     f"(controllers: {ctl})", _DELEGATE_FIX)
-    return Check(name, True, False, f"cgroup v2, {cg.path} delegated with {ctl}")
+        return Check(name, False, False, f"cgroup v2 ({where}) with {ctl}; not delegated: {' '.join(missing)}",
+                     _DELEGATE_FIX)
+    return Check(name, True, False, f"cgroup v2 ({where}) with {ctl}")
 
 
 def _nfs_check(layout: Layout) -> Check:
@@ -371,7 +335,7 @@ def checks(ctx: Context) -> list[Check]:
     out += _fuse_checks()
     out.append(_slirp_check())
     out.append(_runtime_dir_check(uid, user))
-    out.append(_cgroup_check())
+    out.append(_cgroup_check(ctx))
     out.append(_nfs_check(ctx.layout))
     return out
 
@@ -432,7 +396,9 @@ def info(ctx: Context) -> dict[str, Any]:
     uid, gid = os.getuid(), os.getgid()
     user = idmap.current_user()
     uname = os.uname()
-    cg = cgroup_info()
+    from rootless.runtime import cgroups
+
+    cg = cgroups.probe(ctx.config.cgroup_manager)
     try:
         idmaps: dict[str, Any] = idmap.store_maps(uid, gid, user).to_json()
     except RootlessError as e:
@@ -452,8 +418,9 @@ def info(ctx: Context) -> dict[str, Any]:
             "os": _os_name(),
             "arch": uname.machine,
             "hostname": uname.nodename,
-            "cgroup": {"version": cg.version, "path": cg.path, "delegated": cg.delegated,
-                       "controllers": list(cg.controllers) if cg.delegated else []},
+            "cgroup": {"version": cg.version, "path": cg.path, "manager": cg.manager,
+                       "parent": cg.parent, "controllers": list(cg.controllers),
+                       **({"unavailable": cg.reason} if cg.manager is None else {})},
             "user": user,
             "uid": uid,
             "gid": gid,

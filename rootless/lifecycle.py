@@ -21,6 +21,8 @@ from rootless.runtime.state import Config, NoSuchContainer, State
 
 if TYPE_CHECKING:
     from rootless.context import Context
+    from rootless.runtime.cgroups import Sample
+    from rootless.runtime.process import Started
     from rootless.spec import PortMapping, Spec
 
 
@@ -62,15 +64,28 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
             monitor_start=state.proc_start(me), started_at=time.time(), boot_id=state.boot_id()))
     (ctx.layout.containers / spec.id / "started").touch()
     code = 125
+    oom = False
+
+    def started(s: Started) -> None:
+        if s.cgroup is not None:  # for stats while it runs
+            with state.locked(ctx.layout, spec.id):
+                st = state.read_state_raw(ctx.layout, spec.id) or State()
+                state.write_state(ctx.layout, spec.id, dataclasses.replace(
+                    st, cgroup=s.cgroup.path, cgroup_manager=s.cgroup.manager, cgroup_unit=s.cgroup.unit))
+
+    def exited(killed: bool) -> None:
+        nonlocal oom
+        oom = killed
+
     try:
-        code = run_container(ctx, spec)
+        code = run_container(ctx, spec, on_start=started, on_exit=exited)
         return code
     finally:
         try:
             with state.locked(ctx.layout, spec.id):
                 st = state.read_state_raw(ctx.layout, spec.id) or State()
                 state.write_state(ctx.layout, spec.id, dataclasses.replace(
-                    st, status="exited", exit_code=code, finished_at=time.time()))
+                    st, status="exited", exit_code=code, finished_at=time.time(), oom_killed=oom))
         except RootlessError:
             pass
 
@@ -314,8 +329,9 @@ def inspect(ctx: Context, c: Container) -> dict[str, Any]:
         "Path": p.args[0] if p.args else "",
         "Args": list(p.args[1:]),
         "State": {"Status": status_name(st), "Running": st.running, "Paused": False, "Restarting": False,
-                  "OOMKilled": False, "Dead": False, "Pid": st.pid if st.running else 0,
-                  "ExitCode": st.exit_code, "StartedAt": _iso(st.started_at), "FinishedAt": _iso(st.finished_at)},
+                  "OOMKilled": st.oom_killed, "Dead": False, "Pid": st.pid if st.running else 0,
+                  "ExitCode": st.exit_code, "StartedAt": _iso(st.started_at), "FinishedAt": _iso(st.finished_at),
+                  "CgroupPath": st.cgroup},
         "Image": c.config.image_id,
         "ImageName": c.config.image,
         "Name": c.config.name,
@@ -331,7 +347,29 @@ def inspect(ctx: Context, c: Container) -> dict[str, Any]:
                    "Annotations": dict(spec.annotations)},
         "NetworkSettings": {"Ports": _inspect_ports(c)},
         "HostConfig": {"NetworkMode": spec.network.mode, "AutoRemove": c.config.rm,
-                       "CapAdd": [], "Privileged": False},
+                       "CapAdd": [], "Privileged": False, "CgroupManager": st.cgroup_manager,
+                       **_inspect_resources(spec)},
+    }
+
+
+def _inspect_resources(spec: Spec) -> dict[str, Any]:
+    """HostConfig's limit fields with Docker's names and meanings (0: none)."""
+    r = spec.resources
+    cpus = 0
+    if r is not None and r.cpu_quota is not None and r.cpu_period:
+        cpus = round(r.cpu_quota * 1_000_000_000 / r.cpu_period)
+    return {
+        "Memory": (r.memory or 0) if r else 0,
+        "MemorySwap": (r.memory_swap or 0) if r else 0,
+        "MemoryReservation": (r.memory_reservation or 0) if r else 0,
+        "NanoCpus": cpus,
+        "CpuShares": (r.cpu_shares or 0) if r else 0,
+        "CpuQuota": (r.cpu_quota or 0) if r else 0,
+        "CpuPeriod": (r.cpu_period or 0) if r else 0,
+        "CpusetCpus": (r.cpuset_cpus or "") if r else "",
+        "PidsLimit": (r.pids_limit or 0) if r else 0,
+        "OomScoreAdj": spec.process.oom_score_adj or 0,
+        "Cgroups": "disabled" if spec.cgroups == "disabled" else "enabled",
     }
 
 
@@ -503,7 +541,8 @@ def exec_(ctx: Context, cid: str, argv: list[str], *, interactive: bool, tty: bo
     proc = dataclasses.replace(
         base, args=tuple(argv), env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=workdir or base.cwd,
         terminal=tty, interactive=interactive, init=False, user=user if user is not None else base.user)
-    return nsexec.exec_in(c.config.spec, c.state.pid, proc, ctx.log)
+    cg = (c.state.cgroup, c.state.cgroup_manager, c.state.cgroup_unit) if c.state.cgroup else None
+    return nsexec.exec_in(c.config.spec, c.state.pid, proc, ctx.log, cg)
 
 
 def split_cp(arg: str) -> tuple[str | None, str]:
@@ -573,3 +612,103 @@ def ps_lines(ctx: Context, *, all_: bool, quiet: bool, filters: list[str], json_
                       f"{ago(now - c.config.created)} ago", status_text(c, now), ports_column(c), c.config.name))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def human_size(n: float) -> str:
+    """Docker's and Podman's HumanSize: decimal units, four significant digits (67.11MB)."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def duration(seconds: float) -> str:
+    """A Go-style duration, as Podman prints CPU time (14.53ms, 2.5s, 1m3.2s)."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.4g}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.4g}ms"
+    if seconds < 60:
+        return f"{seconds:.4g}s"
+    m, sec = divmod(seconds, 60)
+    if m < 60:
+        return f"{int(m)}m{sec:.4g}s"
+    h, m = divmod(m, 60)
+    return f"{int(h)}h{int(m)}m{sec:.4g}s"
+
+
+def stats_targets(ctx: Context, refs: list[str], all_: bool, strict: bool = True) -> list[Container]:
+    """The containers `stats` reports: those named (each must be running; without *strict*,
+    those that are gone or stopped are left out), else every running one (every one with --all)."""
+    if refs:
+        out = []
+        for r in refs:
+            try:
+                c = load(ctx, resolve(ctx, r))
+            except RootlessError:
+                if strict:
+                    raise
+                continue
+            if not c.state.running:
+                if not strict:
+                    continue
+                raise RootlessError(f"container {c.config.name} is not running: it has no statistics",
+                                    hint=f"`rootless start {c.config.name}` first")
+            out.append(c)
+        return out
+    return [c for c in all_containers(ctx) if all_ or c.state.running]
+
+
+def stats_sample(c: Container) -> Sample | None:
+    """The container's cgroup usage now; None when it is not running. Raises RootlessError when it
+    runs without a cgroup of its own."""
+    from rootless.runtime import cgroups
+
+    if not c.state.running:
+        return None
+    if not c.state.cgroup:
+        why = "it was started with --cgroups disabled" if c.config.spec.cgroups == "disabled" else \
+            cgroups.probe().reason or "it runs without a cgroup of its own"
+        raise RootlessError(f"stats of container {c.config.name}: no cgroup to read ({why})",
+                            hint="stats needs cgroup v2 delegated to you: see `rootless doctor`")
+    try:
+        return cgroups.sample(c.state.cgroup)
+    except cgroups.CgroupError:
+        return None  # it exited meanwhile
+
+
+def stats_row(c: Container, now: Sample | None, before: Sample | None) -> dict[str, str]:
+    """One row of `stats` with Podman's JSON keys. CPU % is over the interval since *before*,
+    or since the container started for the first sample; AVG CPU % over its whole life."""
+    row = {"id": c.id[:12], "name": c.config.name, "cpu_time": "--", "cpu_percent": "--", "avg_cpu": "--",
+           "mem_usage": "-- / --", "mem_percent": "--", "net_io": "-- / --", "block_io": "-- / --", "pids": "--"}
+    if now is None:
+        return row
+    life = max(time.time() - c.state.started_at, 1e-6)
+    avg = now.cpu_usec / 1e6 / life * 100
+    if before is not None and now.at > before.at:
+        cpu = (now.cpu_usec - before.cpu_usec) / 1e6 / (now.at - before.at) * 100
+    else:
+        cpu = avg
+    limit = now.memory_limit if now.memory_limit is not None else _host_memory()
+    row.update(cpu_time=duration(now.cpu_usec / 1e6), cpu_percent=f"{cpu:.2f}%", avg_cpu=f"{avg:.2f}%",
+               mem_usage=f"{human_size(now.memory)} / {human_size(limit)}",
+               mem_percent=f"{now.memory / limit * 100:.2f}%" if limit else "--",
+               block_io=f"{human_size(now.io_read)} / {human_size(now.io_write)}", pids=str(now.pids))
+    return row
+
+
+def _host_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

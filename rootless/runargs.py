@@ -32,10 +32,16 @@ _VALUES: dict[str, str] = {
     "--storage-driver": "storage_driver", "--platform": "platform", "--userns": "userns",
     "-p": "publish", "--publish": "publish", "--dns": "dns", "--dns-search": "dns_search",
     "--dns-option": "dns_option", "--add-host": "add_host",
+    "-m": "memory", "--memory": "memory", "--memory-swap": "memory_swap",
+    "--memory-reservation": "memory_reservation", "--cpus": "cpus", "-c": "cpu_shares",
+    "--cpu-shares": "cpu_shares", "--cpu-quota": "cpu_quota", "--cpu-period": "cpu_period",
+    "--cpuset-cpus": "cpuset_cpus", "--pids-limit": "pids_limit", "--oom-score-adj": "oom_score_adj",
+    "--cgroups": "cgroups",
 }
 _LISTS = {"env", "env_file", "cap_add", "cap_drop", "security_opt", "volume", "mount", "tmpfs", "publish", "dns",
           "dns_search", "dns_option", "add_host"}
-_GLOBALS = {"--log-level": "log_level", "--root": "root", "--runroot": "runroot"}
+_GLOBALS = {"--log-level": "log_level", "--root": "root", "--runroot": "runroot",
+            "--cgroup-manager": "cgroup_manager"}
 _LOG_LEVELS = {"debug", "info", "warn", "error"}
 _PULL = {"missing", "always", "never"}
 
@@ -76,10 +82,22 @@ class RunArgs:
     dns_search: list[str] = field(default_factory=list)
     dns_option: list[str] = field(default_factory=list)
     add_host: list[str] = field(default_factory=list)
+    memory: str | None = None
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
+    cpus: str | None = None
+    cpu_shares: str | None = None
+    cpu_quota: str | None = None
+    cpu_period: str | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: str | None = None
+    oom_score_adj: str | None = None
+    cgroups: str | None = None
     # the global options before `run`
     log_level: str = "warn"
     root: str | None = None
     runroot: str | None = None
+    cgroup_manager: str | None = None
 
 
 def _set(args: RunArgs, name: str, value: str) -> None:
@@ -176,7 +194,7 @@ def parse(argv: list[str]) -> RunArgs | None:
     if not rest:
         return None  # run's options up to the image; everything after it belongs to the command
     args = RunArgs(image=rest[0], command=rest[1:], log_level=glob["log_level"], root=glob.get("root"),
-                   runroot=glob.get("runroot"))
+                   runroot=glob.get("runroot"), cgroup_manager=glob.get("cgroup_manager"))
     for opt, val in opts:
         if val is None:
             name, value = _FLAGS[opt]

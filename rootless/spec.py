@@ -79,6 +79,8 @@ class Process:
     # Raised into the ambient set so a non-root user keeps them across execve(2)
     # (capabilities(7)); Podman does this for --cap-add with --user.
     ambient_capabilities: tuple[str, ...] = ()
+    # written to /proc/self/oom_score_adj before execve (--oom-score-adj); None: inherited
+    oom_score_adj: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ class Spec:
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     resources: Resources | None = None
+    # "enabled": a cgroup of its own when the host can give one (required when resources are
+    # set), made by the first manager that works; "systemd" or "cgroupfs": by that manager
+    # (--cgroup-manager); "disabled": none, the container stays in the caller's (--cgroups)
+    cgroups: str = "enabled"
     annotations: tuple[tuple[str, str], ...] = ()
     rundir: str = ""  # volatile per-container directory, removed when the container ends
     files: tuple[File, ...] = ()

@@ -19,7 +19,7 @@ from rootless.record import dataclass, field, replace
 if TYPE_CHECKING:
     from rootless.layout import Layout
     from slirp.config import SlirpOptions
-from rootless.spec import CAPABILITIES, File, IdMap, Mount, Network, PortMapping, Process, RootfsPlan, Spec
+from rootless.spec import CAPABILITIES, File, IdMap, Mount, Network, PortMapping, Process, Resources, RootfsPlan, Spec
 
 # containers.conf(5) "env" default: every Podman container starts from these.
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm")
@@ -75,6 +75,18 @@ class RunOptions:
     dns_search: tuple[str, ...] = ()
     dns_option: tuple[str, ...] = ()
     add_host: tuple[str, ...] = ()
+    memory: str | None = None
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
+    cpus: str | None = None
+    cpu_shares: str | None = None
+    cpu_quota: str | None = None
+    cpu_period: str | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: str | None = None
+    oom_score_adj: str | None = None
+    cgroups: str | None = None  # enabled (default) or disabled
+    cgroup_manager: str = ""  # systemd, cgroupfs or empty (the first that works): config or global flag
 
 
 @dataclass(frozen=True)
@@ -624,6 +636,28 @@ def containerenv(version: str, name: str, cid: str, image: str, image_id: str, p
 # --------------------------------------------------------------------------- the spec
 
 
+def cgroup_settings(opts: RunOptions) -> tuple[Resources | None, int | None, str]:
+    """(Spec.resources, Process.oom_score_adj, Spec.cgroups) from the limit flags, --cgroups and
+    the cgroup manager chosen by the config or --cgroup-manager."""
+    from rootless.image import limits
+
+    res, oom = limits.parse({k: getattr(opts, k) for k in limits.FLAGS})
+    mode = (opts.cgroups or "enabled").lower()
+    if mode in ("no-conmon", "split"):
+        raise RootlessError(f"--cgroups {opts.cgroups}: not supported", "use enabled or disabled")
+    if mode not in ("enabled", "disabled"):
+        raise RootlessError(f"--cgroups {opts.cgroups!r}: must be enabled or disabled")
+    if mode == "disabled":
+        if res is not None:
+            first = next(limits.FLAGS[k] for k in limits.FLAGS if getattr(opts, k) not in (None, "")
+                         and k != "oom_score_adj")
+            raise RootlessError(f"conflicting options: {first} needs a cgroup, and --cgroups is disabled",
+                                "drop the resource limits or --cgroups disabled")
+        return None, oom, "disabled"
+    return res, oom, opts.cgroup_manager or "enabled"
+
+
+
 def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *,
           container_id: str, rundir: str, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap],
           image_name: str = "", image_id: str = "", host: HostInfo | None = None) -> Spec:
@@ -662,6 +696,7 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
             raise RootlessError(f"--security-opt {so!r}: unknown option", "supported: no-new-privileges")
 
     caps = capabilities(opts.cap_add, opts.cap_drop, privileged=opts.privileged, cap_last=host.cap_last)
+    resources, oom_score_adj, cgroups = cgroup_settings(opts)
 
     if opts.userns in (None, "", "host"):
         umap, gmap = tuple(uid_map), tuple(gid_map)
@@ -683,6 +718,7 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         capabilities=caps,
         user=user,
         ambient_capabilities=ambient_caps(opts.cap_add, caps),
+        oom_score_adj=oom_score_adj,
     )
 
     user_mounts = [parse_volume(v, host.cwd) for v in opts.volumes]
@@ -730,6 +766,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         network=network_spec(mode, slirp, opts, image_config),
         masked_paths=() if opts.privileged else MASKED_PATHS,
         readonly_paths=() if opts.privileged else READONLY_PATHS,
+        resources=resources,
+        cgroups=cgroups,
         annotations=(("io.rootless.image", image_name), ("io.rootless.image-id", image_id)),
         rundir=rundir,
         files=tuple(files),

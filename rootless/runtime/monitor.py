@@ -102,7 +102,7 @@ def _monitor(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str
 
     from rootless.errors import RootlessError
     from rootless.runtime import process, state
-    from rootless.runtime.run import write_files
+    from rootless.runtime.run import cgroup_placer, write_files
 
     os.chdir("/")
     for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
@@ -121,9 +121,10 @@ def _monitor(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str
             fds[name] = r
             os.set_inheritable(r, True)
     try:
+        place = cgroup_placer(spec, log)
         write_files(spec)
         with process.blocked((*process.FORWARDED, signal.SIGCHLD)):
-            started = process.start(spec, log)
+            started = process.start(spec, log, place=place)
     except RootlessError as e:
         os.write(ready, json.dumps({"error": e.message, "hint": e.hint, "type": type(e).__name__}).encode())
         os._exit(1)
@@ -143,10 +144,16 @@ def _monitor(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str
         os.set_inheritable(exit_fd, True)
         keep.append(exit_fd)
         ports = [dataclasses.asdict(p) for p in started.network.published]
+    cg = started.cgroup
+    if cg is not None and cg.holder_fd >= 0:
+        # the scope's supervisor lives until the loop has read the exit (and closes this)
+        os.set_inheritable(cg.holder_fd, True)
+        keep.append(cg.holder_fd)
     me = os.getpid()
     st = state.State(status="running", pid=started.pid, pid_start=state.proc_start(started.pid),
                      monitor_pid=me, monitor_start=state.proc_start(me), started_at=time.time(),
-                     boot_id=state.boot_id(), ports=tuple(ports))
+                     boot_id=state.boot_id(), ports=tuple(ports), cgroup=cg.path if cg else "",
+                     cgroup_manager=cg.manager if cg else "", cgroup_unit=cg.unit if cg else "")
     with state.locked(layout, spec.id):
         state.write_state(layout, spec.id, st)
     marker = layout.containers / spec.id / "started"
@@ -160,7 +167,7 @@ def _monitor(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str
     argv = [sys.executable, "-S", "-E", "-s", os.path.abspath(__file__), str(started.pid),
             str(state.log_path(layout, spec.id)), str(state.config_path(layout, spec.id)),
             str(state.state_path(layout, spec.id)), done, ",".join(f"{k}:{v}" for k, v in fds.items()),
-            ",".join(str(fd) for fd in keep), *(rm_argv or [])]
+            ",".join(str(fd) for fd in keep), cg.dir if cg else "", *(rm_argv or [])]
     os.execv(sys.executable, argv)
 
 
@@ -264,7 +271,38 @@ def stop_children(grace: float = 2.0, on_kill: Callable[[int], None] | None = No
             break
 
 
-def _record_exit(config: str, state_file: str, record: str, code: int) -> None:
+def _oom_killed(cgroup: str) -> bool:
+    """memory.events of the container's cgroup counted an OOM kill."""
+    try:
+        with open(os.path.join(cgroup, "memory.events")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value) > 0
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _remove_cgroup(cgroup: str) -> None:
+    """As rootless.runtime.cgroups.remove: kill what is left in it, then rmdir (EBUSY while
+    the last processes exit)."""
+    try:
+        with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+    for _ in range(200):
+        try:
+            os.rmdir(cgroup)
+            return
+        except OSError as e:
+            if e.errno != 16:  # EBUSY
+                return
+        time.sleep(0.01)
+
+
+def _record_exit(config: str, state_file: str, record: str, code: int, oom: bool = False) -> None:
     """state.json ← the exit record, under the container's lock (nothing else writes the record
     while the container runs, so the record serialised at start is the one to complete)."""
     try:
@@ -275,6 +313,8 @@ def _record_exit(config: str, state_file: str, record: str, code: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         text = record.replace(f'"exit_code": {_NO_CODE}', f'"exit_code": {code}').replace(
             f'"finished_at": {float(_NO_CODE)}', f'"finished_at": {time.time()}')
+        if oom:
+            text = text.replace('"oom_killed": false', '"oom_killed": true')
         tmp = f"{state_file}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:
@@ -288,7 +328,8 @@ def _record_exit(config: str, state_file: str, record: str, code: int) -> None:
 
 def main(argv: list[str]) -> int:
     """argv: PID, log, config.json, state.json, exit record, NAME:FD,... (stdout, stderr, pty),
-    FD,... to hold until the end (slirp4netns's exit fd), then the command to exec last (--rm)."""
+    FD,... to hold until the end (slirp4netns's exit fd, the cgroup supervisor's pipe), the
+    container's cgroup directory (or ""), then the command to exec last (--rm)."""
     pid = int(argv[0])
     log_file, config, state_file, record = argv[1:5]
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -299,7 +340,8 @@ def main(argv: list[str]) -> int:
         name, _, num = item.partition(":")
         streams[int(num)] = "stdout" if name == "pty" else name
     keep = [int(num) for num in argv[6].split(",") if num]
-    then = argv[7:]
+    cgroup = argv[7]
+    then = argv[8:]
     pidfd = os.pidfd_open(pid)
     while True:
         ready, _, _ = select.select([*streams, pidfd], [], [])
@@ -324,7 +366,9 @@ def main(argv: list[str]) -> int:
         while data := _read(fd):
             log.feed(name, data)
     log.flush()
-    _record_exit(config, state_file, record, code)
+    _record_exit(config, state_file, record, code, bool(cgroup) and _oom_killed(cgroup))
+    if cgroup:
+        _remove_cgroup(cgroup)
     for fd in keep:
         os.close(fd)
     stop_children()

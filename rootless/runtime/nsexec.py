@@ -82,8 +82,9 @@ def _report_fail(fd: int, kind: str, err: BaseException) -> NoReturn:
     process._fail(fd, kind, err)
 
 
-def exec_in(spec: Spec, pid: int, proc: Process, log: Log) -> int:
-    """Run *proc* in the running container (*spec*, PID 1 *pid*); its exit status."""
+def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, str, str] | None = None) -> int:
+    """Run *proc* in the running container (*spec*, PID 1 *pid*); its exit status. *cgroup*:
+    the container's (path, manager, unit), which the process joins first."""
     from rootless.runtime import tty
 
     t = open_target(pid, spec.name)
@@ -102,7 +103,7 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log) -> int:
             os.close(report_r)
             if sock_parent >= 0:
                 os.close(sock_parent)
-            _exec_child(p, t, report_w, sock_child, winsize, cap_last)
+            _exec_child(p, t, report_w, sock_child, winsize, cap_last, cgroup, log)
         os.close(report_w)
         close_target(t)
         if sock_child >= 0:
@@ -141,9 +142,16 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log) -> int:
         return process.wait(started)
 
 
-def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | None, cap_last: int) -> NoReturn:
+def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | None, cap_last: int,
+                cgroup: tuple[str, str, str] | None, log: Log) -> NoReturn:
     stage = "setup"
     try:
+        if cgroup is not None and cgroup[0]:
+            stage = "cgroup"
+            from rootless.runtime import cgroups
+
+            cgroups.join(*cgroup, os.getpid(), log)
+            stage = "setup"
         _enter(t)
         stage = "user"
         who = process._resolve_user(spec, "/")

@@ -34,6 +34,7 @@ from rootless.spec import CAPABILITIES, Process, Spec
 
 if TYPE_CHECKING:
     from rootless.context import Log
+    from rootless.runtime.cgroups import Cgroup
     from slirp.supervisor import Slirp
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -54,6 +55,7 @@ class Started:
     pid: int  # the container's PID 1 as we see it; our child once C1 has exited
     master: int | None  # the pty master (-t), opened in the container's devpts
     network: Slirp | None = None  # slirp4netns serving its network: network.detach() once it has exited
+    cgroup: Cgroup | None = None  # its own cgroup: read, then release() once it has exited
 
 
 @dataclass(frozen=True)
@@ -101,20 +103,38 @@ def _become_root(single_gid_map: bool) -> None:
         os.setgroups([])
 
 
+def _set_oom_score_adj(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except PermissionError:
+        now = (_read_text("/proc/self/oom_score_adj") or "0").strip()
+        raise RootlessError(f"--oom-score-adj {value}: lowering the OOM score adjustment below {now} needs "
+                            "CAP_SYS_RESOURCE on the host, which an unprivileged user does not have",
+                            f"give a value of at least {now}") from None
+
+
 def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn:
     stage = "namespaces"
     try:
         syscalls.set_pdeathsig(signal.SIGKILL)
         # CLONE_NEWPID waits until the rootfs is mounted: the first child forked after it
         # becomes PID 1, and fuse-overlayfs (forked to mount the rootfs) must not be that.
+        if spec.process.oom_score_adj is not None:
+            stage = "oom_score_adj"
+            _set_oom_score_adj(spec.process.oom_score_adj)
         flags = namespaces.flags(spec.namespaces)
-        syscalls.unshare(flags & ~syscalls.CLONE_NEWPID)
+        # CLONE_NEWCGROUP waits too: the CLI first moves us into the container's own cgroup,
+        # which must become the root of the namespace's view.
+        syscalls.unshare(flags & ~(syscalls.CLONE_NEWPID | syscalls.CLONE_NEWCGROUP))
         os.write(fds.report, b"R\n")
         if _read_byte(fds.go) != b"G":
             os._exit(_EXIT_SETUP)
         os.close(fds.go)
         stage = "setup"
         _become_root(len(spec.gid_map) <= 1)
+        if flags & syscalls.CLONE_NEWCGROUP:
+            syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         namespaces.private_root()
         if "uts" in spec.namespaces:
             namespaces.set_hostname(spec.hostname)
@@ -516,12 +536,15 @@ def _reap(pid: int) -> None:
         pass
 
 
-def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
+def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
+          place: Callable[[int], Cgroup | None] | None = None) -> Started:
     """Fork the chain above; return once the container's command has been exec'd.
 
     The caller must have blocked FORWARDED and SIGCHLD (see ``blocked``) so that no signal is
     lost between the fork and the wait. Raises CommandNotFoundError / NotExecutableError for
     exec failures and RootlessError for everything else, after reaping what was started.
+    *place* puts the first process (not yet in its PID, cgroup or mount namespace) into the
+    container's own cgroup (rootless.runtime.cgroups) and returns it, or None.
     """
     maps = _maps(spec)
     slirp_binary = network.prepare(spec)
@@ -549,6 +572,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
     lines = _Lines(report_r)
     container = -1
     helper = None
+    cgroup = None
     try:
         first = lines.line()
         if first != b"R":
@@ -559,6 +583,8 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
             if not _apply_maps_fast(pid1, maps):
                 # diagnose: the same writes one at a time, with idmap's explanations
                 idmap.apply(pid1, maps)
+            if place is not None:
+                cgroup = place(pid1)
         except BaseException:
             os.kill(pid1, signal.SIGKILL)
             _reap(pid1)
@@ -586,7 +612,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
                 os.close(master)
             raise _error(spec.process.args[0], rest)
         log.debug(f"container {spec.id[:12]} started: pid {container}")
-        return Started(container, master, helper)
+        return Started(container, master, helper, cgroup)
     except BaseException:
         network.detach(helper)
         if container > 0:
@@ -595,6 +621,8 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None) -> Started:
             except ProcessLookupError:
                 pass
             _reap(container)
+        if cgroup is not None:
+            cgroup.release()
         raise
     finally:
         for fd in (report_r, go_w, go2_w, sock_parent):

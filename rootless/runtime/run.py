@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rootless.runtime import network, process
 
 if TYPE_CHECKING:
-    from rootless.context import Context
+    from rootless.context import Context, Log
+    from rootless.runtime.cgroups import Cgroup
     from rootless.spec import RootfsPlan, Spec
 
 
@@ -67,12 +69,54 @@ class LazyStoreNamespace:
             self.ns = None
 
 
-def run(ctx: Context, spec: Spec) -> int:
+def check_cgroups(spec: Spec) -> None:
+    """Fail now (CgroupError, exit 125), before anything is started or recorded, when *spec*
+    asks for resource limits this host cannot enforce."""
+    if spec.resources is None or spec.cgroups == "disabled":
+        return
+    from rootless.runtime import cgroups
+
+    cgroups.check(cgroups.probe("" if spec.cgroups == "enabled" else spec.cgroups), spec.resources)
+
+
+def cgroup_placer(spec: Spec, log: Log) -> Callable[[int], Cgroup | None] | None:
+    """process.start's *place* for *spec*, None when the container gets no cgroup of its own.
+
+    Raises CgroupError (exit 125) when *spec* asks for limits the host cannot enforce. With
+    none asked for, a host without a delegated cgroup v2 runs the container quietly without.
+    """
+    if spec.cgroups == "disabled":
+        return None
+    if spec.resources is None and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return None  # cgroup v1 or hybrid, nothing asked: no further look (the start-up budget)
+    from rootless.runtime import cgroups
+
+    host = cgroups.probe("" if spec.cgroups == "enabled" else spec.cgroups)
+    cgroups.check(host, spec.resources)
+    if host.manager is None:
+        log.debug(f"container {spec.id[:12]} gets no cgroup of its own: {host.reason}")
+        return None
+
+    def place(pid: int) -> Cgroup | None:
+        try:
+            return cgroups.place(host, spec.id, pid, spec.resources, log)
+        except cgroups.CgroupError as e:
+            if spec.resources is not None:
+                raise
+            log.debug(f"container {spec.id[:12]} gets no cgroup of its own: {e.message}")
+            return None
+
+    return place
+
+
+def run(ctx: Context, spec: Spec, *, on_start: Callable[[process.Started], None] | None = None,
+        on_exit: Callable[[bool], None] | None = None) -> int:
     """Start the container described by *spec*, attach to it and return its exit status.
 
     Exit status as a shell reports it: the command's own, 128+N when signal N killed it.
     The run directory is removed when the container is gone; the rootfs plan's directories
-    belong to storage (``storage.rootfs.remove``).
+    belong to storage (``storage.rootfs.remove``). *on_start* sees the started container,
+    *on_exit* whether the OOM killer struck in its cgroup.
     """
     if len(spec.uid_map) == 1 or len(spec.gid_map) == 1:
         from rootless.runtime import idmap
@@ -82,17 +126,29 @@ def run(ctx: Context, spec: Spec) -> int:
             tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.uid_map),
             tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.gid_map), single=True)
         ctx.log.warn_once("single-id-mapping", idmap.single_mapping_warning(maps, user))
+    place = cgroup_placer(spec, ctx.log)
     write_files(spec)
+    started: process.Started | None = None
     try:
         with process.blocked((*process.FORWARDED, signal.SIGCHLD)):
             if spec.process.terminal:
-                return _run_tty(ctx, spec)
-            started = process.start(spec, ctx.log)
+                started = _start_tty(ctx, spec, place)
+            else:
+                started = process.start(spec, ctx.log, place=place)
+            if on_start is not None:
+                on_start(started)
             try:
+                if spec.process.terminal:
+                    return _relay_tty(spec, started)
                 return process.wait(started)
             finally:
                 network.detach(started.network)
     finally:
+        if started is not None and started.cgroup is not None:
+            oom = started.cgroup.oom_killed()
+            started.cgroup.release()
+            if on_exit is not None:
+                on_exit(oom)
         if spec.rootfs.driver == "fuse-overlayfs":
             stop_orphans(ctx)
         remove_files(spec)
@@ -108,22 +164,24 @@ def stop_orphans(ctx: Context, grace: float = 2.0) -> None:
         f"process {pid} left by the container ignored SIGTERM: killing it"), reap_all=False)
 
 
-def _run_tty(ctx: Context, spec: Spec) -> int:
+def _start_tty(ctx: Context, spec: Spec, place: Callable[[int], Cgroup | None] | None) -> process.Started:
     from rootless.runtime import tty
 
     src = tty.terminal_size_source()
     winsize = tty.get_winsize(src) if src is not None else None
-    started = process.start(spec, ctx.log, winsize=winsize)
-    try:
-        if started.master is None:
-            raise RuntimeError("the container's terminal was not received")
-        if spec.process.interactive and os.isatty(0):
-            sys.stdout.flush()
-            with tty.raw_mode(0):
-                return tty.relay(started, interactive=True)
-        return tty.relay(started, interactive=spec.process.interactive)
-    finally:
-        network.detach(started.network)
+    return process.start(spec, ctx.log, winsize=winsize, place=place)
+
+
+def _relay_tty(spec: Spec, started: process.Started) -> int:
+    from rootless.runtime import tty
+
+    if started.master is None:
+        raise RuntimeError("the container's terminal was not received")
+    if spec.process.interactive and os.isatty(0):
+        sys.stdout.flush()
+        with tty.raw_mode(0):
+            return tty.relay(started, interactive=True)
+    return tty.relay(started, interactive=spec.process.interactive)
 
 
 def mount_probe(plan: RootfsPlan, check: str) -> str | None:

@@ -73,6 +73,7 @@ def spec_from_dict(d: dict[str, Any]) -> Spec:
                         ports=tuple(PortMapping(**p) for p in net.get("ports", ()))),
         masked_paths=tuple(d.get("masked_paths", ())), readonly_paths=tuple(d.get("readonly_paths", ())),
         resources=Resources(**d["resources"]) if d.get("resources") else None,
+        cgroups=d.get("cgroups", "enabled"),
         annotations=_tuple(d.get("annotations", ())), rundir=d.get("rundir", ""),
         files=tuple(File(**f) for f in d.get("files", ())))
 
@@ -105,6 +106,12 @@ class State:
     boot_id: str = ""
     # the ports slirp4netns forwards (PortMapping fields), host ports chosen when -p left them out
     ports: tuple[dict[str, Any], ...] = ()
+    # the container's cgroup (relative to /sys/fs/cgroup), how it was made, and whether the
+    # kernel's OOM killer struck in it (memory.events oom_kill) before it exited
+    cgroup: str = ""
+    cgroup_manager: str = ""
+    cgroup_unit: str = ""
+    oom_killed: bool = False
 
     @property
     def running(self) -> bool:

@@ -52,6 +52,8 @@ def test_defaults_when_missing(tmp_path: Path) -> None:
     ('unqualified-search = "docker.io"\n', 1, "list of non-empty strings"),
     ('[pull]\nmax-parallel = 0\n', 2, "from 1 to 64"),
     ('[registry."a b"]\n', 1, "host name"),
+    ('[engine]\ncgroup-manager = "cgmanager"\n', 2, "systemd or cgroupfs"),
+    ('[engine]\nruntime = "crun"\n', 2, "unknown key"),
 ])
 def test_bad_values_name_file_and_line(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -149,3 +151,8 @@ def test_recently_changed_file_is_not_cached(tmp_path: Path) -> None:
     path.write_text(FULL)
     load(path, cache)
     assert not cache.exists()
+
+
+def test_engine_cgroup_manager() -> None:
+    assert parse('[engine]\ncgroup-manager = "cgroupfs"\n', P).cgroup_manager == "cgroupfs"
+    assert parse("", P).cgroup_manager == ""
