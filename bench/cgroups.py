@@ -3,7 +3,7 @@
     bench/cgroups.py [--runs N]
 
 Meant for a cgroup v2 host with delegation and a systemd --user session (the VM lane runs it
-after its tests: `sudo bash scripts/test-vm --bench`); run it as that user. It pushes busybox
+after its tests with `sudo RL_VM_BENCH=1 bash scripts/test-vm`); run it as that user. It pushes busybox
 to a local docker-registry, pulls it once, then times N interleaved rounds of
 
     rootless run --rm --network none --cgroups disabled busybox true     (no cgroup)

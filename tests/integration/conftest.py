@@ -197,7 +197,9 @@ def images(registry: Registry, request: pytest.FixtureRequest) -> TestImages:
         else:
             reason = (f"{ti.BOOKWORM_TAR} is missing: run scripts/setup-host as root "
                       "(mmdebstrap --variant=minbase bookworm)")
-            if IN_CI:
+            # The VM lane's guest has no bookworm tarball: a vm test that needs the debian images
+            # still fails there, through images.require().
+            if IN_CI and os.environ.get("ROOTLESS_TEST_LANE") != "vm":
                 pytest.fail(f"CI is missing a prerequisite: {reason}", pytrace=False)
             out.missing["library/debian:bookworm"] = reason
             out.missing["test/sixlayer:latest"] = reason
