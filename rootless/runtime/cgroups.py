@@ -6,7 +6,7 @@ Without root a process may only create cgroups where the hierarchy has been dele
 
 - ``systemd``: the user's own systemd (user@UID.service, ``Delegate=yes`` for the controllers
   the system's unit lists) creates a transient scope ``rootless-<ID>.scope`` in its
-  ``user.slice`` over D-Bus (``busctl --user``: StartTransientUnit with ``Delegate=yes``). The
+  ``user.slice`` over D-Bus (StartTransientUnit with ``Delegate=yes``, rootless.runtime.dbus). The
   scope holds two children that we manage: ``container`` (the container's processes, with the
   limits) and ``supervisor`` (one tiny process of ours that keeps the scope, and so the
   container's memory.events, alive until its exit has been read: systemd removes an empty
@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
 from rootless.record import dataclass
@@ -162,16 +162,6 @@ def user_bus() -> str | None:
     return None
 
 
-def _busctl() -> str | None:
-    from rootless.runtime.execpath import find_executable
-
-    try:
-        found = find_executable("busctl", os.environ.get("PATH") or "/usr/bin:/bin")
-    except FileNotFoundError:
-        return None
-    return found if os.access(found, os.X_OK) else None
-
-
 @dataclass(frozen=True)
 class Host:
     """Where containers' cgroups can go: ``manager`` None when nowhere (``reason`` says why)."""
@@ -210,9 +200,6 @@ def probe(preference: str = "", root: str = ROOT) -> Host:
                 reasons.append(("no systemd user session (no D-Bus session bus in $DBUS_SESSION_BUS_ADDRESS "
                                 "or $XDG_RUNTIME_DIR/bus)", "log in through a session that starts "
                                 "systemd --user (loginctl enable-linger $USER), or use --cgroup-manager cgroupfs"))
-                continue
-            if _busctl() is None:
-                reasons.append(("busctl not found", "install systemd's busctl (package systemd)"))
                 continue
             um = _user_manager_path()
             ctl = tuple((_read(f"{root}{um}/cgroup.controllers") or "").split()) if um else ()
@@ -362,24 +349,22 @@ def _holder() -> tuple[int, int]:
     return pid, w
 
 
-def _busctl_call(method: str, signature: str, *args: str, log: Log | None = None) -> str:
-    import subprocess
+def _systemd_call(method: str, signature: str, *args: Any, log: Log | None = None) -> None:
+    """A method of the user's systemd manager (org.freedesktop.systemd1.Manager(5))."""
+    from rootless.runtime import dbus
 
-    exe = _busctl() or "busctl"
-    env = dict(os.environ)
     bus = user_bus()
-    if bus is not None:
-        env["DBUS_SESSION_BUS_ADDRESS"] = bus
-    argv = [exe, "--user", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager", method, signature, *args]
     if log is not None:
-        log.debug("cgroup: " + " ".join(argv))
-    p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if p.returncode != 0:
-        msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-        raise CgroupError(f"systemd --user {method}: {msg}",
-                          "check `systemctl --user status`, or use --cgroup-manager cgroupfs or --cgroups disabled")
-    return p.stdout
+        log.debug(f"cgroup: systemd --user {method}{args!r}")
+    try:
+        if bus is None:
+            raise dbus.DBusError("rootless.NoBus", "no session bus")
+        dbus.call(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                  method, signature, args)
+    except dbus.DBusError as e:
+        raise CgroupError(f"systemd --user {method}: {e}",
+                          "check `systemctl --user status`, or use --cgroup-manager cgroupfs or --cgroups disabled") \
+            from None
 
 
 def _wait_in(pids: Sequence[int], suffix: str) -> str:
@@ -466,16 +451,16 @@ def _place_systemd(host: Host, cid: str, pid: int, res: Resources | None, log: L
     holder, holder_fd = _holder()
     cg = Cgroup("", "systemd", unit, holder, holder_fd)
     try:
-        _busctl_call("StartTransientUnit", "ssa(sv)a(sa(sv))", unit, "fail", "6",
-                     "Description", "s", f"rootless container {cid[:12]}",
-                     "PIDs", "au", "2", str(holder), str(pid),
-                     "Delegate", "b", "true",
-                     "Slice", "s", host.parent or "user.slice",
-                     "CollectMode", "s", "inactive-or-failed",
-                     # an OOM kill inside the container must not stop the scope (and kill the
-                     # rest of the container), as it does not stop a Podman container
-                     "OOMPolicy", "s", "continue",
-                     "0", log=log)
+        _systemd_call("StartTransientUnit", "ssa(sv)a(sa(sv))", unit, "fail", [
+            ("Description", ("s", f"rootless container {cid[:12]}")),
+            ("PIDs", ("au", [holder, pid])),
+            ("Delegate", ("b", True)),
+            ("Slice", ("s", host.parent or "user.slice")),
+            ("CollectMode", ("s", "inactive-or-failed")),
+            # an OOM kill inside the container must not stop the scope (and kill the rest of
+            # the container), as it does not stop a Podman container
+            ("OOMPolicy", ("s", "continue")),
+        ], [], log=log)
         scope = _wait_in((holder, pid), "/" + unit)
         sdir = ROOT + scope
         os.mkdir(sdir + "/supervisor")
@@ -508,7 +493,7 @@ def join(path: str, manager: str, unit: str, pid: int, log: Log | None = None) -
     # From outside the user's delegated subtree only systemd may move it (the common-ancestor
     # rule of cgroups(7)); the user manager asks the system manager on our behalf.
     sub = path.rsplit("/" + unit, 1)[-1] if unit and ("/" + unit) in path else ""
-    _busctl_call("AttachProcessesToUnit", "ssau", unit, sub, "1", str(pid), log=log)
+    _systemd_call("AttachProcessesToUnit", "ssau", unit, sub, [pid], log=log)
 
 
 # --------------------------------------------------------------------------- stats
