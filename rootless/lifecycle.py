@@ -700,7 +700,28 @@ def stats_row(c: Container, now: Sample | None, before: Sample | None) -> dict[s
                mem_usage=f"{human_size(now.memory)} / {human_size(limit)}",
                mem_percent=f"{now.memory / limit * 100:.2f}%" if limit else "--",
                block_io=f"{human_size(now.io_read)} / {human_size(now.io_write)}", pids=str(now.pids))
+    net = net_io(c.state.pid)
+    if net is not None:
+        row["net_io"] = f"{human_size(net[0])} / {human_size(net[1])}"
     return row
+
+
+def net_io(pid: int) -> tuple[int, int] | None:
+    """Bytes received and sent by the network interfaces of *pid*'s network namespace but
+    loopback (proc(5) /proc/PID/net/dev); None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.readlines()[2:]
+    except OSError:
+        return None
+    rx = tx = 0
+    for line in lines:
+        name, _, counters = line.partition(":")
+        fields = counters.split()
+        if name.strip() != "lo" and len(fields) >= 9:
+            rx += int(fields[0])
+            tx += int(fields[8])
+    return rx, tx
 
 
 def _host_memory() -> int:

@@ -148,6 +148,7 @@ def test_stats_and_exec_share_the_cgroup(rl: RootlessEnv) -> None:
         rows = json.loads(ok(r(rl, "stats", "--no-stream", "--format", "json", cid)))
         assert rows[0]["mem_usage"].endswith("/ 67.11MB"), rows
         assert rows[0]["pids"] == "1" and rows[0]["id"] == cid[:12], rows
+        assert rows[0]["net_io"] == "0B / 0B", rows  # --network none: loopback only, not counted
         table = ok(r(rl, "stats", "--no-stream", cid))
         assert table.splitlines()[0].split()[:4] == ["ID", "NAME", "CPU", "%"] and "67.11MB" in table
         # exec: the same cgroup (the root of the container's cgroup namespace), counted in pids
