@@ -349,18 +349,29 @@ def _holder() -> tuple[int, int]:
     return pid, w
 
 
-def _systemd_call(method: str, signature: str, *args: Any, log: Log | None = None) -> None:
-    """A method of the user's systemd manager (org.freedesktop.systemd1.Manager(5))."""
+def _systemd_call(method: str, signature: str, *args: Any, log: Log | None = None, wait_exists: float = 0.0
+                  ) -> None:
+    """A method of the user's systemd manager (org.freedesktop.systemd1.Manager(5)). With
+    *wait_exists*, a unit of the same name that still exists (the scope of this container's
+    previous run, being collected) is waited for that many seconds."""
     from rootless.runtime import dbus
 
     bus = user_bus()
     if log is not None:
         log.debug(f"cgroup: systemd --user {method}{args!r}")
+    deadline = time.monotonic() + wait_exists
     try:
         if bus is None:
             raise dbus.DBusError("rootless.NoBus", "no session bus")
-        dbus.call(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
-                  method, signature, args)
+        while True:
+            try:
+                dbus.call(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                          "org.freedesktop.systemd1.Manager", method, signature, args)
+                return
+            except dbus.DBusError as e:
+                if e.name != "org.freedesktop.systemd1.UnitExists" or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
     except dbus.DBusError as e:
         raise CgroupError(f"systemd --user {method}: {e}",
                           "check `systemctl --user status`, or use --cgroup-manager cgroupfs or --cgroups disabled") \
@@ -460,7 +471,7 @@ def _place_systemd(host: Host, cid: str, pid: int, res: Resources | None, log: L
             # an OOM kill inside the container must not stop the scope (and kill the rest of
             # the container), as it does not stop a Podman container
             ("OOMPolicy", ("s", "continue")),
-        ], [], log=log)
+        ], [], log=log, wait_exists=_PLACE_TIMEOUT)
         scope = _wait_in((holder, pid), "/" + unit)
         sdir = ROOT + scope
         os.mkdir(sdir + "/supervisor")

@@ -195,3 +195,20 @@ def test_stats_streams_until_the_container_ends(rl: RootlessEnv) -> None:
         assert out.count('"id"') >= 2, out  # one sample a second until it ended
     finally:
         r(rl, "rm", "-f", cid)
+
+
+def test_restart_gets_a_fresh_scope(rl: RootlessEnv) -> None:
+    """stop and start at once: the old scope may still be being collected when the new one is
+    asked for under the same name."""
+    cid = ok(r(rl, "run", "-d", "--network", "none", "--memory", "64m", "busybox", "sleep", "600")).strip()
+    try:
+        for _ in range(2):
+            ok(r(rl, "restart", "-t", "0", cid))
+            data = inspect(rl, cid)
+            assert data["State"]["Running"] is True and data["State"]["CgroupPath"].endswith("/container"), data
+            path = ROOT / data["State"]["CgroupPath"].lstrip("/")
+            assert (path / "memory.max").read_text().strip() == str(64 << 20)
+            assert int((path / "pids.current").read_text()) == 1
+    finally:
+        ok(r(rl, "rm", "-f", cid))
+    wait_for(lambda: f"rootless-{cid}.scope" not in scopes())
