@@ -189,7 +189,7 @@ def probe(preference: str = "", root: str = ROOT) -> Host:
     v = version(root)
     if v != "v2":
         what = "cgroup v1 only" if v == "v1" else "hybrid cgroups (controllers on v1, an empty v2 tree)"
-        return Host(v, None, None, None, (), f"this host has {what}",
+        return Host(v, own_path() if v == "hybrid" else None, None, None, (), f"this host has {what}",
                     "boot with systemd.unified_cgroup_hierarchy=1 on the kernel command line (cgroup v2), then "
                     + DELEGATE_FIX)
     own = own_path()
