@@ -515,6 +515,42 @@ def system_mounts(network: str, *, privileged: bool, cgroup2: bool, read_only: b
     return ms
 
 
+# Not passed through by --privileged: the container has its own instances of these, or the
+# host's controlling terminals and consoles, which are nobody else's business.
+_PRIVATE_DEV = {"pts", "shm", "mqueue", "ptmx", "console", "tty", "core", "fd", "stdin", "stdout", "stderr"}
+
+
+def host_devices(root: str = "/dev") -> list[str]:
+    """The host's device nodes you may open, for `--privileged` (as rootless Podman passes the
+    host's devices through): bind-mounted, since a user namespace cannot create device nodes
+    that work. Those already in every container are left out."""
+    import stat
+
+    out: list[str] = []
+
+    def walk(d: str) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            rel = os.path.relpath(e.path, root)
+            if d == root and (e.name in _PRIVATE_DEV or e.name in DEFAULT_DEVICES):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                walk(e.path)
+            elif (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and \
+                    (os.access(e.path, os.R_OK) or os.access(e.path, os.W_OK)):
+                out.append("/dev/" + rel)
+
+    walk(root)
+    return out
+
+
 # --------------------------------------------------------------------------- generated files
 
 
@@ -747,6 +783,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
                  for dst, f in wanted if dst not in taken]
     mounts = system_mounts(mode, privileged=opts.privileged, cgroup2=host.cgroup2,
                            read_only=opts.read_only, read_only_tmpfs=opts.read_only_tmpfs)
+    if opts.privileged:
+        mounts += [Mount(d, "bind", d, ("bind",)) for d in host_devices()]
     mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts
 
     namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"}

@@ -232,6 +232,21 @@ def test_masked_and_readonly_paths(rl: RootlessEnv) -> None:
     assert "/proc/timer_list" not in mounts and " /proc/sys " not in mounts
 
 
+def test_privileged_passes_the_hosts_devices(rl: RootlessEnv) -> None:
+    """As rootless Podman: --privileged binds the host's device nodes you may open; they work."""
+    from rootless.image.specgen import host_devices
+
+    devs = host_devices()
+    need(bool(devs), "no host device beyond the default ones is open to this user")
+    want = "/dev/net/tun" if "/dev/net/tun" in devs else devs[0]
+    script = f"test -c {want} && echo char; ls /dev/pts/ptmx; test -e /dev/console || echo no-console"
+    assert out(rl, "--privileged", BUSYBOX, "sh", "-c", script).split() == ["char", "/dev/pts/ptmx", "no-console"]
+    assert run(rl, BUSYBOX, "test", "-e", want).returncode == 1
+    if want == "/dev/net/tun":  # a working node: the tun driver answers (EBADFD: no interface attached yet)
+        cp = run(rl, "--privileged", BUSYBOX, "sh", "-c", "cat /dev/net/tun")
+        assert "File descriptor in bad state" in cp.stderr, cp.stderr
+
+
 def test_dev_and_proc(rl: RootlessEnv) -> None:
     text = out(rl, BUSYBOX, "sh", "-c", "ls /dev; echo; ps -o pid,comm; readlink /dev/ptmx; "
                "grep -c . /dev/null; head -c 4 /dev/zero | wc -c")
