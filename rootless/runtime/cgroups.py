@@ -452,7 +452,7 @@ def _place_cgroupfs(host: Host, cid: str, pid: int, res: Resources | None) -> Cg
             raise CgroupError(f"cannot move the container into {rel}: {e.strerror}", host.fix) from None
         apply_limits(directory, res)
     except BaseException:
-        _rmdir(directory)
+        remove(directory)  # the first process may be in it already: rmdir alone would wait on it
         raise
     return Cgroup(rel, "cgroupfs")
 
