@@ -617,14 +617,10 @@ def ps_lines(ctx: Context, *, all_: bool, quiet: bool, filters: list[str], json_
 # --------------------------------------------------------------------------- stats
 
 
-def human_size(n: float) -> str:
-    """Docker's and Podman's HumanSize: decimal units, four significant digits (67.11MB)."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB")
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{units[i]}"
+def _stat_size(n: float) -> str:
+    from rootless.units import decimal_size
+
+    return decimal_size(n, ".4g", "")  # stats prints 67.11MB
 
 
 def duration(seconds: float) -> str:
@@ -697,12 +693,12 @@ def stats_row(c: Container, now: Sample | None, before: Sample | None) -> dict[s
         cpu = avg
     limit = now.memory_limit if now.memory_limit is not None else _host_memory()
     row.update(cpu_time=duration(now.cpu_usec / 1e6), cpu_percent=f"{cpu:.2f}%", avg_cpu=f"{avg:.2f}%",
-               mem_usage=f"{human_size(now.memory)} / {human_size(limit)}",
+               mem_usage=f"{_stat_size(now.memory)} / {_stat_size(limit)}",
                mem_percent=f"{now.memory / limit * 100:.2f}%" if limit else "--",
-               block_io=f"{human_size(now.io_read)} / {human_size(now.io_write)}", pids=str(now.pids))
+               block_io=f"{_stat_size(now.io_read)} / {_stat_size(now.io_write)}", pids=str(now.pids))
     net = net_io(c.state.pid)
     if net is not None:
-        row["net_io"] = f"{human_size(net[0])} / {human_size(net[1])}"
+        row["net_io"] = f"{_stat_size(net[0])} / {_stat_size(net[1])}"
     return row
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
 from rootless.image.reference import candidates, parse_reference
+from rootless.units import decimal_size
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -80,14 +81,6 @@ def _timestamp(created: str) -> float | None:
         return None
 
 
-def human_size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n} TB"
-
-
 def _config(ctx: Context, rec: ImageRecord) -> dict[str, Any]:
     from storage.blobs import BlobStore
 
@@ -126,7 +119,7 @@ def images(ctx: Context, *, quiet: bool, fmt: str, no_trunc: bool, digests: bool
         for name in r.names or ["<none>:<none>"]:
             repo, t = _split_name(name) if name != "<none>:<none>" else ("<none>", "<none>")
             row = (repo, t) + ((r.manifest_digest,) if digests else ()) + \
-                (r.id if no_trunc else r.id[:12], _ago(r.created), human_size(r.size))
+                (r.id if no_trunc else r.id[:12], _ago(r.created), decimal_size(r.size))
             rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

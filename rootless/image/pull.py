@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RegistryError, RootlessError
 from rootless.image.reference import Reference, candidates, parse_reference
+from rootless.units import decimal_size
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -205,7 +206,7 @@ def _pull_locked(ctx: Context, text: str, platform: str | None, quiet: bool, sho
         n = len(res.manifest.layers)
         took = time.monotonic() - started
         print(f"Pulled {res.ref} ({n} layer{'s' if n != 1 else ''}, "
-              f"{_human(sum(d.size for d in res.manifest.layers))} in {took:.1f}s)", file=sys.stderr)
+              f"{decimal_size(sum(d.size for d in res.manifest.layers), '.1f')} in {took:.1f}s)", file=sys.stderr)
     return record
 
 
@@ -307,10 +308,3 @@ def _fetch_and_unpack(ctx: Context, res: Resolved, blobs: Any, layers: Any,
             raise f.exception()  # type: ignore[misc]
     return list(results.values()), fresh
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
 from rootless.record import dataclass
+from rootless.runtime.monitor import oom_kills, remove_cgroup
 
 if TYPE_CHECKING:
     from rootless.context import Log
@@ -276,7 +277,7 @@ class Cgroup:
         daemon of its rootfs, a process that outlived PID 1 outside its PID namespace) is killed
         first. The systemd scope goes when its supervisor does."""
         if self.path:
-            remove(self.dir)
+            remove_cgroup(self.dir)
         if self.holder_fd >= 0:
             os.close(self.holder_fd)
             self.holder_fd = -1
@@ -286,41 +287,6 @@ class Cgroup:
             except ChildProcessError:
                 pass
             self.holder = 0
-
-
-def oom_kills(directory: str) -> int:
-    for line in (_read(os.path.join(directory, "memory.events")) or "").splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oom_kill":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
-
-
-def remove(directory: str) -> None:
-    """Kill what is left in the cgroup (cgroup.kill, Linux 5.14) and remove it."""
-    try:
-        _write(os.path.join(directory, "cgroup.kill"), "1")
-    except OSError:
-        pass
-    _rmdir(directory)
-
-
-def _rmdir(directory: str, wait: float = 2.0) -> None:
-    """rmdir a cgroup whose last processes may still be exiting (EBUSY for a moment)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            os.rmdir(directory)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                return
-        time.sleep(0.01)
 
 
 def _holder() -> tuple[int, int]:
@@ -452,7 +418,7 @@ def _place_cgroupfs(host: Host, cid: str, pid: int, res: Resources | None) -> Cg
             raise CgroupError(f"cannot move the container into {rel}: {e.strerror}", host.fix) from None
         apply_limits(directory, res)
     except BaseException:
-        remove(directory)  # the first process may be in it already: rmdir alone would wait on it
+        remove_cgroup(directory)  # the first process may be in it already: rmdir alone would wait on it
         raise
     return Cgroup(rel, "cgroupfs")
 

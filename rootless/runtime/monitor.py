@@ -271,33 +271,37 @@ def stop_children(grace: float = 2.0, on_kill: Callable[[int], None] | None = No
             break
 
 
-def _oom_killed(cgroup: str) -> bool:
-    """memory.events of the container's cgroup counted an OOM kill."""
+def oom_kills(cgroup: str) -> int:
+    """How many processes the OOM killer ended in the cgroup at *cgroup* (memory.events
+    ``oom_kill``); rootless.runtime.cgroups uses this one too."""
     try:
         with open(os.path.join(cgroup, "memory.events")) as f:
             for line in f:
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
-                    return int(value) > 0
+                    return int(value)
     except (OSError, ValueError):
         pass
-    return False
+    return 0
 
 
-def _remove_cgroup(cgroup: str) -> None:
-    """As rootless.runtime.cgroups.remove: kill what is left in it, then rmdir (EBUSY while
-    the last processes exit)."""
+def remove_cgroup(cgroup: str, wait: float = 2.0) -> None:
+    """Kill what is left in the cgroup (cgroup.kill, Linux 5.14) and remove it, waiting up to
+    *wait* seconds while its last processes exit (EBUSY)."""
     try:
         with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
             f.write("1")
     except OSError:
         pass
-    for _ in range(200):
+    deadline = time.monotonic() + wait
+    while True:
         try:
             os.rmdir(cgroup)
             return
+        except FileNotFoundError:
+            return
         except OSError as e:
-            if e.errno != 16:  # EBUSY
+            if e.errno != 16 or time.monotonic() > deadline:  # EBUSY
                 return
         time.sleep(0.01)
 
@@ -366,9 +370,9 @@ def main(argv: list[str]) -> int:
         while data := _read(fd):
             log.feed(name, data)
     log.flush()
-    _record_exit(config, state_file, record, code, bool(cgroup) and _oom_killed(cgroup))
+    _record_exit(config, state_file, record, code, bool(cgroup) and oom_kills(cgroup) > 0)
     if cgroup:
-        _remove_cgroup(cgroup)
+        remove_cgroup(cgroup)
     for fd in keep:
         os.close(fd)
     stop_children()
