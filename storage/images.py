@@ -258,14 +258,9 @@ class ImageStore:
         or unique ID prefix of at least 3 hex digits. An ambiguous prefix is an error.
         Short names (``alpine``) are expanded by the caller: see lookup_candidates.
         """
-        index = self._read_index()
-        image_id = index.get(text)
-        if image_id is None and not _has_tag_or_digest(text):
-            image_id = index.get(f"{text}:latest")
-        if image_id is not None:
-            record = self._read_record(image_id)
-            if record is not None:
-                return record
+        record = self._by_name(self._read_index(), text)
+        if record is not None:
+            return record
         if _ID_PREFIX.match(text):
             prefix = text.removeprefix("sha256:")
             matches = [i for i in self.ids() if i.startswith(prefix)]
@@ -280,14 +275,17 @@ class ImageStore:
         """The first of ``names`` (full references, in search order) that is stored."""
         index = self._read_index()
         for name in names:
-            image_id = index.get(name)
-            if image_id is None and not _has_tag_or_digest(name):
-                image_id = index.get(f"{name}:latest")
-            if image_id is not None:
-                record = self._read_record(image_id)
-                if record is not None:
-                    return record
+            record = self._by_name(index, name)
+            if record is not None:
+                return record
         return None
+
+    def _by_name(self, index: dict[str, str], name: str) -> ImageRecord | None:
+        """The record *name* names in *index* (":latest" assumed without a tag or digest)."""
+        image_id = index.get(name)
+        if image_id is None and not _has_tag_or_digest(name):
+            image_id = index.get(f"{name}:latest")
+        return self._read_record(image_id) if image_id is not None else None
 
     def layers_in_use(self) -> set[str]:
         """diff_ids of every stored image's layers."""

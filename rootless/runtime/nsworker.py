@@ -77,7 +77,9 @@ def _call(spec: str, kwargs: dict[str, Any]) -> Any:
     return fn(**kwargs)
 
 
-def _become_root() -> None:
+def become_root() -> None:
+    """setres[ug]id 0 and no supplementary groups, in a freshly mapped user namespace (shared
+    by every child that becomes its root: here, userns and the container's first process)."""
     # Our kernel ids already map to 0 once the parent wrote the maps; setres*id makes
     # the saved ids agree, and dropping supplementary groups removes the unmapped
     # ones (shown as the overflow gid). setgroups(2) is refused with EPERM when the
@@ -125,7 +127,7 @@ def main() -> int:
         if p not in sys.path:
             sys.path.append(p)
     try:
-        _become_root()
+        become_root()
     except OSError as e:
         _send(proto_out, {"error": _error(e, with_traceback=False)})
         return 1

@@ -30,6 +30,7 @@ from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableE
 from rootless.record import dataclass
 from rootless.runtime import idmap, mounts, namespaces, network, syscalls, users
 from rootless.runtime.execpath import find_executable
+from rootless.runtime.nsworker import become_root
 from rootless.spec import CAPABILITIES, Process, Spec
 
 if TYPE_CHECKING:
@@ -96,13 +97,6 @@ def _read_byte(fd: int) -> bytes:
             continue
 
 
-def _become_root(single_gid_map: bool) -> None:
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    if not single_gid_map:
-        os.setgroups([])
-
-
 def _set_oom_score_adj(value: int) -> None:
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -132,7 +126,7 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             os._exit(_EXIT_SETUP)
         os.close(fds.go)
         stage = "setup"
-        _become_root(len(spec.gid_map) <= 1)
+        become_root()
         if flags & syscalls.CLONE_NEWCGROUP:
             syscalls.unshare(syscalls.CLONE_NEWCGROUP)
         namespaces.private_root()

@@ -27,6 +27,7 @@ from rootless.record import dataclass
 from rootless.runtime import idmap, syscalls
 from rootless.runtime.execpath import find_executable
 from rootless.runtime.idmap import IdMaps
+from rootless.runtime.nsworker import become_root
 
 if TYPE_CHECKING:
     from rootless.context import Log
@@ -402,15 +403,6 @@ class ChildFailure:
     message: str
 
 
-def _become_root() -> None:
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    try:
-        os.setgroups([])
-    except PermissionError:
-        pass  # /proc/self/setgroups is "deny" under a single-id gid map
-
-
 def _child(flags: int, target: Callable[[], object], report: int, go: int,
            sigmask: Iterable[int] | None) -> NoReturn:
     stage = "unshare"
@@ -428,7 +420,7 @@ def _child(flags: int, target: Callable[[], object], report: int, go: int,
         if os.read(go, 1) != b"G":
             os._exit(1)
         stage = "setup"
-        _become_root()
+        become_root()
         stage = "run"
         target()
     except OSError as e:
