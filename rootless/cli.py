@@ -93,9 +93,13 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
     # 2. the container layer, 3. the spec, 4. the process
     cid = os.urandom(32).hex()
     maps = idmap.current_store_maps()
+    vol_refs = specgen.volume_refs(opts, config, host.cwd) if (a.volume or a.mount or config.get("Volumes")) else []
     # A record (ps, logs, exec, rm) for every container but an anonymous `run --rm` in the
-    # foreground, which keeps the start-up budget; the name is held unique until it is saved.
-    recorded = a.detach or create_only or not a.rm or a.name is not None
+    # foreground without volumes, which keeps the start-up budget (a volume's users must be
+    # known to `volume rm`); the name is held unique until it is saved.
+    recorded = a.detach or create_only or not a.rm or a.name is not None or bool(vol_refs)
+    vol_mounts: list[Any] = []
+    vol_made: list[str] = []
     from contextlib import AbstractContextManager, nullcontext
 
     claim: AbstractContextManager[str | None] = nullcontext(a.name)
@@ -112,12 +116,17 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
             plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe,
                                   durable=recorded)
         try:
+            if vol_refs:
+                from rootless import volumes
+
+                vol_mounts, vol_made = volumes.mounts_for_run(ctx, vol_refs, copy_up=opts.userns != "keep-id")
             ctx.layout.ensure_runroot()
             spec = specgen.build(
                 config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
                 uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
                 gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
-                image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host)
+                image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host,
+                volume_mounts=vol_mounts)
             if spec.resources is not None:
                 from rootless.runtime.run import check_cgroups
 
@@ -130,6 +139,8 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
                 rootfs.remove(ctx, runner, cid)
             if recorded:
                 lifecycle.forget(ctx, cid)
+            if vol_made:
+                volumes.discard(ctx, vol_made)
             raise
     if create_only or a.detach:
         if not create_only:
@@ -138,6 +149,8 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
             except RootlessError:
                 if a.rm:
                     lifecycle.remove(ctx, cid, force=True)
+                    if vol_refs:
+                        volumes.discard(ctx, volumes.anonymous_in(ctx, spec))
                 raise
         print(cid, flush=True)
         return 0
@@ -150,6 +163,8 @@ def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
                 rootfs.remove(ctx, runner, cid)
             if recorded:
                 lifecycle.forget(ctx, cid)
+            if vol_refs:  # with its anonymous volumes (Podman's --rm)
+                volumes.discard(ctx, volumes.anonymous_in(ctx, spec))
 
 
 def _ctr_fast(args: list[str]) -> int | None:

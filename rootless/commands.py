@@ -248,10 +248,11 @@ def run(
     dns_option: Annotated[list[str] | None, typer.Option("--dns-option", help="resolv.conf(5) option.")] = None,
     add_host: Annotated[list[str] | None, typer.Option("--add-host", help="Add NAME:IP to /etc/hosts.")]
     = None,
-    volume: Annotated[list[str] | None, typer.Option("--volume", "-v", help="Bind mount "
-                                                     "HOST-PATH:CONTAINER-PATH[:ro|rw,...].")] = None,
-    mount: Annotated[list[str] | None, typer.Option("--mount", help="type=bind|tmpfs,source=...,"
-                                                    "target=...[,ro].")] = None,
+    volume: Annotated[list[str] | None, typer.Option("--volume", "-v", help="Mount a volume "
+                                                     "or host path: NAME|HOST-PATH:CONTAINER-PATH[:ro|rw,...], "
+                                                     "or CONTAINER-PATH for an anonymous volume.")] = None,
+    mount: Annotated[list[str] | None, typer.Option("--mount", help="type=bind|volume|tmpfs,"
+                                                    "source=...,target=...[,ro].")] = None,
     tmpfs: Annotated[list[str] | None, typer.Option("--tmpfs", help="Mount a tmpfs: "
                                                     "CONTAINER-PATH[:OPTIONS].")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Mount the rootfs read-only (/run, /tmp "
@@ -571,15 +572,27 @@ def rm(
     force: Annotated[bool, typer.Option("--force", "-f", help="Kill running containers first "
                                         "(SIGKILL).")] = False,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Remove every container.")] = False,
-    volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Remove anonymous volumes too (there are "
-                                          "none: only bind mounts).")] = False,
+    volumes: Annotated[bool, typer.Option("--volumes", "-v", help="Remove the container's anonymous "
+                                          "volumes too.")] = False,
 ) -> None:
     """Remove containers: their layer in the store, their state and log (exit 1: no such
     container, 2: running without --force)."""
     from rootless import lifecycle
 
-    del volumes
-    _each(_refs(names, all_), lambda ctx, cid: lifecycle.remove(ctx, cid, force), missing_code=1)
+    def one(ctx: Context, cid: str) -> None:
+        anonymous: list[str] = []
+        if volumes:
+            from rootless import volumes as vols
+
+            try:
+                anonymous = vols.anonymous_in(ctx, lifecycle.load(ctx, cid).config.spec)
+            except RootlessError:
+                pass
+        lifecycle.remove(ctx, cid, force)
+        if anonymous:
+            vols.discard(ctx, anonymous)
+
+    _each(_refs(names, all_), one, missing_code=1)
 
 
 @app.command("wait")
@@ -791,6 +804,171 @@ def container_prune(
     del force
     for cid in lifecycle.prune(_ctx()):
         typer.echo(cid)
+
+
+# --------------------------------------------------------------------------- volumes
+
+volume_app = typer.Typer(help="Manage volumes.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(volume_app, name="volume")
+
+
+@volume_app.command("create")
+def volume_create(
+    name: Annotated[str | None, typer.Argument(help="The volume's name (default: a random one).")] = None,
+    driver: Annotated[str, typer.Option("--driver", "-d", help="Volume driver: local.")] = "local",
+    opt: Annotated[list[str] | None, typer.Option("--opt", "-o", help="Driver option: type=tmpfs|none, "
+                                                   "device=PATH, o=OPTIONS (repeatable).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE label "
+                                                     "(repeatable).")] = None,
+) -> None:
+    """Create a volume; print its name."""
+    from rootless import volumes
+
+    typer.echo(volumes.create(_ctx(), name, driver=driver, opts=opt or [], labels=label or []).name)
+
+
+@volume_app.command("ls")
+def volume_ls(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only volume names.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format: table or json.")] = Format.table,
+    filter_: Annotated[list[str] | None, typer.Option("--filter", "-f", help="name=REGEX, label=KEY[=VALUE], "
+                                                       "dangling=true|false, driver=local "
+                                                       "(repeatable).")] = None,
+) -> None:
+    """List volumes."""
+    from rootless import volumes
+
+    ctx = _ctx()
+    found = volumes.listing(ctx, filter_ or [])
+    if fmt == Format.json:
+        _echo_json([volumes.inspect(ctx, v, n) for v, n in found])
+    elif quiet:
+        for v, _ in found:
+            typer.echo(v.name)
+    else:
+        typer.echo(f"{'DRIVER':<12}VOLUME NAME")
+        for v, _ in found:
+            typer.echo(f"{v.driver:<12}{v.name}")
+
+
+volume_app.command("list", hidden=True)(volume_ls)
+
+
+@volume_app.command("inspect")
+def volume_inspect(
+    names: Annotated[list[str] | None, typer.Argument(help="Volumes to show.")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show every volume.")] = False,
+) -> None:
+    """Show volumes' records as JSON."""
+    from rootless import volumes
+
+    ctx = _ctx()
+    counts = {v.name: n for v, n in volumes.listing(ctx)}
+    if all_:
+        wanted = list(counts)
+    elif names:
+        wanted = names
+    else:
+        raise typer.BadParameter("give at least one volume name, or --all")
+    out = []
+    errors: list[RootlessError] = []
+    for n in wanted:
+        try:
+            out.append(volumes.inspect(ctx, volumes.find(ctx, n), counts.get(n, 0)))
+        except RootlessError as e:
+            errors.append(e)
+    _echo_json(out)
+    for err in errors[:-1]:
+        typer.echo(f"Error: {err.message}", err=True)
+    if errors:
+        raise errors[-1]
+
+
+@volume_app.command("rm")
+def volume_rm(
+    names: Annotated[list[str] | None, typer.Argument(help="Volumes to remove.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove the stopped containers using them "
+                                        "too.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Remove every volume.")] = False,
+) -> None:
+    """Remove volumes (exit 1: no such volume, 2: in use by a container)."""
+    from rootless import volumes
+
+    ctx = _ctx()
+    if all_:
+        wanted = [v.name for v, _ in volumes.listing(ctx)]
+    elif names:
+        wanted = names
+    else:
+        raise typer.BadParameter("give at least one volume name, or --all")
+    errors: list[RootlessError] = []
+    for n in wanted:
+        try:
+            volumes.remove(ctx, n, force)
+            typer.echo(n)
+        except RootlessError as e:
+            errors.append(e)
+    for err in errors[:-1]:
+        typer.echo(f"Error: {err.message}", err=True)
+    if errors:
+        raise errors[-1]
+
+
+volume_app.command("remove", hidden=True)(volume_rm)
+
+
+@volume_app.command("prune")
+def volume_prune(
+    force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")] = False,
+    filter_: Annotated[list[str] | None, typer.Option("--filter", help="Prune only volumes that match: "
+                                                       "name=, label=, driver= (repeatable).")] = None,
+) -> None:
+    """Remove every volume no container uses; print their names."""
+    from rootless import volumes
+
+    if not force:
+        typer.echo("WARNING! This will remove all volumes not used by at least one container. "
+                   "The following volumes will be removed:", err=True)
+        for v, users in volumes.listing(_ctx(), filter_ or []):
+            if users == 0:
+                typer.echo(v.name, err=True)
+        if not typer.confirm("Are you sure you want to continue?", default=False, err=True):
+            return
+    for name in volumes.prune(_ctx(), filter_ or []):
+        typer.echo(name)
+
+
+@volume_app.command("exists")
+def volume_exists(
+    name: Annotated[str, typer.Argument(help="The volume's name.")],
+) -> None:
+    """Exit 0 if the volume exists, 1 if not."""
+    from storage.volumes import VolumeStore
+
+    raise typer.Exit(0 if VolumeStore(_ctx().layout).exists(name) else 1)
+
+
+@volume_app.command("export")
+def volume_export(
+    name: Annotated[str, typer.Argument(help="The volume's name.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the tar archive to this file "
+                                               "(default: standard output).")] = None,
+) -> None:
+    """Write a volume's content as a tar archive."""
+    from rootless import volumes
+
+    volumes.export(_ctx(), name, output)
+
+
+@volume_app.command("import")
+def volume_import(
+    name: Annotated[str, typer.Argument(help="The volume's name.")],
+    source: Annotated[str, typer.Argument(help="A tar archive, or - for standard input.")],
+) -> None:
+    """Unpack a tar archive into a volume."""
+    from rootless import volumes
+
+    volumes.import_(_ctx(), name, source)
 
 
 # --------------------------------------------------------------------------- entry point

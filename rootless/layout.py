@@ -94,6 +94,10 @@ class Layout:
         return self.root / "tmp"
 
     @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
+
+    @property
     def locks(self) -> Path:
         return self.root / "locks"
 

@@ -107,7 +107,7 @@ def start(ctx: Context, cid: str) -> int:
         import sys
 
         rm_argv = [sys.executable, "-m", "rootless", "--root", str(ctx.layout.root),
-                   "--runroot", str(ctx.layout.runroot), "rm", "-f", cid]
+                   "--runroot", str(ctx.layout.runroot), "rm", "-f", "-v", cid]
     return monitor.launch(ctx.layout, ctx.log, cfg.spec, rm_argv)
 
 

@@ -49,6 +49,13 @@ class RootfsPlan:
     readonly: bool = False
 
 
+# A bind Mount with the option "copyup" (a new named volume) gets the image's content at its
+# destination copied into its empty source before it is mounted, owners and modes kept, once:
+# the runtime then creates this file beside the source (Docker's volume copy-up).
+COPY_UP_OPTION = "copyup"
+COPY_UP_MARKER = "copied-up"
+
+
 @dataclass(frozen=True)
 class Mount:
     destination: str

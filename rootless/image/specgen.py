@@ -335,15 +335,22 @@ def keep_id_map(store: Sequence[IdMap], own: int) -> tuple[IdMap, ...]:
 # --------------------------------------------------------------------------- mounts
 
 
+@dataclass(frozen=True)
+class VolumeRef:
+    """A volume a run asks for: named (``-v NAME:/path``, ``--mount type=volume``) or anonymous
+    (``-v /path``, the image's VOLUME); ``options`` are the mount's (ro, nocopy, propagation)."""
+
+    name: str | None
+    destination: str
+    options: tuple[str, ...] = ()
+
+
+def _is_path(src: str) -> bool:
+    return src.startswith(("/", "."))
+
+
 def _abs_source(src: str, cwd: str, what: str) -> str:
-    if src.startswith("/"):
-        path = src
-    elif src.startswith("."):
-        path = os.path.join(cwd, src)
-    else:
-        raise RootlessError(f"{what}: named volume {src!r} is not supported yet",
-                            "give a host path (absolute, or starting with ./)")
-    path = os.path.normpath(path)
+    path = os.path.normpath(src if src.startswith("/") else os.path.join(cwd, src))
     if not os.path.exists(path):
         raise RootlessError(f"{what}: statfs {path}: no such file or directory")
     return path
@@ -355,15 +362,18 @@ def _dest(dst: str, what: str) -> str:
     return os.path.normpath(dst)
 
 
-def parse_volume(text: str, cwd: str) -> Mount:
-    """-v SRC:DST[:OPTIONS] (podman-run(1) --volume), bind mounts of host paths only."""
+def parse_volume(text: str, cwd: str) -> Mount | VolumeRef:
+    """-v SRC:DST[:OPTIONS] (podman-run(1) --volume): a bind mount of a host path (SRC absolute
+    or starting with "."), a named volume (SRC a name) or an anonymous volume (-v DST)."""
     what = f"volume {text!r}"
     parts = text.split(":")
     if len(parts) == 1:
-        raise RootlessError(f"{what}: anonymous volumes are not supported yet", "use -v HOSTPATH:CONTAINERPATH")
+        return VolumeRef(None, _dest(parts[0], what))
     if len(parts) > 3:
         raise RootlessError(f"{what}: too many colons", "use -v SRC:DST[:OPTIONS]")
     src, dst = parts[0], parts[1]
+    if not src:
+        raise RootlessError(f"{what}: empty source", "use -v SRC:DST[:OPTIONS]")
     opts = [o for o in (parts[2].split(",") if len(parts) == 3 else []) if o]
     out = ["rbind"]
     seen_rw = False
@@ -373,8 +383,10 @@ def parse_volume(text: str, cwd: str) -> Mount:
                 raise RootlessError(f"{what}: ro and rw given more than once")
             seen_rw = True
             out.append(o)
-        elif o in ("z", "Z", "copy", "nocopy"):
-            continue  # SELinux relabelling and volume copy-up have no meaning for a bind here
+        elif o == "nocopy":
+            out.append(o)
+        elif o in ("z", "Z", "copy", "U"):
+            continue  # SELinux relabelling has no meaning here; copy-up is the default
         elif o in ("bind", "rbind"):
             out[0] = o
         elif o in _PROPAGATIONS or o in ("nosuid", "suid", "nodev", "dev", "noexec", "exec"):
@@ -383,7 +395,12 @@ def parse_volume(text: str, cwd: str) -> Mount:
             raise RootlessError(f"{what}: unsupported option {o!r}",
                                 "supported: ro, rw, z, Z, bind, rbind, [r]private, [r]shared, [r]slave, "
                                 "nosuid, nodev, noexec")
-    return Mount(_dest(dst, what), "bind", _abs_source(src, cwd, what), tuple(out))
+    if not _is_path(src):
+        from storage.volumes import check_name
+
+        check_name(src)
+        return VolumeRef(src, _dest(dst, what), tuple(o for o in out if o not in ("bind", "rbind")))
+    return Mount(_dest(dst, what), "bind", _abs_source(src, cwd, what), tuple(o for o in out if o != "nocopy"))
 
 
 def _truthy(v: str, what: str) -> bool:
@@ -394,8 +411,8 @@ def _truthy(v: str, what: str) -> bool:
     raise RootlessError(f"{what}: {v!r} is not true or false")
 
 
-def parse_mount(text: str, cwd: str) -> Mount:
-    """--mount type=bind|tmpfs,source=...,target=...[,ro][,...] (podman-run(1) --mount)."""
+def parse_mount(text: str, cwd: str) -> Mount | VolumeRef:
+    """--mount type=bind|tmpfs|volume,source=...,target=...[,ro][,...] (podman-run(1) --mount)."""
     what = f"mount {text!r}"
     kv: dict[str, str] = {}
     flags: list[str] = []
@@ -412,7 +429,8 @@ def parse_mount(text: str, cwd: str) -> Mount:
             if _truthy(v, what):
                 flags.append("rw")
             continue
-        if not sep and k not in ("bind-nonrecursive", "z", "Z", "relabel", "notmpcopyup", "tmpcopyup"):
+        if not sep and k not in ("bind-nonrecursive", "z", "Z", "relabel", "notmpcopyup", "tmpcopyup",
+                                 "volume-nocopy"):
             flags.append(k)
             continue
         kv[k] = v
@@ -456,9 +474,20 @@ def parse_mount(text: str, cwd: str) -> Mount:
         for f in flags:
             opts = _set_flag(opts, f)
         return Mount(dest, "tmpfs", "tmpfs", tuple(opts))
-    if kind in ("volume", "image", "devpts", "glob", "ramfs"):
-        raise RootlessError(f"{what}: type={kind} is not supported yet", "use type=bind or type=tmpfs")
-    raise RootlessError(f"{what}: unknown or missing type {kind!r}", "use type=bind or type=tmpfs")
+    if kind == "volume":
+        nocopy = "volume-nocopy" in kv and _truthy(kv.pop("volume-nocopy"), what)
+        for extra in [k for k in kv if k.startswith("volume-")]:
+            raise RootlessError(f"{what}: unsupported option {extra!r} for a volume mount")
+        if kv:
+            raise RootlessError(f"{what}: unsupported option {next(iter(kv))!r} for a volume mount")
+        if src:
+            from storage.volumes import check_name
+
+            check_name(src)
+        return VolumeRef(src or None, dest, tuple(flags) + (("nocopy",) if nocopy else ()))
+    if kind in ("image", "devpts", "glob", "ramfs"):
+        raise RootlessError(f"{what}: type={kind} is not supported yet", "use type=bind, volume or tmpfs")
+    raise RootlessError(f"{what}: unknown or missing type {kind!r}", "use type=bind, volume or tmpfs")
 
 
 _OPPOSITE = {"ro": "rw", "rw": "ro", "nosuid": "suid", "suid": "nosuid", "nodev": "dev", "dev": "nodev",
@@ -477,6 +506,19 @@ def parse_tmpfs(text: str) -> Mount:
     for o in (x for x in opt_text.split(",") if x):
         opts = _set_flag(opts, o) if o in _OPPOSITE else [*opts, o]
     return Mount(_dest(dst, f"tmpfs {text!r}"), "tmpfs", "tmpfs", tuple(opts))
+
+
+def volume_refs(opts: RunOptions, image_config: Mapping[str, Any], cwd: str) -> list[VolumeRef]:
+    """The volumes a run uses: those given (-v NAME:/path, -v /path, --mount type=volume) and an
+    anonymous one for each VOLUME of the image that no mount of the run covers."""
+    given = [parse_volume(v, cwd) for v in opts.volumes] + [parse_mount(m, cwd) for m in opts.mounts]
+    refs = [r for r in given if isinstance(r, VolumeRef)]
+    taken = {m.destination for m in given} | {parse_tmpfs(t).destination for t in opts.tmpfs}
+    for path in sorted(image_config.get("Volumes") or {}):
+        if path.startswith("/") and os.path.normpath(path) not in taken:
+            refs.append(VolumeRef(None, os.path.normpath(path)))
+            taken.add(os.path.normpath(path))
+    return refs
 
 
 def _depth(m: Mount) -> int:
@@ -696,9 +738,11 @@ def cgroup_settings(opts: RunOptions) -> tuple[Resources | None, int | None, str
 
 def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *,
           container_id: str, rundir: str, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap],
-          image_name: str = "", image_id: str = "", host: HostInfo | None = None) -> Spec:
+          image_name: str = "", image_id: str = "", host: HostInfo | None = None,
+          volume_mounts: Sequence[Mount] = ()) -> Spec:
     """The Spec for ``rootless run`` of an image whose container config (the ``config``
-    object of the image config: Env, Entrypoint, Cmd, WorkingDir, User) is *image_config*."""
+    object of the image config: Env, Entrypoint, Cmd, WorkingDir, User) is *image_config*;
+    *volume_mounts* are the run's volumes (``volume_refs``) as the volume store resolved them."""
     host = host or HostInfo()
     from slirp.config import parse_network
 
@@ -757,8 +801,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         oom_score_adj=oom_score_adj,
     )
 
-    user_mounts = [parse_volume(v, host.cwd) for v in opts.volumes]
-    user_mounts += [parse_mount(m, host.cwd) for m in opts.mounts]
+    given = [parse_volume(v, host.cwd) for v in opts.volumes] + [parse_mount(m, host.cwd) for m in opts.mounts]
+    user_mounts = [m for m in given if isinstance(m, Mount)] + list(volume_mounts)
     user_mounts += [parse_tmpfs(t) for t in opts.tmpfs]
     # Parents before children whatever the order given (Podman sorts by destination depth).
     user_mounts.sort(key=_depth)

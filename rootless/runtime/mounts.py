@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from rootless.errors import NamespaceError
 from rootless.runtime import syscalls as sc
-from rootless.spec import Mount, RootfsPlan
+from rootless.spec import COPY_UP_MARKER, COPY_UP_OPTION, Mount, RootfsPlan
 
 # mount(8) option names → (flags to set, flags to clear)
 _FLAGS: dict[str, tuple[int, int]] = {
@@ -144,10 +144,14 @@ def bind(source: str, dest: str, options: Sequence[str] = ("bind",)) -> None:
 def mount_one(root: str, m: Mount) -> None:
     """Perform one Spec mount under *root*."""
     dest = secure_join(root, m.destination)
-    flags, prop, data = parse_options(m.options)
+    options = m.options
+    if COPY_UP_OPTION in options:
+        options = tuple(o for o in options if o != COPY_UP_OPTION)
+        copy_up_once(dest, m.source)
+    flags, prop, data = parse_options(options)
     if m.type == "bind" or flags & sc.MS_BIND:
         _make_mountpoint(dest, as_file=not os.path.isdir(m.source))
-        bind(m.source, dest, m.options)
+        bind(m.source, dest, options)
         return
     _make_mountpoint(dest, as_file=False)
     try:
@@ -168,6 +172,79 @@ def mount_one(root: str, m: Mount) -> None:
     if m.destination == "/dev" and m.type == "tmpfs":
         for name, target in DEV_LINKS:
             os.symlink(target, os.path.join(dest, name))
+
+
+def copy_up_once(src: str, volume: str) -> None:
+    """Docker's volume copy-up: a new volume mounted over a directory of the image starts with
+    that directory's content. Done as the container's root (the store's mapping), so owners
+    and modes are the image's; only into an empty volume, and only the first time (the marker
+    beside the volume's data records it)."""
+    marker = os.path.join(os.path.dirname(volume), COPY_UP_MARKER)
+    if os.path.exists(marker):
+        return
+    try:
+        if os.path.isdir(src) and not os.path.islink(src) and not os.listdir(volume):
+            st = os.lstat(src)
+            _copy_tree(src, volume)
+            os.chown(volume, st.st_uid, st.st_gid)
+            os.chmod(volume, stat.S_IMODE(st.st_mode))
+            os.utime(volume, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.close(os.open(marker, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    except OSError as e:
+        raise NamespaceError(f"copy the image's {src} into volume {os.path.dirname(volume)}: "
+                             f"{e.filename or ''}: {e.strerror}") from e
+
+
+def _copy_tree(src: str, dst: str, links: dict[tuple[int, int], str] | None = None) -> None:
+    """The entries under *src* recreated in *dst*: directories, files (hard links kept), symlinks
+    and fifos with owner, mode and times; device nodes and sockets cannot be made here."""
+    links = {} if links is None else links
+    with os.scandir(src) as it:
+        entries = list(it)
+    for e in entries:
+        s, d = e.path, os.path.join(dst, e.name)
+        st = e.stat(follow_symlinks=False)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(d, 0o700)
+            _copy_tree(s, d, links)
+        elif stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                os.link(links[key], d)
+                continue
+            _copy_file(s, d, st.st_size)
+            if st.st_nlink > 1:
+                links[key] = d
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(s), d)
+            os.lchown(d, st.st_uid, st.st_gid)
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            continue
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(d, 0o600)
+        else:
+            continue
+        os.lchown(d, st.st_uid, st.st_gid)
+        os.chmod(d, stat.S_IMODE(mode))  # after chown(2), which clears set-user-ID bits
+        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_file(src: str, dst: str, size: int) -> None:
+    fi = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            left = size
+            while left > 0:
+                n = os.sendfile(fo, fi, None, min(left, 1 << 30))
+                if n == 0:
+                    break
+                left -= n
+        finally:
+            os.close(fo)
+    finally:
+        os.close(fi)
 
 
 def mask(root: str, path: str) -> None:

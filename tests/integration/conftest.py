@@ -179,6 +179,17 @@ def images(registry: Registry, request: pytest.FixtureRequest) -> TestImages:
             [zl, ti.unique_layer("zstd-top", 64 * 1024, "zstd")], fmt="oci", cmd=["sh"]))
         out["test/uncompressed:latest"] = ti.push_image(p, "test/uncompressed", "latest", ib.make_image(
             [ti.unique_layer("uncompressed", 64 * 1024, "none")], fmt="oci", cmd=["sh"]))
+        # Volume copy-up: /data holds files of other owners and modes; /anon is a VOLUME.
+        out["test/volume:latest"] = ti.push_image(p, "test/volume", "latest", ib.make_image(
+            [base, ib.build_layer([
+                ib.directory("data", mode=0o750, uid=1000, gid=1000),
+                ib.file("data/seed", "from the image\n", mode=0o640, uid=33, gid=33),
+                ib.directory("data/sub", mode=0o700, uid=65534, gid=65534),
+                ib.file("data/sub/inner", "inner\n", mode=0o600, uid=65534, gid=65534),
+                ib.symlink("data/link", "seed", uid=1000, gid=1000),
+                ib.directory("anon", mode=0o755),
+                ib.file("anon/preset", "anonymous seed\n"),
+            ])], cmd=["sh"], volumes=["/anon"]))
         # One image per fault, each with blobs no other image shares.
         for name, size in (("corrupt", 256 * 1024), ("flaky", 256 * 1024), ("cut", 4 << 20),
                            ("redirect", 256 * 1024), ("concurrent", 8 << 20), ("dedup", 128 * 1024)):

@@ -30,10 +30,12 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("image", "rm"): ("rmi",),
     ("image", "tag"): ("tag",),
     ("create",): ("run",),
+    ("volume", "list"): ("volume", "ls"),
+    ("volume", "remove"): ("volume", "rm"),
 }
 
 # Pages that document no command of their own.
-NON_COMMAND_PAGES = {"rootless.1", "rootless.conf.5"}
+NON_COMMAND_PAGES = {"rootless.1", "rootless.conf.5", "rootless-volume.1"}
 
 REQUIRED_SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "SEE ALSO")
 

@@ -218,15 +218,42 @@ def test_volumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("vol", "msg"), [
-    ("named:/x", "named volume"),
     ("/nonexistent-dir-xyz:/x", "no such file"),
     ("/tmp:rel", "absolute"),
     ("/tmp:/x:bogus", "unsupported option"),
-    ("/tmp", "anonymous"),
+    ("na/me:/x", "invalid volume name"),
+    ("rel", "absolute"),
+    (":/x", "empty source"),
 ])
 def test_volume_errors(vol: str, msg: str) -> None:
     with pytest.raises(RootlessError, match=msg):
         build(volumes=(vol,))
+
+
+def test_volume_refs_named_anonymous_and_image_volumes() -> None:
+    opts = RunOptions(image="img", volumes=("data:/var/lib/db:ro,nocopy", "/scratch", "/tmp:/bound"),
+                      mounts=("type=volume,src=other,dst=/o,volume-nocopy", "type=volume,dst=/anon2"),
+                      tmpfs=("/covered-by-tmpfs",))
+    cfg = {"Volumes": {"/var/lib/db": {}, "/img/vol": {}, "/bound": {}, "/covered-by-tmpfs": {}}}
+    refs = specgen.volume_refs(opts, cfg, "/")
+    by = {r.destination: r for r in refs}
+    assert by["/var/lib/db"] == specgen.VolumeRef("data", "/var/lib/db", ("ro", "nocopy"))
+    assert by["/scratch"] == specgen.VolumeRef(None, "/scratch")
+    assert by["/o"] == specgen.VolumeRef("other", "/o", ("nocopy",))
+    assert by["/anon2"].name is None
+    # the image's VOLUME gets an anonymous volume unless a mount of the run covers it
+    assert by["/img/vol"] == specgen.VolumeRef(None, "/img/vol")
+    assert set(by) == {"/var/lib/db", "/scratch", "/o", "/anon2", "/img/vol"}
+
+
+def test_volume_mounts_join_the_spec_and_named_volumes_are_not_host_paths() -> None:
+    from rootless.spec import Mount
+
+    vm = Mount("/db", "bind", "/store/volumes/data/_data", ("rbind", "copyup"))
+    spec = specgen.build({"Cmd": ["sh"]}, RunOptions(image="img", volumes=("data:/db",)), PLAN, container_id=CID,
+                         rundir="/run/x", uid_map=STORE_UIDS, gid_map=STORE_UIDS, host=HostInfo(uid=1000, gid=1000),
+                         volume_mounts=(vm,))
+    assert [m for m in spec.mounts if m.destination == "/db"] == [vm]
 
 
 def test_read_only_adds_tmpfs() -> None:
