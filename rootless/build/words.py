@@ -53,17 +53,7 @@ class _Lexer:
                     cur, started = [], False
                 continue
             started = True
-            if ch == self.esc:
-                nxt = self.take()
-                cur.append(nxt if nxt else ch)
-            elif ch == "'":
-                cur.append(self.single())
-            elif ch == '"':
-                cur.append(self.double())
-            elif ch == "$":
-                cur.append(self.dollar())
-            else:
-                cur.append(ch)
+            cur.append(self.atom(ch))
         if started or not split:
             out.append("".join(cur))
         return out
@@ -143,16 +133,19 @@ class _Lexer:
             ch = self.take()
             if ch == "}":
                 return "".join(cur)
-            if ch == self.esc:
-                cur.append(self.take())
-            elif ch == "'":
-                cur.append(self.single())
-            elif ch == '"':
-                cur.append(self.double())
-            elif ch == "$":
-                cur.append(self.dollar())
-            else:
-                cur.append(ch)
+            cur.append(self.atom(ch))
+
+    def atom(self, ch: str) -> str:
+        """What the unquoted character ``ch`` (already taken) and what it introduces stand for."""
+        if ch == self.esc:
+            return self.take() or ch
+        if ch == "'":
+            return self.single()
+        if ch == '"':
+            return self.double()
+        if ch == "$":
+            return self.dollar()
+        return ch
 
 
 def process_word(text: str, env: Mapping[str, str], escape: str = "\\", used: set[str] | None = None) -> str:
