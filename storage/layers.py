@@ -3,7 +3,7 @@
 ``unpack`` and ``remove_tree`` run inside the store's user namespace as namespace-root
 (through a NamespaceRunner), so that files keep the owners the image gives them, mapped
 into the user's subordinate ID range, and whiteouts can be made as the 0:0 character
-devices overlayfs reads natively. This module imports only the stdlib, zstandard,
+devices overlayfs reads natively. This module imports only the stdlib, zstandard, isal,
 rootless.errors/layout and storage's stdlib-only helpers, so a worker loads it quickly.
 
 Safety policy (what Podman's containers-storage does too: a malicious layer fails the
@@ -32,15 +32,12 @@ import base64
 import builtins
 import contextlib
 import errno
-import fcntl
-import functools
 import hashlib
 import json
 import os
 import queue
 import shutil
 import stat
-import subprocess
 import tarfile
 import threading
 import time
@@ -52,6 +49,7 @@ from typing import IO, Any
 
 from rootless.errors import DigestMismatchError, NotFoundError, StorageError, errno_hint
 from rootless.layout import Layout
+from storage import compress
 from storage.atomic import fsync_dir, write_atomic
 from storage.blobs import check_digest
 from storage.locks import FileLock
@@ -173,12 +171,8 @@ class _Source:
 def _compression(blob: str, media_type: str) -> str:
     """gzip, zstd or none: the magic bytes decide; the media type must not contradict them."""
     with open(blob, "rb") as f:
-        magic = f.read(4)
-    if magic[:2] == b"\x1f\x8b":
-        found = "gzip"
-    elif magic == b"\x28\xb5\x2f\xfd":  # RFC 8878 section 3.1.1 frame magic
-        found = "zstd"
-    else:
+        found = compress.sniff(f.read(6))
+    if found not in ("gzip", "zstd"):
         found = "none"
     mt = media_type.lower()
     if mt.endswith("gzip"):  # OCI "+gzip", Docker ".tar.gzip"
@@ -200,10 +194,10 @@ def _compression(blob: str, media_type: str) -> str:
 class _Decompressor:
     """Decompresses and hashes the blob in a thread, a few chunks ahead of the unpacker.
 
-    zlib, zstandard, hashlib and read(2) all release the GIL, so decompression and the
-    diff_id run on the other core while the main thread creates files. gzip goes
-    through pigz(1) when it is installed; otherwise through zlib here, which measured
-    faster than a gzip(1) child (0.6 s against 0.85 s for a 60 MB layer).
+    isal/zlib, zstandard, hashlib and read(2) all release the GIL, so decompression and
+    the diff_id run on the other core while the main thread creates files. gzip goes
+    through ISA-L's inflate when python-isal is installed (storage.compress: 0.30 s
+    against zlib's 0.51 s for debian:bookworm's 60 MB layer).
     """
 
     def __init__(self, blob: str, kind: str, label: str) -> None:
@@ -211,32 +205,10 @@ class _Decompressor:
         self.label = label
         self.hash = hashlib.sha256()
         self._file: IO[bytes] = open(blob, "rb")  # noqa: SIM115 - closed in close()
-        self._proc: subprocess.Popen[bytes] | None = None
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
         self._stop = threading.Event()
         self._done = False
-        pull: Callable[[], bytes]
-        tool = _find_tool("pigz") if kind == "gzip" else None
-        if tool:
-            self._proc = subprocess.Popen([tool, "-dc"], stdin=self._file, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, close_fds=True)
-            assert self._proc.stdout is not None
-            fd = self._proc.stdout.fileno()
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ)  # fewer, larger reads
-            except OSError:
-                pass
-            pull = functools.partial(os.read, fd, _READ)
-        elif kind == "gzip":
-            pull = _ZlibChunks(self._file)
-        elif kind == "zstd":
-            import zstandard
-
-            reader = zstandard.ZstdDecompressor().stream_reader(self._file, read_size=_READ,
-                                                                read_across_frames=True)
-            pull = functools.partial(reader.read, _READ)
-        else:
-            pull = functools.partial(self._file.read, _READ)
+        pull = compress.reader(self._file, kind)
         self._thread = threading.Thread(target=self._produce, args=(pull,), name="layer-decompress",
                                         daemon=True)
         self._thread.start()
@@ -274,81 +246,10 @@ class _Decompressor:
             self._done = True
         return item
 
-    def failure(self, wait: bool) -> str | None:
-        """pigz's complaint if it failed; with ``wait``, wait for it to exit (its output
-        has ended), else only look (we may have stopped reading early)."""
-        proc = self._proc
-        if proc is None:
-            return None
-        try:
-            rc = proc.wait(timeout=5) if wait else proc.poll()
-        except subprocess.TimeoutExpired:
-            return None
-        # gzip(1) and pigz(1): exit status 2 is only a warning (e.g. trailing zeros).
-        if rc is None or rc in (0, 2):
-            return None
-        assert proc.stderr is not None
-        err = proc.stderr.read().decode(errors="replace").strip()
-        return err.splitlines()[-1] if err else f"pigz exited with status {rc}"
-
     def close(self) -> None:
         self._stop.set()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()  # unblocks the thread's read: the pipe reaches EOF
-            self._proc.wait()
         self._thread.join()
-        if self._proc is not None:
-            for stream in (self._proc.stdout, self._proc.stderr):
-                if stream is not None:
-                    stream.close()
         self._file.close()
-
-
-def _find_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/bin", "/bin"):
-        if os.access(f"{d}/{name}", os.X_OK):
-            return f"{d}/{name}"
-    return None
-
-
-class _ZlibChunks:
-    """gzip decompression in this process (RFC 1952), when pigz is not installed."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        import zlib
-
-        self._zlib = zlib
-        self._f = f
-        self._d = zlib.decompressobj(wbits=31)
-        self._fed = False  # the current decompressor has seen input
-        self._pending = b""
-
-    def __call__(self) -> bytes:
-        while True:
-            if self._pending:
-                data, self._pending = self._pending, b""
-            elif self._d.unconsumed_tail:
-                data = self._d.unconsumed_tail
-            else:
-                data = self._f.read(_READ)
-            if not data:
-                if self._fed and not self._d.eof:
-                    raise self._zlib.error("unexpected end of gzip stream")
-                return b""
-            if self._d.eof:
-                if not data.strip(b"\0"):
-                    continue  # zero padding after the last member: gzip(1) accepts it too
-                # Section 2.2: a gzip file is a series of members.
-                self._d = self._zlib.decompressobj(wbits=31)
-            self._fed = True
-            out = self._d.decompress(data, _READ)
-            if self._d.eof and self._d.unused_data:
-                self._pending = self._d.unused_data
-            if out:
-                return out
 
 
 # --------------------------------------------------------------------------- unpacking
@@ -609,7 +510,7 @@ class _Unpacker:
                 if not target or target in (".", ".."):
                     raise self.fail(m.name, "whiteout names no file")
                 if overlay:
-                    self.mknod_whiteout(parent, target, parent + "/" + target if parent else target)
+                    self.mknod_whiteout(parent, target, parent + "/" + target if parent else target, m)
                     return
                 self.stats["whiteouts"] += 1
             # aufs format: the .wh. entry itself is kept, as the member it is.
@@ -632,7 +533,7 @@ class _Unpacker:
         elif m.ischr() and m.devmajor == 0 and m.devminor == 0:
             # Already an overlay whiteout (a layer exported from an overlay upper dir).
             if self.whiteouts() == "overlay":
-                self.mknod_whiteout(parent, base, rel)
+                self.mknod_whiteout(parent, base, rel, m)
             else:
                 wh = parent + "/" + _WH + base if parent else _WH + base
                 self.create(parent, _WH + base, wh, lambda pfd: os.close(
@@ -656,9 +557,14 @@ class _Unpacker:
             make(pfd)
         self.stats["files"] += 1
 
-    def mknod_whiteout(self, parent: str, name: str, rel: str) -> None:
+    def mknod_whiteout(self, parent: str, name: str, rel: str, m: tarfile.TarInfo) -> None:
         self.create(parent, name, rel,
                     lambda pfd: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd))
+        # The whiteout entry's owner and mtime stay with the device, so a layer written
+        # back from this tree (storage.layertar) is the same bytes each time.
+        pfd = self.dir_fd(parent)
+        self.chown_at(pfd, name, m)
+        os.utime(name, ns=self.times(m), dir_fd=pfd, follow_symlinks=False)
         self.stats["whiteouts"] += 1
 
     def special_meta(self, parent: str, name: str, m: tarfile.TarInfo) -> None:
@@ -814,16 +720,6 @@ def unpack(blob: str, media_type: str, dest: str, expected_diff_id: str | None =
         finally:
             u.close()
         src.drain()
-        failure = dec.failure(wait=True)
-        if failure:
-            raise StorageError(f"unpack layer {label}: decompress: {failure}")
-    except StorageError as e:
-        # A corrupt gzip stream first shows up as a truncated tar: name the real cause.
-        failure = dec.failure(wait=src.eof)
-        if failure and "decompress:" not in e.message:
-            raise StorageError(f"unpack layer {label}: decompress: {failure}",
-                               hint="the layer blob is corrupt; remove the image and pull again") from e
-        raise
     finally:
         dec.close()
     diff_id = f"sha256:{dec.hash.hexdigest()}"

@@ -16,7 +16,7 @@ import pytest
 
 from rootless.errors import DigestMismatchError, NotFoundError, StorageError
 from rootless.layout import Layout
-from storage import layers
+from storage import compress
 from storage.blobs import BlobStore
 from storage.layers import LayerStore, remove_tree, unpack
 from storage.locks import FileLock
@@ -104,9 +104,14 @@ def test_plain_tar_labelled_gzip_is_refused(tmp_path: Path) -> None:
         run(tmp_path, [f("a")], GZ)
 
 
-def test_gzip_through_a_child_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The pigz path, exercised with gzip(1), which takes the same arguments.
-    monkeypatch.setattr(layers, "_find_tool", lambda name: "/bin/gzip")
+@pytest.mark.parametrize("library", ["isal", "zlib"])
+def test_gzip_inflaters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, library: str) -> None:
+    # ISA-L when python-isal is installed, zlib otherwise: both verify and both fail cleanly.
+    if library == "zlib":
+        monkeypatch.setattr(compress, "_isal", lambda: None)
+    else:
+        pytest.importorskip("isal")
+    assert compress.library() == library
     members = [f("a", os.urandom(1 << 20))]
     raw = build_tar(members)
     res, _ = run(tmp_path, members, GZ, gz, expected=sha(raw))

@@ -1,0 +1,232 @@
+"""gzip and zstd for layers, at the speed of the cores.
+
+gzip goes through ISA-L's igzip (python-isal) when it is installed, else through zlib.
+Measured here on debian:bookworm's layer (170 MB tar, 2 cores; bench notes in the
+commit): compress zlib -6 6.1 s, zlib-ng -6 2.4 s (1.4 s on two threads), igzip level 2
+0.44 s (0.27 s on two threads, 11% larger than zlib -6); inflate zlib 0.51 s, zlib-ng
+0.30 s, igzip 0.30 s. igzip wins both ways, and its threaded writer cuts one big layer
+into blocks compressed on every core, with output that does not depend on the number
+of threads (each block is primed with the previous 32 KiB) and a zero gzip mtime: the
+same tar always gives the same blob digest.
+
+zstd is zstandard's, multi-threaded (nbWorkers ≥ 1 gives the same frame for any
+worker count, unlike the single-threaded mode).
+
+Only the stdlib, zstandard and isal: a store-namespace worker imports this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import IO, Any
+
+from rootless.errors import StorageError
+
+KINDS = ("gzip", "zstd", "none")
+_READ = 1 << 20
+
+
+def _isal() -> ModuleType | None:
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return None
+    return isal_zlib
+
+
+def inflater() -> ModuleType:
+    """isal_zlib if installed, else zlib: both have decompressobj(wbits=31) and .error."""
+    mod = _isal()
+    if mod is None:
+        import zlib
+
+        return zlib
+    return mod
+
+
+def library() -> str:
+    """What compresses and inflates gzip here (for --log-level debug and `info`)."""
+    return "isal" if _isal() is not None else "zlib"
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def gzip_level(level: int | None) -> int:
+    """Podman's gzip levels are zlib's 0-9; igzip has 0-3. None is each library's default."""
+    if level is not None and not 0 <= level <= 9:
+        raise StorageError(f"gzip compression level {level} is out of range", hint="use 0 to 9")
+    if _isal() is None:
+        return 6 if level is None else level
+    if level is None:
+        return 2  # igzip's default: nearly level 3's ratio at level 1's speed
+    return (level + 2) // 3  # 0 → 0, 1-3 → 1, 4-6 → 2, 7-9 → 3
+
+
+@contextlib.contextmanager
+def writer(out: IO[bytes] | HashingFile, kind: str, level: int | None = None) -> Iterator[Any]:
+    """A file object whose writes reach ``out`` compressed as ``kind`` (gzip, zstd, none).
+    Closing it (leaving the block) flushes the compressor; ``out`` stays open."""
+    if kind == "none":
+        yield out
+    elif kind == "gzip":
+        lvl = gzip_level(level)
+        if _isal() is not None:
+            from isal import igzip_threaded
+
+            with igzip_threaded.open(_Unclosable(out), "wb", compresslevel=lvl, threads=_threads()) as w:
+                yield w
+        else:
+            import gzip
+
+            with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=lvl, mtime=0) as w:
+                yield w
+    elif kind == "zstd":
+        import zstandard
+
+        if level is not None and not 1 <= level <= 22:
+            raise StorageError(f"zstd compression level {level} is out of range", hint="use 1 to 22")
+        c = zstandard.ZstdCompressor(level=3 if level is None else level, threads=_threads())
+        with c.stream_writer(out, closefd=False) as w:  # type: ignore[arg-type]
+            yield w
+    else:
+        raise StorageError(f"unknown compression {kind!r}", hint="use gzip, zstd or none")
+
+
+class _Unclosable:
+    """``out`` for a writer that closes its file object when it closes."""
+
+    def __init__(self, out: IO[bytes] | HashingFile) -> None:
+        self._out = out
+
+    def write(self, data: Any) -> int:
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.flush()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+class HashingFile:
+    """A binary sink that hashes (sha256) and counts what passes to ``out``."""
+
+    def __init__(self, out: IO[bytes] | Callable[[Any], Any]) -> None:
+        self._write = out if callable(out) else out.write
+        self._out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self.size += n
+        view = memoryview(data)
+        while view:
+            done = self._write(view)
+            if done is None or done >= len(view):
+                break
+            view = view[done:]
+        return n
+
+    def flush(self) -> None:
+        flush = getattr(self._out, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def digest(self) -> str:
+        return f"sha256:{self.hash.hexdigest()}"
+
+
+class GzipChunks:
+    """gzip decompression (RFC 1952) of file ``f`` as a function returning the next chunk
+    (b"" at the end), with isal_zlib when installed; a corrupt or truncated stream raises
+    the library's error."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._zlib = inflater()
+        self._f = f
+        self._d = self._zlib.decompressobj(wbits=31)
+        self._fed = False  # the current decompressor has seen input
+        self._pending = b""
+
+    def __call__(self) -> bytes:
+        while True:
+            if self._pending:
+                data, self._pending = self._pending, b""
+            elif self._d.unconsumed_tail:
+                data = self._d.unconsumed_tail
+            else:
+                data = self._f.read(_READ)
+            if not data:
+                if self._fed and not self._d.eof:
+                    raise self._zlib.error("unexpected end of gzip stream")
+                return b""
+            if self._d.eof:
+                if not data.strip(b"\0"):
+                    continue  # zero padding after the last member: gzip(1) accepts it too
+                # Section 2.2: a gzip file is a series of members.
+                self._d = self._zlib.decompressobj(wbits=31)
+            self._fed = True
+            out = self._d.decompress(data, _READ)
+            if self._d.eof and self._d.unused_data:
+                self._pending = self._d.unused_data
+            if out:
+                return out
+
+
+def sniff(head: bytes) -> str:
+    """gzip, zstd, bzip2, xz or none, from a stream's first bytes."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":  # RFC 8878 section 3.1.1 frame magic
+        return "zstd"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    return "none"
+
+
+def reader(f: IO[bytes], kind: str) -> Callable[[], bytes]:
+    """The decompressed content of ``f`` as a function returning the next chunk (b"" at the end)."""
+    if kind == "gzip":
+        return GzipChunks(f)
+    if kind == "zstd":
+        import zstandard
+
+        r = zstandard.ZstdDecompressor().stream_reader(f, read_size=_READ, read_across_frames=True)
+        return lambda: r.read(_READ)
+    if kind == "bzip2":
+        import bz2
+
+        b = bz2.BZ2File(f)
+        return lambda: b.read(_READ)
+    if kind == "xz":
+        import lzma
+
+        x = lzma.LZMAFile(f)
+        return lambda: x.read(_READ)
+    if kind == "none":
+        return lambda: f.read(_READ)
+    raise StorageError(f"unknown compression {kind!r}")
