@@ -1,193 +1,116 @@
-"""Entry point: the ONLY place that prints errors and picks exit codes.
+"""Entry point: parses the command line, calls the command, and is the ONLY place that prints
+errors and picks exit codes (125 tool, 126, 127, the container's own status).
 
-typer (≈30 ms to import, and pydantic when it invokes a command) is loaded only for commands
-other than a plain `run`: `run` is parsed by rootless.runargs and goes straight to _run_flow,
-because `rootless run` sits on the user's critical path.
+The command line is parsed with the commands' own declarations (rootless.options, one table per
+module of rootless.commands); only the module that declares the command typed is imported, so
+`rootless run` loads `run`'s table and the engine, and nothing of the other commands.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rootless.errors import EXIT_TOOL, RootlessError
+from rootless.options import UsageError
 
 if TYPE_CHECKING:
-    from rootless.context import Context
-    from rootless.runargs import RunArgs
+    from rootless.options import Args, Command
 
 
-def __getattr__(name: str) -> Any:
-    # `rootless.cli.app` stays the typer app for tests and tools that walk the commands
-    if name == "app":
-        from rootless.commands import app
+def _root() -> Command:
+    from rootless.commands import DESCRIPTION, GLOBAL
+    from rootless.options import Command, arg
 
-        return app
-    raise AttributeError(name)
-
-
-def _build_ctx(opts: dict[str, Any]) -> Context:
-    """The context for the global options ``log_level``, ``root`` and ``runroot``."""
-    from rootless import config as cfg
-    from rootless.context import LEVELS, Context, Log
-    from rootless.layout import Layout, config_file
-
-    log = Log(level=LEVELS[opts.get("log_level", "warn")])
-    layout = Layout.default(opts.get("root"), opts.get("runroot"))
-    if layout.runroot_fallback:
-        log.warn_once("runroot", f"XDG_RUNTIME_DIR is not set or not writable: using {layout.runroot} "
-                      "(create /run/user/$UID owned by you, or log in through a session that does)")
-    # the fallback run root may be anybody's directory in /tmp: no cached config from there
-    config = cfg.load(config_file(), cache=None if layout.runroot_fallback else layout.config_cache)
-    manager = opts.get("cgroup_manager")
-    if manager:
-        if manager not in ("systemd", "cgroupfs"):
-            raise RootlessError(f"--cgroup-manager {manager!r}: must be systemd or cgroupfs")
-        from rootless.record import replace
-
-        config = replace(config, cgroup_manager=manager)
-    return Context(config=config, layout=layout, log=log)
+    return Command("", DESCRIPTION, lambda: None, options=GLOBAL, interspersed=False,
+                   args=[arg("COMMAND", optional=True, help="The command."),
+                         arg("ARGS", many=True, optional=True, help="Its options and arguments.")])
 
 
+def root_help() -> str:
+    from rootless import commands
+    from rootless.options import group_help
 
-def _run_flow(ctx: Context, a: RunArgs, create_only: bool = False) -> int:
-    """`run` from parsed flags to the container's exit status (typer's `run` and main's fast path);
-    `run -d` and `create` print the new container's ID and return 0."""
-    from rootless.image import present, specgen
-    from rootless.runtime import idmap
-    from rootless.runtime.run import LazyStoreNamespace, mount_probe
-    from rootless.runtime.run import run as run_container
-    from rootless.spec import IdMap
-    from storage import rootfs
+    entries = [(c.path[0], c.help) for c in commands.all_commands() if len(c.path) == 1]
+    entries += [(g.name, g.help) for g in commands.all_groups()]
+    return group_help(commands.DESCRIPTION, "rootless [options] COMMAND", entries, _root().options)
 
-    net = a.network or ctx.config.network
-    opts = specgen.RunOptions(
-        image=a.image, command=tuple(a.command), name=a.name, rm=a.rm, interactive=a.interactive, tty=a.tty,
-        env=tuple(a.env), env_files=tuple(a.env_file), workdir=a.workdir, user=a.user,
-        entrypoint=a.entrypoint, hostname=a.hostname, init=a.init, cap_add=tuple(a.cap_add),
-        cap_drop=tuple(a.cap_drop), security_opt=tuple(a.security_opt), privileged=a.privileged,
-        network=net, volumes=tuple(a.volume), mounts=tuple(a.mount), tmpfs=tuple(a.tmpfs),
-        read_only=a.read_only, read_only_tmpfs=a.read_only_tmpfs, userns=a.userns,
-        publish=tuple(a.publish), publish_all=a.publish_all, dns=tuple(a.dns), dns_search=tuple(a.dns_search),
-        dns_option=tuple(a.dns_option), add_host=tuple(a.add_host), memory=a.memory, memory_swap=a.memory_swap,
-        memory_reservation=a.memory_reservation, cpus=a.cpus, cpu_shares=a.cpu_shares, cpu_quota=a.cpu_quota,
-        cpu_period=a.cpu_period, cpuset_cpus=a.cpuset_cpus, pids_limit=a.pids_limit,
-        oom_score_adj=a.oom_score_adj, cgroups=a.cgroups, cgroup_manager=ctx.config.cgroup_manager)
-    host = specgen.HostInfo.read(opts.network)
 
-    # 1. the image: from the store, else pulled (--pull)
-    record = None
-    if a.pull != "always":
-        try:
-            record = present.find(ctx, a.image)
-        except RootlessError:
-            if a.pull == "never":
-                raise
-    if record is None:
-        from rootless.image.pull import pull as do_pull
+def group_entries(group: str) -> list[tuple[str, str]]:
+    from rootless import commands
 
-        record = do_pull(ctx, a.image, platform=a.platform)
-    config = specgen.container_config(ctx.layout, record.config_digest)
+    out = []
+    for c in commands.all_commands():
+        for p in (c.path, *c.aliases):
+            if len(p) == 2 and p[0] == group:
+                same = "" if p == c.path else f" (same as `rootless {c.name}`)"
+                out.append((p[1], c.help + same))
+    return out
 
-    # 2. the container layer, 3. the spec, 4. the process
-    cid = os.urandom(32).hex()
-    maps = idmap.current_store_maps()
-    vol_refs = specgen.volume_refs(opts, config, host.cwd) if (a.volume or a.mount or config.get("Volumes")) else []
-    # A record (ps, logs, exec, rm) for every container but an anonymous `run --rm` in the
-    # foreground without volumes, which keeps the start-up budget (a volume's users must be
-    # known to `volume rm`); the name is held unique until it is saved.
-    recorded = a.detach or create_only or not a.rm or a.name is not None or bool(vol_refs)
-    vol_mounts: list[Any] = []
-    vol_made: list[str] = []
-    from contextlib import AbstractContextManager, nullcontext
 
-    claim: AbstractContextManager[str | None] = nullcontext(a.name)
-    if recorded:
-        from rootless import lifecycle
+def _group_help(group: str, help_text: str) -> str:
+    from rootless.options import HELP, group_help
 
-        claim = lifecycle.claim(ctx, a.name)
-    with claim as name:
-        if name != opts.name:
-            from rootless.record import replace
+    return group_help(help_text, f"rootless {group} COMMAND", group_entries(group), (HELP,))
 
-            opts = replace(opts, name=name)
-        with LazyStoreNamespace(ctx) as runner:
-            plan = rootfs.prepare(ctx, runner, record, cid, a.storage_driver, mount_probe=mount_probe,
-                                  durable=recorded)
-        try:
-            if vol_refs:
-                from rootless import volumes
 
-                vol_mounts, vol_made = volumes.mounts_for_run(ctx, vol_refs, copy_up=opts.userns != "keep-id")
-            ctx.layout.ensure_runroot()
-            spec = specgen.build(
-                config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
-                uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
-                gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
-                image_name=record.names[0] if record.names else record.id, image_id=record.id, host=host,
-                volume_mounts=vol_mounts)
-            if spec.resources is not None:
-                from rootless.runtime.run import check_cgroups
+def dispatch(argv: list[str]) -> int:
+    """Parse ``argv`` and run the command it names; its exit status."""
+    from rootless import commands
+    from rootless.options import command_help, parse
 
-                check_cgroups(spec)
-            if recorded:
-                lifecycle.save(ctx, spec, record.names[0] if record.names else record.id, record.id,
-                               config.get("StopSignal"), a.rm)
-        except BaseException:
-            with LazyStoreNamespace(ctx) as runner:
-                rootfs.remove(ctx, runner, cid)
-            if recorded:
-                lifecycle.forget(ctx, cid)
-            if vol_made:
-                volumes.discard(ctx, vol_made)
-            raise
-    if create_only or a.detach:
-        if not create_only:
-            try:
-                lifecycle.start(ctx, cid)
-            except RootlessError:
-                if a.rm:
-                    lifecycle.remove(ctx, cid, force=True)
-                    if vol_refs:
-                        volumes.discard(ctx, volumes.anonymous_in(ctx, spec))
-                raise
-        print(cid, flush=True)
+    glob = parse(_root(), argv, ())
+    if glob is None:
+        sys.stdout.write(root_help())
         return 0
+    if glob.version:
+        from importlib.metadata import version
+
+        print(f"rootless version {version('rootless')}")
+        return 0
+    if glob.command is None:
+        sys.stderr.write(root_help())
+        raise UsageError("missing command 'rootless COMMAND'")
+    words = [glob.command, *glob.args]
+    found = commands.find(words)
+    if found is None:
+        group = next((g for g in commands.all_groups() if g.name == words[0]), None)
+        if group is None:
+            raise UsageError(f"No such command {words[0]!r}.")
+        rest = words[1:]
+        if rest and rest[0] in ("-h", "--help"):
+            sys.stdout.write(_group_help(group.name, group.help))
+            return 0
+        if not rest:
+            sys.stderr.write(_group_help(group.name, group.help))
+            raise UsageError(f"missing command 'rootless {group.name} COMMAND'", (group.name,))
+        raise UsageError(f"No such command {rest[0]!r}.", (group.name,))
+    cmd, path = found
     try:
-        return lifecycle.run_foreground(ctx, spec) if recorded else run_container(ctx, spec)
-    finally:
-        # 5. --rm: nothing of the container stays in the store
-        if a.rm:
-            with LazyStoreNamespace(ctx) as runner:
-                rootfs.remove(ctx, runner, cid)
-            if recorded:
-                lifecycle.forget(ctx, cid)
-            if vol_refs:  # with its anonymous volumes (Podman's --rm)
-                volumes.discard(ctx, volumes.anonymous_in(ctx, spec))
-
-
-def _ctr_fast(args: list[str]) -> int | None:
-    """`ps` and `exec` without typer (rootless.ctrargs); None when typer must parse them."""
-    from rootless import ctrargs
-
-    c = ctrargs.parse(args)
-    if c is None:
-        return None
-    from rootless import lifecycle
-
-    ctx = _build_ctx({"log_level": c.log_level, "root": c.root, "runroot": c.runroot})
-    if c.command == "ps":
-        lines = lifecycle.ps_lines(ctx, all_="all" in c.flags, quiet="quiet" in c.flags,
-                                   filters=c.lists.get("filter", []),
-                                   json_format=c.values.get("format") == "json", no_trunc="no_trunc" in c.flags)
-        sys.stdout.write("".join(line + "\n" for line in lines))
-        sys.stdout.flush()
+        a = parse(cmd, words[len(path):], path)
+    except UsageError as e:
+        e.path = e.path or path
+        raise
+    if a is None:
+        sys.stdout.write(command_help(cmd, path))
         return 0
-    name, *command = c.positional
-    return lifecycle.exec_(ctx, lifecycle.resolve(ctx, name), command, interactive="interactive" in c.flags,
-                           tty="tty" in c.flags, env=c.lists.get("env", []), workdir=c.values.get("workdir"),
-                           user=c.values.get("user"))
+    if cmd.quick_exit is not None and cmd.quick_exit(a):
+        import gc
+
+        gc.disable()  # a short-lived process that frees little: the collector only costs time
+        _exit_now(_call(cmd, a, glob))
+    return _call(cmd, a, glob)
+
+
+def _call(cmd: Command, a: Args, glob: Args) -> int:
+    if not cmd.context:
+        rv = cmd.handler(a)
+    else:
+        from rootless.context import build
+
+        ctx = build(glob.log_level, glob.root, glob.runroot, glob.cgroup_manager)
+        rv = cmd.handler(ctx, a)
+    return rv if isinstance(rv, int) else 0
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
@@ -212,6 +135,8 @@ def _exit_now(code: int) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):
             pass
+    import os
+
     os._exit(code)
 
 
@@ -219,22 +144,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     try:
-        from rootless import runargs
-
-        fast = runargs.parse(args)  # `run` without building typer's commands (the start-up budget)
-        if fast is not None:
-            import gc
-
-            gc.disable()  # a short-lived process that frees little: the collector only costs time
-            rv: int = _run_flow(_build_ctx(vars(fast)), fast)
-            if not fast.detach:
-                _exit_now(rv)
-        elif (ctr := _ctr_fast(args)) is not None:
-            rv = ctr
-        else:
-            from rootless.commands import invoke
-
-            rv = invoke(args)
+        rv = dispatch(args)
+    except UsageError as e:
+        where = " ".join(("rootless", *e.path))
+        _fail(e.message, f"see '{where} --help'", EXIT_TOOL)
     except RootlessError as e:
         if debug:
             import traceback
@@ -262,4 +175,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             raise
         _fail(f"internal error: {type(e).__name__}: {e}",
               "rerun with --log-level debug for a traceback and report it", EXIT_TOOL)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    sys.exit(rv)

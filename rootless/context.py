@@ -42,3 +42,26 @@ class Context:
     config: Config
     layout: Layout
     log: Log
+
+
+def build(log_level: str = "warn", root: str | None = None, runroot: str | None = None,
+          cgroup_manager: str | None = None) -> Context:
+    """The context for the global options (`--log-level`, `--root`, `--runroot`, `--cgroup-manager`)."""
+    from rootless import config as cfg
+    from rootless.errors import RootlessError
+    from rootless.layout import config_file
+
+    log = Log(level=LEVELS[log_level])
+    layout = Layout.default(root, runroot)
+    if layout.runroot_fallback:
+        log.warn_once("runroot", f"XDG_RUNTIME_DIR is not set or not writable: using {layout.runroot} "
+                      "(create /run/user/$UID owned by you, or log in through a session that does)")
+    # the fallback run root may be anybody's directory in /tmp: no cached config from there
+    config = cfg.load(config_file(), cache=None if layout.runroot_fallback else layout.config_cache)
+    if cgroup_manager:
+        if cgroup_manager not in ("systemd", "cgroupfs"):
+            raise RootlessError(f"--cgroup-manager {cgroup_manager!r}: must be systemd or cgroupfs")
+        from rootless.record import replace
+
+        config = replace(config, cgroup_manager=cgroup_manager)
+    return Context(config=config, layout=layout, log=log)

@@ -58,7 +58,9 @@ def test_rules_cover_something() -> None:
     assert "storage.layers" in mods and "rootless.runtime.process" in mods
 
 
-@pytest.mark.parametrize("module", ["rootless.cli", "rootless.runargs", "rootless.image.manifest",
+@pytest.mark.parametrize("module", ["rootless.cli", "rootless.options", "rootless.commands.containers",
+                                    "rootless.commands.images", "rootless.commands.system", "rootless.engine",
+                                    "rootless.completion", "rootless.image.manifest",
                                     "rootless.runtime.process", "storage.rootfs", "rootless.image.specgen"])
 def test_run_path_modules_do_not_import_network_or_ui_libraries(module: str) -> None:
     code = (f"import sys, {module}; bad = [m for m in ('httpx', 'rich', 'typer', 'pydantic') "
@@ -71,7 +73,8 @@ def test_run_path_modules_do_not_import_network_or_ui_libraries(module: str) -> 
 # (DESIGN.md principle 7): dataclasses brings inspect, ast and dis (rootless.record instead),
 # tomllib is needed only when the config's cached copy is stale, threading and socket only
 # for pulls and terminals.
-RUN_PATH = ("rootless.cli", "rootless.runargs", "rootless.config", "rootless.context", "rootless.layout",
+RUN_PATH = ("rootless.cli", "rootless.options", "rootless.commands", "rootless.commands.containers",
+            "rootless.engine", "rootless.config", "rootless.context", "rootless.layout",
             "rootless.image.present", "rootless.image.specgen", "rootless.runtime.run", "rootless.runtime.process",
             "storage.rootfs", "storage.images", "storage.drivers.overlay", "storage.drivers.vfs", "slirp.config")
 SLOW = ("dataclasses", "inspect", "tomllib", "threading", "socket", "subprocess", "datetime", "typer", "httpx",

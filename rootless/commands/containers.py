@@ -1,0 +1,413 @@
+"""Container commands: run, create, start, stop, kill, restart, rm, wait, ps, stats, logs, exec, inspect,
+port, cp, container prune. Each renders what rootless.engine and rootless.lifecycle return."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rootless.errors import EXIT_TOOL, RootlessError
+from rootless.options import Args, Table, UsageError, arg, flag, value
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+    from rootless.image.specgen import RunOptions
+    from rootless.lifecycle import LogLine
+
+table = Table()
+table.group("container", "Manage containers.")
+
+FORMAT = value("--format", help="Output format: table or json.", default="table", choices=("table", "json"))
+
+# `run` and `create`: each dest is a field of specgen.RunOptions, except RUN_ONLY's
+RUN_OPTIONS = (
+    flag("--rm", help="Remove the container's layer when it exits."),
+    flag("-d", "--detach", help="Run in the background under a monitor and print the container ID."),
+    value("--name", help="Container name (default: the ID's first 12 hex digits)."),
+    flag("-i", "--interactive", help="Keep standard input open."),
+    flag("-t", "--tty", help="Allocate a pseudo-terminal."),
+    value("-e", "--env", many=True, help="Set KEY=VALUE; KEY alone takes the host's value; KEY* takes every "
+          "match."),
+    value("--env-file", dest="env_files", many=True, complete="file", help="Read KEY=VALUE lines from a file."),
+    value("-w", "--workdir", help="Working directory inside the container."),
+    value("-u", "--user", help="USER[:GROUP], names or numbers, resolved in the container's /etc/passwd and "
+          "/etc/group."),
+    value("--entrypoint", help="Override the image's Entrypoint (a program, or a JSON array); drops its Cmd."),
+    value("--hostname", help="Container host name (default: the short ID)."),
+    flag("--init", help="Run a reaping PID 1 that forwards signals to the command."),
+    value("--cap-add", many=True, help="Add a capability (or ALL)."),
+    value("--cap-drop", many=True, help="Drop a capability (or ALL)."),
+    value("--security-opt", many=True, help="no-new-privileges."),
+    flag("--privileged", help="All capabilities of the user namespace, no masked or read-only paths."),
+    value("--network", "--net", help="slirp4netns[:mtu=N,cidr=CIDR,allow_host_loopback=true,enable_ipv6=true,"
+          "outbound_addr=IP] (the default), none or host."),
+    value("-p", "--publish", many=True, help="Publish a port: [IP:][HOST-PORT:]CONTAINER-PORT[/tcp|udp]; "
+          "ranges FIRST-LAST."),
+    flag("-P", "--publish-all", help="Publish the image's exposed ports on free host ports."),
+    value("--dns", many=True, help="DNS server for the container's /etc/resolv.conf."),
+    value("--dns-search", many=True, help="DNS search domain ('.' for none)."),
+    value("--dns-option", many=True, help="resolv.conf(5) option."),
+    value("--add-host", many=True, help="Add NAME:IP to /etc/hosts."),
+    value("-v", "--volume", dest="volumes", many=True, help="Bind mount HOST-PATH:CONTAINER-PATH[:ro|rw,...]."),
+    value("--mount", dest="mounts", many=True, help="type=bind|tmpfs,source=...,target=...[,ro]."),
+    value("--tmpfs", many=True, help="Mount a tmpfs: CONTAINER-PATH[:OPTIONS]."),
+    flag("--read-only", help="Mount the rootfs read-only (/run, /tmp and /var/tmp stay writable tmpfs)."),
+    flag("--read-only-tmpfs", default=True, negate="--no-read-only-tmpfs",
+         help="With --read-only, mount tmpfs on /run, /tmp and /var/tmp."),
+    value("--pull", default="missing", choices=("missing", "always", "never"), lower=True,
+          help="Pull the image: missing, always or never."),
+    value("--storage-driver", help="overlay, fuse-overlayfs or vfs (default: config, else probed once)."),
+    value("--platform", help="OS/ARCH[/VARIANT] to pull."),
+    value("--userns", help="keep-id: your uid and gid keep their numbers inside."),
+    value("-m", "--memory", help="Memory limit (512m, 1g; at least 6m)."),
+    value("--memory-swap", help="Memory plus swap limit (-1: unlimited swap; default: as much swap as memory)."),
+    value("--memory-reservation", help="Memory soft limit (memory.low)."),
+    value("--cpus", help="CPUs to use at most (1.5)."),
+    value("-c", "--cpu-shares", help="Relative CPU weight (default 1024)."),
+    value("--cpu-quota", help="CPU microseconds per period."),
+    value("--cpu-period", help="CPU period in microseconds (default 100000)."),
+    value("--cpuset-cpus", help="CPUs to run on (0-2,4)."),
+    value("--pids-limit", help="Process limit (-1: unlimited)."),
+    value("--oom-score-adj", help="OOM score adjustment (-1000 to 1000; only raising it needs no privilege)."),
+    value("--cgroups", help="enabled (a cgroup of its own when the host can give one) or disabled."),
+)
+# what the engine takes beside RunOptions (or, for -d, which engine call)
+RUN_ONLY = ("detach", "pull", "storage_driver", "platform", "help")
+RUN_ARGS = (arg("IMAGE", help="Image to run (name, name:tag, name@digest or ID).", complete="image"),
+            arg("COMMAND", many=True, optional=True, help="Command and arguments (default: the image's "
+                "Entrypoint and Cmd)."))
+
+
+def run_options(a: Args) -> RunOptions:
+    """The engine's typed input from a parsed `run` or `create`."""
+    from rootless.image.specgen import RunOptions
+
+    kw = {o.dest: getattr(a, o.dest) for o in RUN_OPTIONS if o.dest not in RUN_ONLY}
+    kw["network"] = kw["network"] or ""  # "": the config's
+    return RunOptions(image=a.image, command=a.command, **kw)
+
+
+@table.command("run", "Run a command in a new container, as `podman run` does (rootless).",
+               args=RUN_ARGS, options=RUN_OPTIONS, interspersed=False, quick_exit=lambda a: not a.detach)
+def run(ctx: Context, a: Args) -> int:
+    from rootless import engine
+
+    if a.detach:
+        print(engine.run_detached(ctx, run_options(a), pull=a.pull, platform=a.platform,
+                                  storage_driver=a.storage_driver), flush=True)
+        return 0
+    return engine.run(ctx, run_options(a), pull=a.pull, platform=a.platform, storage_driver=a.storage_driver)
+
+
+@table.command("create", "Create a container without starting it, as `podman create` does; print its ID.",
+               args=RUN_ARGS, options=[o for o in RUN_OPTIONS if o.dest != "detach"], interspersed=False)
+def create(ctx: Context, a: Args) -> int:
+    from rootless import engine
+
+    made = engine.create(ctx, run_options(a), pull=a.pull, platform=a.platform, storage_driver=a.storage_driver)
+    print(made.id, flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- many containers at once
+
+def _each(ctx: Context, refs: list[str], action: Callable[[Context, str], object], *,
+          missing_code: int | None = None, echo: bool = True) -> int:
+    """Apply ``action`` to each container named; errors are reported at the end (Podman goes on
+    with the other containers), the last one picks the exit status."""
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    errors: list[RootlessError] = []
+    for ref in refs:
+        try:
+            cid = lifecycle.resolve(ctx, ref)
+            action(ctx, cid)
+            if echo:
+                print(ref)
+        except RootlessError as e:
+            if missing_code is not None and isinstance(e, NoSuchContainer):
+                e.exit_code = missing_code
+            errors.append(e)
+    for err in errors[:-1]:
+        print(f"Error: {err.message}", file=sys.stderr)
+    if errors:
+        raise errors[-1]
+    return 0
+
+
+def _refs(ctx: Context, a: Args, running_only: bool = False) -> list[str]:
+    if a.all:
+        from rootless import lifecycle
+
+        return [c.id for c in lifecycle.all_containers(ctx) if c.state.running or not running_only]
+    if not a.container:
+        raise UsageError("Invalid value: give at least one container name or ID, or --all")
+    return list(a.container)
+
+
+def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
+    return [arg("CONTAINER", many=True, optional=optional, help=help, complete="container")]
+
+
+@table.command("start", "Start created or stopped containers under a monitor, as `podman start` does.",
+               args=_containers("Containers to start (names, IDs or ID prefixes).", optional=False),
+               options=[flag("-a", "--attach", help="Follow the container's output and exit with its status.")])
+def start(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    if a.attach:
+        if len(a.container) != 1:
+            raise UsageError("Invalid value: --attach takes exactly one container")
+        import time
+
+        cid = lifecycle.resolve(ctx, a.container[0])
+        since = time.time()
+        lifecycle.start(ctx, cid)
+        print_logs(lifecycle.read_logs(ctx, cid, follow=True, tail=None, since=since - 0.001), False)
+        st = lifecycle.wait_stopped(ctx, cid)
+        return st.exit_code if st else EXIT_TOOL
+    return _each(ctx, list(a.container), lambda ctx, cid: lifecycle.start(ctx, cid))
+
+
+@table.command("stop", "Stop containers: the image's stop signal (SIGTERM), then SIGKILL after the timeout.",
+               args=_containers("Containers to stop."),
+               options=[value("-t", "--time", type=int, help="Seconds to wait after the stop signal before "
+                              "SIGKILL (default 10)."),
+                        flag("-a", "--all", help="Stop every running container.")])
+def stop(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, cid: lifecycle.stop(ctx, cid, a.time))
+
+
+@table.command("kill", "Send a signal to the main process of running containers (default SIGKILL).",
+               args=_containers("Containers to signal."),
+               options=[value("-s", "--signal", default="KILL", help="Signal to send, by name or number."),
+                        flag("-a", "--all", help="Signal every running container.")])
+def kill(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    n = lifecycle.parse_signal(a.signal)
+    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, cid: lifecycle.kill(ctx, cid, n))
+
+
+@table.command("restart", "Stop (if running) and start containers again.",
+               args=_containers("Containers to restart."),
+               options=[value("-t", "--time", type=int, help="Seconds to wait before SIGKILL when stopping "
+                              "(default 10)."),
+                        flag("-a", "--all", help="Restart every container.")])
+def restart(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    def again(ctx: Context, cid: str) -> None:
+        lifecycle.stop(ctx, cid, a.time)
+        lifecycle.start(ctx, cid)
+
+    return _each(ctx, _refs(ctx, a), again)
+
+
+@table.command("rm", "Remove containers: their layer in the store, their state and log (exit 1: no such "
+               "container, 2: running without --force).",
+               args=_containers("Containers to remove."),
+               options=[flag("-f", "--force", help="Kill running containers first (SIGKILL)."),
+                        flag("-a", "--all", help="Remove every container."),
+                        flag("-v", "--volumes", help="Remove anonymous volumes too (there are none: only bind "
+                             "mounts).")])
+def rm(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    return _each(ctx, _refs(ctx, a), lambda ctx, cid: lifecycle.remove(ctx, cid, a.force), missing_code=1)
+
+
+@table.command("wait", "Wait until containers stop; print each one's exit code.",
+               args=_containers("Containers to wait for.", optional=False))
+def wait(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    def one(ctx: Context, cid: str) -> None:
+        st = lifecycle.wait_stopped(ctx, cid)
+        print(str(st.exit_code if st else -1))
+
+    return _each(ctx, list(a.container), one, echo=False)
+
+
+# --------------------------------------------------------------------------- views
+
+@table.command("ps", "List containers, as `podman ps` does.",
+               options=[flag("-a", "--all", help="Show every container, not only running ones."),
+                        flag("-q", "--quiet", help="Print only container IDs."),
+                        value("-f", "--filter", many=True, help="status=STATUS, name=REGEX or id=PREFIX "
+                              "(repeatable)."),
+                        FORMAT, flag("--no-trunc", help="Do not truncate IDs and commands.")],)
+def ps(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    lines = lifecycle.ps_lines(ctx, all_=a.all, quiet=a.quiet, filters=list(a.filter),
+                               json_format=a.format == "json", no_trunc=a.no_trunc)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+_STATS_COLUMNS = (("ID", "id"), ("NAME", "name"), ("CPU %", "cpu_percent"), ("MEM USAGE / LIMIT", "mem_usage"),
+                  ("MEM %", "mem_percent"), ("NET IO", "net_io"), ("BLOCK IO", "block_io"), ("PIDS", "pids"),
+                  ("CPU TIME", "cpu_time"), ("AVG CPU %", "avg_cpu"))
+
+
+@table.command("stats", "Show containers' CPU, memory, block I/O and process counts, read from their cgroups.",
+               args=_containers("Containers (default: every running one)."),
+               options=[flag("-a", "--all", help="Every container, not only running ones."),
+                        flag("--no-stream", help="Print one sample and exit."), FORMAT,
+                        value("-i", "--interval", type=int, default=5, min=1, help="Seconds between samples."),
+                        flag("--no-reset", help="Do not clear the terminal between samples.")])
+def stats(ctx: Context, a: Args) -> int:
+    import json
+    import time
+
+    from rootless import lifecycle
+
+    names = list(a.container)
+    before: dict[str, Any] = {}
+    clear = sys.stdout.isatty() and not a.no_reset and not a.no_stream
+    first = True
+    while True:
+        rows = []
+        targets = lifecycle.stats_targets(ctx, names, a.all, strict=first)
+        if names and not targets:
+            return 0  # every container named has ended
+        first = False
+        for c in targets:
+            now = lifecycle.stats_sample(c)
+            rows.append(lifecycle.stats_row(c, now, before.get(c.id)))
+            if now is not None:
+                before[c.id] = now
+        if a.format == "json":
+            text = json.dumps(rows, indent=4)
+        else:
+            grid = [[h for h, _ in _STATS_COLUMNS]] + [[r[k] for _, k in _STATS_COLUMNS] for r in rows]
+            widths = [max(len(line[i]) for line in grid) for i in range(len(_STATS_COLUMNS))]
+            text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                             for line in grid)
+        if clear:
+            sys.stdout.write("\033[H\033[2J")
+        print(text)
+        sys.stdout.flush()
+        if a.no_stream:
+            return 0
+        time.sleep(a.interval)
+
+
+def print_logs(lines: Any, timestamps: bool) -> None:
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    ln: LogLine
+    for ln in lines:
+        stream = err if ln.stream == "stderr" else out
+        if timestamps:
+            stream.write(ln.time.encode() + b" ")
+        stream.write(ln.text + (b"" if ln.partial else b"\n"))
+        stream.flush()
+
+
+@table.command("logs", "Print a container's output (stdout to stdout, stderr to stderr).",
+               args=[arg("CONTAINER", help="Container name or ID.", complete="container")],
+               options=[flag("-f", "--follow", help="Keep printing new output until the container exits."),
+                        value("--tail", type=int, help="Only the last N lines."),
+                        value("--since", help="Only lines since a time: RFC 3339, Unix time, or a duration "
+                              "before now (10m)."),
+                        flag("-t", "--timestamps", help="Prefix each line with its time.")])
+def logs(ctx: Context, a: Args) -> int:
+    import time
+
+    from rootless import lifecycle
+
+    cid = lifecycle.resolve(ctx, a.container)
+    t = lifecycle.parse_since(a.since, time.time()) if a.since else None
+    print_logs(lifecycle.read_logs(ctx, cid, follow=a.follow, tail=a.tail, since=t), a.timestamps)
+    return 0
+
+
+@table.command("exec", "Run a command in a running container (its namespaces and root); exit with its status.",
+               args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
+                     arg("COMMAND", many=True, help="Command and arguments.")],
+               options=[flag("-i", "--interactive", help="Keep standard input open."),
+                        flag("-t", "--tty", help="Allocate a pseudo-terminal."),
+                        value("-e", "--env", many=True, help="Set KEY=VALUE (KEY alone: the host's value)."),
+                        value("-w", "--workdir", help="Working directory inside the container."),
+                        value("-u", "--user", help="USER[:GROUP], names or numbers.")],
+               interspersed=False)
+def exec_(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    cid = lifecycle.resolve(ctx, a.container)
+    return lifecycle.exec_(ctx, cid, list(a.command), interactive=a.interactive, tty=a.tty, env=list(a.env),
+                           workdir=a.workdir, user=a.user)
+
+
+@table.command("inspect", "Print containers' details as a JSON array (Podman's main fields); a name that is "
+               "no container is looked up as an image, as `podman inspect` does.",
+               args=[arg("NAME", many=True, help="Containers (or images) to inspect.", complete="container")])
+def inspect(ctx: Context, a: Args) -> int:
+    import json
+
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    out = []
+    errors: list[RootlessError] = []
+    for ref in a.name:
+        try:
+            out.append(lifecycle.inspect(ctx, lifecycle.load(ctx, lifecycle.resolve(ctx, ref))))
+        except NoSuchContainer as e:
+            from rootless.image import present
+
+            data, missing = present.inspect(ctx, [ref])
+            out.extend(data)
+            if missing:
+                errors.append(RootlessError(f"no container or image {ref!r} found", hint=e.hint))
+        except RootlessError as e:
+            errors.append(e)
+    print(json.dumps(out, indent=4))
+    if errors:
+        raise errors[-1]
+    return 0
+
+
+@table.command("port", "List a container's published ports (container port -> host address).",
+               args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
+                     arg("PRIVATE", optional=True, help="Only this container port: PORT[/PROTOCOL].")])
+def port(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    c = lifecycle.load(ctx, lifecycle.resolve(ctx, a.container))
+    lines = lifecycle.ports(c)
+    if a.private is not None:
+        num, _, proto = a.private.partition("/")
+        key = f"{num}/{proto or 'tcp'}"
+        lines = [ln.split(" -> ", 1)[1] for ln in lines if ln.startswith(key + " ")]
+        if not lines:
+            raise RootlessError(f"container {c.config.name} publishes no port {key}")
+    for ln in lines:
+        print(ln)
+    return 0
+
+
+@table.command("cp", "Copy files between a container (running or not) and the host, keeping modes.",
+               args=[arg("SRC", help="Host path or CONTAINER:PATH.", complete="file"),
+                     arg("DEST", help="Host path or CONTAINER:PATH.", complete="file")])
+def cp(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    lifecycle.copy(ctx, a.src, a.dest)
+    return 0
+
+
+@table.command("container prune", "Remove every container that is not running; print their IDs.",
+               options=[flag("-f", "--force", help="Do not ask for confirmation (there is no prompt: accepted "
+                             "for Podman's syntax).")])
+def container_prune(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    for cid in lifecycle.prune(ctx):
+        print(cid)
+    return 0

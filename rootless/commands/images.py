@@ -1,0 +1,155 @@
+"""Image and registry commands: pull, images, rmi, tag, image inspect, image prune, login, logout."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from rootless.errors import EXIT_TOOL, RootlessError
+from rootless.options import Args, Table, arg, flag, value
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+
+table = Table()
+table.group("image", "Manage images.")
+
+FORMAT = value("--format", help="Output format: table or json.", default="table", choices=("table", "json"))
+
+
+def echo_json(data: object) -> None:
+    import json
+
+    print(json.dumps(data, indent=4))
+
+
+@table.command("pull", "Pull an image from a registry into the store.",
+               args=[arg("IMAGE", help="Image reference, e.g. alpine or quay.io/org/img:tag.")],
+               options=[flag("-q", "--quiet", help="Print only the image ID."),
+                        value("--platform", metavar="OS/ARCH", help="OS/ARCH[/VARIANT] to pull (default: this "
+                              "host's).")],
+               aliases=["image pull"])
+def pull(ctx: Context, a: Args) -> int:
+    from rootless.image.pull import pull as do_pull
+
+    record = do_pull(ctx, a.image, platform=a.platform, quiet=a.quiet)
+    print(record.id)
+    return 0
+
+
+@table.command("images", "List images in the store.",
+               options=[flag("-q", "--quiet", help="Print only image IDs."), FORMAT,
+                        flag("--no-trunc", help="Do not truncate image IDs."),
+                        flag("-a", "--all", help="Show all images (intermediate ones too)."),
+                        flag("--digests", help="Show manifest digests.")],
+               aliases=["image ls"], hidden_aliases=["image list"])
+def images(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    present.images(ctx, quiet=a.quiet, fmt=a.format, no_trunc=a.no_trunc, digests=a.digests)
+    return 0
+
+
+@table.command("rmi", "Remove images.",
+               args=[arg("IMAGE", many=True, optional=True, help="Images to remove (names or IDs).",
+                         complete="image")],
+               options=[flag("-f", "--force", help="Remove the image even when several names point at it; "
+                             "ignore images that are not known."),
+                        flag("-a", "--all", help="Remove all images.")],
+               aliases=["image rm"])
+def rmi(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    if not a.image and not a.all:
+        raise RootlessError("rmi needs at least one image name or ID, or --all", "rootless rmi IMAGE...")
+    return present.rmi(ctx, list(a.image), force=a.force, all_=a.all)
+
+
+@table.command("tag", "Add names to an image.",
+               args=[arg("IMAGE", help="Image to tag (name or ID).", complete="image"),
+                     arg("TARGET", many=True, help="New names.")],
+               aliases=["image tag"])
+def tag(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    present.tag(ctx, a.image, list(a.target))
+    return 0
+
+
+@table.command("image inspect", "Show images' configuration and layers as JSON.",
+               args=[arg("IMAGE", many=True, help="Images to inspect (names or IDs).", complete="image")],
+               options=[value("-f", "--format", help="Output format (json).", default="json")])
+def image_inspect(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    if a.format != "json":
+        raise RootlessError(f"unsupported format {a.format!r}", "use --format json")
+    data, missing = present.inspect(ctx, list(a.image))
+    echo_json(data)
+    for m in missing:
+        print(f"Error: {m}", file=sys.stderr)
+    return EXIT_TOOL if missing else 0
+
+
+@table.command("image prune", "Remove dangling images (all unused ones with --all), then unreferenced layers "
+               "and blobs.",
+               options=[flag("-a", "--all", help="Remove all unused images, not only dangling ones."),
+                        flag("-f", "--force", help="Do not ask for confirmation.")])
+def image_prune(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    if not a.force:
+        what = "all images without at least one container associated with them" if a.all else \
+            "all dangling images"
+        sys.stdout.write(f"WARNING! This command removes {what}.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower() if sys.stdin and not sys.stdin.closed else ""
+        if answer not in ("y", "yes"):
+            return 0
+    for line in present.prune(ctx, all_=a.all):
+        print(line)
+    return 0
+
+
+@table.command("login", "Log in to a registry; credentials are kept for later pulls.",
+               args=[arg("REGISTRY", help="Registry host, e.g. quay.io or localhost:5000.")],
+               options=[value("-u", "--username", help="User name."),
+                        value("-p", "--password", help="Password (prefer --password-stdin)."),
+                        flag("--password-stdin", help="Read the password from standard input."),
+                        flag("--get-login", help="Print the user name stored for REGISTRY.")])
+def login(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    if a.get_login:
+        print(present.get_login(ctx, a.registry))
+        return 0
+    username, password = a.username, a.password
+    if a.password_stdin:
+        if password:
+            raise RootlessError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if username is None:
+        if not sys.stdin.isatty():
+            raise RootlessError("no user name given", "pass --username, or run on a terminal to be asked")
+        username = input("Username: ")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise RootlessError("no password given", "pass --password-stdin and pipe the password in")
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    present.login(ctx, a.registry, username, password)
+    print("Login Succeeded!")
+    return 0
+
+
+@table.command("logout", "Remove stored registry credentials.",
+               args=[arg("REGISTRY", optional=True, help="Registry host.")],
+               options=[flag("-a", "--all", help="Remove the credentials of every registry.")])
+def logout(ctx: Context, a: Args) -> int:
+    from rootless.image import present
+
+    if not a.registry and not a.all:
+        raise RootlessError("logout needs a registry, or --all", "rootless logout REGISTRY")
+    print(present.logout(ctx, a.registry, all_=a.all))
+    return 0

@@ -1,0 +1,109 @@
+"""System commands: info, doctor, unshare, completion."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from rootless.options import Args, Table, arg, value
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+
+table = Table()
+
+
+@table.command("info", "Show the host, store, ID maps, helper versions and cgroup delegation.",
+               options=[value("-f", "--format", choices=("table", "json"), help="Output format: json.")])
+def info(ctx: Context, a: Args) -> int:
+    from rootless import doctor
+
+    data = doctor.info(ctx)
+    if a.format == "json":
+        import json
+
+        print(json.dumps(data, indent=4))
+    else:
+        print(_yaml(data).rstrip())
+    return 0
+
+
+def _yaml(data: Any, indent: int = 0) -> str:
+    pad = "  " * indent
+    out = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(v, dict | list) and v:
+                out.append(f"{pad}{k}:\n{_yaml(v, indent + 1)}")
+            else:
+                out.append(f"{pad}{k}: {_scalar(v)}\n")
+    elif isinstance(data, list):
+        for v in data:
+            if isinstance(v, dict | list):
+                out.append(f"{pad}-\n{_yaml(v, indent + 1)}")
+            else:
+                out.append(f"{pad}- {_scalar(v)}\n")
+    return "".join(out)
+
+
+def _scalar(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return "{}" if isinstance(v, dict) else "[]"
+    return str(v)
+
+
+@table.command("doctor", "Check every prerequisite and print the command that fixes each failing one.")
+def doctor(ctx: Context, a: Args) -> int:
+    import sys
+
+    from rootless import doctor as doc
+
+    bad = 0
+    for check in doc.checks(ctx):
+        mark = "ok  " if check.ok else ("FAIL" if check.needed else "warn")
+        print(f"[{mark}] {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            for line in check.fix.splitlines():
+                print(f"         fix: {line}")
+        if not check.ok and check.needed:
+            bad += 1
+    if bad:
+        print(f"{bad} needed check(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+@table.command("unshare", "Run a command in the user namespace that owns the store, as `podman unshare` does.",
+               args=[arg("COMMAND", many=True, optional=True, help="Command and arguments (default: $SHELL).")],
+               interspersed=False, unknown_as_args=True)
+def unshare(ctx: Context, a: Args) -> int:
+    from rootless.runtime.userns import run_in_store_ns
+
+    argv = list(a.command) or [os.environ.get("SHELL") or "/bin/sh"]
+    return run_in_store_ns(ctx.layout, ctx.log, argv, dict(os.environ))
+
+
+@table.command("completion", "Print a shell completion script: bash, zsh or fish.",
+               args=[arg("SHELL", help="bash, zsh or fish.")],
+               options=[value("-f", "--file", complete="file", help="Write the script to FILE instead of "
+                              "standard output.")],
+               context=False)
+def completion(a: Args) -> int:
+    from rootless import completion as comp
+    from rootless.errors import RootlessError
+
+    if a.shell not in comp.SHELLS:
+        raise RootlessError(f"completion {a.shell!r}: no such shell", "rootless completion bash|zsh|fish")
+    script = comp.script(a.shell)
+    if a.file:
+        tmp = f"{a.file}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(script)
+        os.replace(tmp, a.file)
+    else:
+        print(script, end="")
+    return 0
