@@ -30,6 +30,11 @@ class Log:
         if self.level <= 30:
             print(f"Warning: {msg}", file=self.stream)
 
+    def note(self, msg: str) -> None:
+        """A line for the person at the terminal whatever the level (a pull's summary): the front
+        end that made this Log decides where it goes."""
+        print(msg, file=self.stream)
+
     def warn_once(self, key: str, msg: str) -> None:
         """A fallback says once what was lost and how to get it back."""
         if key not in self._said:

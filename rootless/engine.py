@@ -8,6 +8,10 @@ They take typed options and return typed results; they print nothing and never e
 
     reference → image record (store, else pull) → container layer (storage.rootfs)
               → Spec (specgen) → record (lifecycle) → process (runtime) → exit status
+
+Containers that exist are named by a reference (a name, an ID or a unique ID prefix) and handled
+through rootless.lifecycle (records, monitor, signals, logs) and rootless.runtime; images through
+rootless.image.present and storage. Front ends import this module, not those.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ from rootless.errors import NotFoundError, RootlessError
 from rootless.record import dataclass
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any
+
     from rootless.context import Context
     from rootless.image.specgen import RunOptions
-    from rootless.spec import Spec
+    from rootless.lifecycle import Container, LogLine
+    from rootless.spec import IdMap, PortMapping, RootfsPlan, Spec
     from storage.images import ImageRecord
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -34,6 +42,56 @@ class Created:
     id: str
     spec: Spec
     recorded: bool
+
+
+class Runtime:
+    """What the engine needs the kernel's namespaces for, in one seam: the container layer, the
+    process in the foreground, and the monitor. The engine's unit tests give it a fake; callers
+    pass nothing and get this one."""
+
+    def store_maps(self) -> tuple[tuple[IdMap, ...], tuple[IdMap, ...]]:
+        """The store's uid and gid maps (the user's own ID, then the subordinate ranges)."""
+        from rootless.runtime import idmap
+        from rootless.spec import IdMap
+
+        maps = idmap.current_store_maps()
+        return (tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
+                tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map))
+
+    def prepare(self, ctx: Context, image: ImageRecord, cid: str, driver: str | None, durable: bool) -> RootfsPlan:
+        """The container layer over the image's layers (storage.rootfs)."""
+        from rootless.runtime.run import LazyStoreNamespace, mount_probe
+        from storage import rootfs
+
+        with LazyStoreNamespace(ctx) as runner:
+            return rootfs.prepare(ctx, runner, image, cid, driver, mount_probe=mount_probe, durable=durable)
+
+    def discard(self, ctx: Context, cid: str) -> None:
+        """The container layer goes."""
+        from rootless.runtime.run import LazyStoreNamespace
+        from storage import rootfs
+
+        with LazyStoreNamespace(ctx) as runner:
+            rootfs.remove(ctx, runner, cid)
+
+    def run(self, ctx: Context, spec: Spec, recorded: bool) -> int:
+        """The container's process with our standard streams, to its exit status."""
+        if recorded:
+            from rootless import lifecycle
+
+            return lifecycle.run_foreground(ctx, spec)
+        from rootless.runtime.run import run as run_process
+
+        return run_process(ctx, spec)
+
+    def start(self, ctx: Context, cid: str) -> int:
+        """The recorded container under a new monitor; its PID (0: it was running)."""
+        from rootless import lifecycle
+
+        return lifecycle.start(ctx, cid)
+
+
+RUNTIME = Runtime()
 
 
 def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: str | None = None) -> ImageRecord:
@@ -55,22 +113,15 @@ def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: st
 
 
 def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
-           storage_driver: str | None = None, record: bool = True) -> Created:
+           storage_driver: str | None = None, record: bool = True, runtime: Runtime = RUNTIME) -> Created:
     """Make a container from ``opts``: the image, its layer, its spec and (with ``record``) the
     record that ps, logs, exec and start read. Nothing is left behind on failure."""
     from rootless.image import specgen
-    from rootless.runtime import idmap
-    from rootless.runtime.run import LazyStoreNamespace, mount_probe
-    from rootless.spec import IdMap
-    from storage import rootfs
+    from rootless.record import replace
 
     if not opts.network:
-        from rootless.record import replace
-
         opts = replace(opts, network=ctx.config.network)
     if not opts.cgroup_manager and ctx.config.cgroup_manager:
-        from rootless.record import replace
-
         opts = replace(opts, cgroup_manager=ctx.config.cgroup_manager)
     host = specgen.HostInfo.read(opts.network)
 
@@ -81,7 +132,7 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
 
     # 2. the container layer, 3. the spec, 4. the record
     cid = os.urandom(32).hex()
-    maps = idmap.current_store_maps()
+    uid_map, gid_map = runtime.store_maps()
     from contextlib import AbstractContextManager, nullcontext
 
     claim: AbstractContextManager[str | None] = nullcontext(opts.name)
@@ -91,19 +142,13 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
         claim = lifecycle.claim(ctx, opts.name)
     with claim as name:
         if name != opts.name:
-            from rootless.record import replace
-
             opts = replace(opts, name=name)
-        with LazyStoreNamespace(ctx) as runner:
-            plan = rootfs.prepare(ctx, runner, image, cid, storage_driver, mount_probe=mount_probe,
-                                  durable=record)
+        plan = runtime.prepare(ctx, image, cid, storage_driver, record)
         try:
             ctx.layout.ensure_runroot()
-            spec = specgen.build(
-                config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
-                uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
-                gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
-                image_name=image_name, image_id=image.id, host=host)
+            spec = specgen.build(config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
+                                 uid_map=uid_map, gid_map=gid_map, image_name=image_name, image_id=image.id,
+                                 host=host)
             if spec.resources is not None:
                 from rootless.runtime.run import check_cgroups
 
@@ -111,36 +156,32 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
             if record:
                 lifecycle.save(ctx, spec, image_name, image.id, config.get("StopSignal"), opts.rm)
         except BaseException:
-            _discard(ctx, cid, record)
+            _discard(ctx, cid, record, runtime)
             raise
     return Created(id=cid, spec=spec, recorded=record)
 
 
-def _discard(ctx: Context, cid: str, recorded: bool) -> None:
-    from rootless.runtime.run import LazyStoreNamespace
-    from storage import rootfs
-
-    with LazyStoreNamespace(ctx) as runner:
-        rootfs.remove(ctx, runner, cid)
+def _discard(ctx: Context, cid: str, recorded: bool, runtime: Runtime) -> None:
+    runtime.discard(ctx, cid)
     if recorded:
         from rootless import lifecycle
 
         lifecycle.forget(ctx, cid)
 
 
-def start(ctx: Context, cid: str) -> int:
+def start(ctx: Context, ref: str, *, runtime: Runtime = RUNTIME) -> int:
     """Start a created or exited container under its monitor; the container's PID (0: already running)."""
     from rootless import lifecycle
 
-    return lifecycle.start(ctx, cid)
+    return runtime.start(ctx, lifecycle.resolve(ctx, ref))
 
 
 def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
-                 storage_driver: str | None = None) -> str:
+                 storage_driver: str | None = None, runtime: Runtime = RUNTIME) -> str:
     """`run -d`: create, then start under a monitor; the container's ID."""
-    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver)
+    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, runtime=runtime)
     try:
-        start(ctx, made.id)
+        runtime.start(ctx, made.id)
     except RootlessError:
         if opts.rm:
             from rootless import lifecycle
@@ -151,21 +192,163 @@ def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platf
 
 
 def run(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
-        storage_driver: str | None = None) -> int:
+        storage_driver: str | None = None, runtime: Runtime = RUNTIME) -> int:
     """`run` in the foreground, with the caller's standard streams: the container's exit status.
     An anonymous ``--rm`` container is not recorded (ps never sees it), which keeps the start-up
     budget; any other is, with a name held unique."""
-    from rootless.runtime.run import run as run_process
-
     recorded = not opts.rm or opts.name is not None
-    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=recorded)
+    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=recorded,
+                  runtime=runtime)
     try:
-        if recorded:
-            from rootless import lifecycle
-
-            return lifecycle.run_foreground(ctx, made.spec)
-        return run_process(ctx, made.spec)
+        return runtime.run(ctx, made.spec, recorded)
     finally:
         # 5. --rm: nothing of the container stays in the store
         if opts.rm:
-            _discard(ctx, made.id, recorded)
+            _discard(ctx, made.id, recorded, runtime)
+
+
+# --------------------------------------------------------------------------- containers that exist
+
+def resolve(ctx: Context, ref: str) -> str:
+    """The ID of the container ``ref`` names; NoSuchContainer (a NotFoundError) when none does."""
+    from rootless import lifecycle
+
+    return lifecycle.resolve(ctx, ref)
+
+
+def container(ctx: Context, ref: str) -> Container:
+    """A container's record and state."""
+    from rootless import lifecycle
+
+    return lifecycle.load(ctx, lifecycle.resolve(ctx, ref))
+
+
+FILTERS = ("status", "name", "id")
+
+
+def containers(ctx: Context, *, all_: bool = True, filters: Sequence[str] = ()) -> list[Container]:
+    """Containers, newest first: running ones only unless ``all_`` or a status filter; ``filters``
+    are Podman's KEY=VALUE (status=STATUS, name=REGEX, id=PREFIX; a key given twice matches either)."""
+    import re
+
+    from rootless import lifecycle
+
+    want: dict[str, list[str]] = {}
+    for f in filters:
+        k, eq, v = f.partition("=")
+        if not eq or k not in FILTERS:
+            raise RootlessError(f"invalid filter {f!r}", hint="filters: status=STATUS, name=REGEX, id=PREFIX")
+        want.setdefault(k, []).append(v)
+    rows = lifecycle.all_containers(ctx)
+    if not all_ and "status" not in want:
+        rows = [c for c in rows if c.state.running]
+    if "status" in want:
+        rows = [c for c in rows if lifecycle.status_name(c.state) in want["status"]]
+    if "name" in want:
+        rows = [c for c in rows if any(re.search(v, c.config.name) for v in want["name"])]
+    if "id" in want:
+        rows = [c for c in rows if any(c.id.startswith(v) for v in want["id"])]
+    return rows
+
+
+def inspect(ctx: Context, ref: str) -> dict[str, Any]:
+    """Podman's `inspect` fields of a container."""
+    from rootless import lifecycle
+
+    return lifecycle.inspect(ctx, container(ctx, ref))
+
+
+def ports(ctx: Context, ref: str) -> tuple[PortMapping, ...]:
+    """The ports a container publishes (as forwarded while it runs, else as asked for)."""
+    from rootless import lifecycle
+
+    return lifecycle.published(container(ctx, ref))
+
+
+def stop(ctx: Context, ref: str, timeout: float | None = None) -> str:
+    """The stop signal, then SIGKILL after ``timeout`` seconds (10); the container's ID."""
+    from rootless import lifecycle
+
+    cid = lifecycle.resolve(ctx, ref)
+    lifecycle.stop(ctx, cid, timeout)
+    return cid
+
+
+def kill(ctx: Context, ref: str, sig: int | str = "KILL") -> str:
+    """Send a signal (a number or a name such as TERM or SIGHUP) to a running container's PID 1."""
+    from rootless import lifecycle
+
+    n = sig if isinstance(sig, int) else lifecycle.parse_signal(sig)
+    cid = lifecycle.resolve(ctx, ref)
+    lifecycle.kill(ctx, cid, n)
+    return cid
+
+
+def restart(ctx: Context, ref: str, timeout: float | None = None, *, runtime: Runtime = RUNTIME) -> str:
+    cid = stop(ctx, ref, timeout)
+    runtime.start(ctx, cid)
+    return cid
+
+
+def remove(ctx: Context, ref: str, *, force: bool = False) -> str:
+    """Everything of a container (with ``force``, SIGKILL first if it runs); its ID."""
+    from rootless import lifecycle
+
+    cid = lifecycle.resolve(ctx, ref)
+    lifecycle.remove(ctx, cid, force)
+    return cid
+
+
+def prune(ctx: Context) -> list[str]:
+    """Remove every container that is not running; their IDs."""
+    from rootless import lifecycle
+
+    return lifecycle.prune(ctx)
+
+
+def wait(ctx: Context, ref: str, timeout: float | None = None) -> int | None:
+    """Wait until a container is not running; its exit status (None: the timeout passed)."""
+    from rootless import lifecycle
+
+    st = lifecycle.wait_stopped(ctx, lifecycle.resolve(ctx, ref), timeout)
+    return None if st is None else st.exit_code
+
+
+def exec_(ctx: Context, ref: str, argv: Sequence[str], *, interactive: bool = False, tty: bool = False,
+          env: Sequence[str] = (), workdir: str | None = None, user: str | None = None) -> int:
+    """Run ``argv`` in a running container with the caller's streams; its exit status."""
+    from rootless import lifecycle
+
+    return lifecycle.exec_(ctx, lifecycle.resolve(ctx, ref), list(argv), interactive=interactive, tty=tty,
+                           env=list(env), workdir=workdir, user=user)
+
+
+def logs(ctx: Context, ref: str, *, follow: bool = False, tail: int | None = None,
+         since: float | None = None) -> Iterator[LogLine]:
+    """A container's output lines (``follow``: until it has exited)."""
+    from rootless import lifecycle
+
+    return lifecycle.read_logs(ctx, lifecycle.resolve(ctx, ref), follow=follow, tail=tail, since=since)
+
+
+def copy(ctx: Context, src: str, dest: str) -> None:
+    """`cp`: exactly one of ``src`` and ``dest`` is CONTAINER:PATH."""
+    from rootless import lifecycle
+
+    lifecycle.copy(ctx, src, dest)
+
+
+# --------------------------------------------------------------------------- images
+
+def images(ctx: Context) -> list[ImageRecord]:
+    """The stored images, newest first."""
+    from rootless.image import present
+
+    return present.list_images(ctx)
+
+
+def image(ctx: Context, ref: str) -> ImageRecord:
+    """A stored image by ID, ID prefix, name or short name (NotFoundError: not stored)."""
+    from rootless.image import present
+
+    return present.find(ctx, ref)

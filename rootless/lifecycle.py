@@ -1,7 +1,7 @@
-"""Container lifecycle commands behind the CLI: records, start, stop, kill, rm, ps, logs, inspect.
+"""Containers that exist, by ID: records, start, stop, kill, rm, logs, inspect, exec, cp, stats.
 
-The glue between rootless.runtime (state, monitor, nsexec) and storage (the container layer);
-it prints nothing: commands.py renders what these functions return.
+The glue between rootless.runtime (state, monitor, nsexec) and storage (the container layer),
+behind rootless.engine (which front ends call, by name or ID); it prints nothing.
 """
 
 from __future__ import annotations
@@ -576,42 +576,6 @@ def copy(ctx: Context, src: str, dest: str) -> None:
         nsexec.copy_out_stopped(c.config.spec, spath, dpath)
     else:
         nsexec.copy_in_stopped(c.config.spec, spath, dpath)
-
-
-def ps_lines(ctx: Context, *, all_: bool, quiet: bool, filters: list[str], json_format: bool,
-             no_trunc: bool) -> list[str]:
-    """`ps` output: Podman's table, IDs (-q) or a JSON array."""
-    import re
-
-    rows = all_containers(ctx)
-    want: dict[str, list[str]] = {}
-    for f in filters:
-        k, eq, v = f.partition("=")
-        if not eq or k not in ("status", "name", "id"):
-            raise RootlessError(f"invalid filter {f!r}", hint="filters: status=STATUS, name=REGEX, id=PREFIX")
-        want.setdefault(k, []).append(v)
-    if not all_ and "status" not in want:
-        rows = [c for c in rows if c.state.running]
-    if "status" in want:
-        rows = [c for c in rows if status_name(c.state) in want["status"]]
-    if "name" in want:
-        rows = [c for c in rows if any(re.search(v, c.config.name) for v in want["name"])]
-    if "id" in want:
-        rows = [c for c in rows if any(c.id.startswith(v) for v in want["id"])]
-    if json_format:
-        return [dump([ps_json(c) for c in rows])]
-    if quiet:
-        return [c.id if no_trunc else c.id[:12] for c in rows]
-    now = time.time()
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
-    for c in rows:
-        command = " ".join(c.config.spec.process.args)
-        if not no_trunc and len(command) > 20:
-            command = command[:17] + "..."
-        table.append((c.id if no_trunc else c.id[:12], c.config.image, command,
-                      f"{ago(now - c.config.created)} ago", status_text(c, now), ports_column(c), c.config.name))
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table]
 
 
 # --------------------------------------------------------------------------- stats

@@ -116,19 +116,21 @@ def _each(ctx: Context, refs: list[str], action: Callable[[Context, str], object
           missing_code: int | None = None, echo: bool = True) -> int:
     """Apply ``action`` to each container named; errors are reported at the end (Podman goes on
     with the other containers), the last one picks the exit status."""
-    from rootless import lifecycle
     from rootless.runtime.state import NoSuchContainer
 
     errors: list[RootlessError] = []
     for ref in refs:
         try:
-            cid = lifecycle.resolve(ctx, ref)
-            action(ctx, cid)
+            action(ctx, ref)
             if echo:
                 print(ref)
-        except RootlessError as e:
-            if missing_code is not None and isinstance(e, NoSuchContainer):
+        except NoSuchContainer as e:
+            if missing_code is None:
+                errors.append(e)
+            elif missing_code != 0:
                 e.exit_code = missing_code
+                errors.append(e)
+        except RootlessError as e:
             errors.append(e)
     for err in errors[:-1]:
         print(f"Error: {err.message}", file=sys.stderr)
@@ -139,9 +141,9 @@ def _each(ctx: Context, refs: list[str], action: Callable[[Context, str], object
 
 def _refs(ctx: Context, a: Args, running_only: bool = False) -> list[str]:
     if a.all:
-        from rootless import lifecycle
+        from rootless import engine
 
-        return [c.id for c in lifecycle.all_containers(ctx) if c.state.running or not running_only]
+        return [c.id for c in engine.containers(ctx, all_=not running_only)]
     if not a.container:
         raise UsageError("Invalid value: give at least one container name or ID, or --all")
     return list(a.container)
@@ -155,20 +157,20 @@ def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
                args=_containers("Containers to start (names, IDs or ID prefixes).", optional=False),
                options=[flag("-a", "--attach", help="Follow the container's output and exit with its status.")])
 def start(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
     if a.attach:
         if len(a.container) != 1:
             raise UsageError("Invalid value: --attach takes exactly one container")
         import time
 
-        cid = lifecycle.resolve(ctx, a.container[0])
+        cid = engine.resolve(ctx, a.container[0])
         since = time.time()
-        lifecycle.start(ctx, cid)
-        print_logs(lifecycle.read_logs(ctx, cid, follow=True, tail=None, since=since - 0.001), False)
-        st = lifecycle.wait_stopped(ctx, cid)
-        return st.exit_code if st else EXIT_TOOL
-    return _each(ctx, list(a.container), lambda ctx, cid: lifecycle.start(ctx, cid))
+        engine.start(ctx, cid)
+        print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
+        code = engine.wait(ctx, cid)
+        return EXIT_TOOL if code is None else code
+    return _each(ctx, list(a.container), engine.start)
 
 
 @table.command("stop", "Stop containers: the image's stop signal (SIGTERM), then SIGKILL after the timeout.",
@@ -177,9 +179,9 @@ def start(ctx: Context, a: Args) -> int:
                               "SIGKILL (default 10)."),
                         flag("-a", "--all", help="Stop every running container.")])
 def stop(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, cid: lifecycle.stop(ctx, cid, a.time))
+    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, ref: engine.stop(ctx, ref, a.time))
 
 
 @table.command("kill", "Send a signal to the main process of running containers (default SIGKILL).",
@@ -187,10 +189,10 @@ def stop(ctx: Context, a: Args) -> int:
                options=[value("-s", "--signal", default="KILL", help="Signal to send, by name or number."),
                         flag("-a", "--all", help="Signal every running container.")])
 def kill(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine, lifecycle
 
     n = lifecycle.parse_signal(a.signal)
-    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, cid: lifecycle.kill(ctx, cid, n))
+    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, ref: engine.kill(ctx, ref, n))
 
 
 @table.command("restart", "Stop (if running) and start containers again.",
@@ -199,13 +201,9 @@ def kill(ctx: Context, a: Args) -> int:
                               "(default 10)."),
                         flag("-a", "--all", help="Restart every container.")])
 def restart(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    def again(ctx: Context, cid: str) -> None:
-        lifecycle.stop(ctx, cid, a.time)
-        lifecycle.start(ctx, cid)
-
-    return _each(ctx, _refs(ctx, a), again)
+    return _each(ctx, _refs(ctx, a), lambda ctx, ref: engine.restart(ctx, ref, a.time))
 
 
 @table.command("rm", "Remove containers: their layer in the store, their state and log (exit 1: no such "
@@ -216,19 +214,20 @@ def restart(ctx: Context, a: Args) -> int:
                         flag("-v", "--volumes", help="Remove anonymous volumes too (there are none: only bind "
                              "mounts).")])
 def rm(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    return _each(ctx, _refs(ctx, a), lambda ctx, cid: lifecycle.remove(ctx, cid, a.force), missing_code=1)
+    # Podman: a container that does not exist is an error (exit 1), but not with --force
+    return _each(ctx, _refs(ctx, a), lambda ctx, ref: engine.remove(ctx, ref, force=a.force),
+                 missing_code=0 if a.force else 1)
 
 
 @table.command("wait", "Wait until containers stop; print each one's exit code.",
                args=_containers("Containers to wait for.", optional=False))
 def wait(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    def one(ctx: Context, cid: str) -> None:
-        st = lifecycle.wait_stopped(ctx, cid)
-        print(str(st.exit_code if st else -1))
+    def one(ctx: Context, ref: str) -> None:
+        print(engine.wait(ctx, ref))
 
     return _each(ctx, list(a.container), one, echo=False)
 
@@ -242,11 +241,27 @@ def wait(ctx: Context, a: Args) -> int:
                               "(repeatable)."),
                         FORMAT, flag("--no-trunc", help="Do not truncate IDs and commands.")],)
 def ps(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    import time
 
-    lines = lifecycle.ps_lines(ctx, all_=a.all, quiet=a.quiet, filters=list(a.filter),
-                               json_format=a.format == "json", no_trunc=a.no_trunc)
-    sys.stdout.write("".join(line + "\n" for line in lines))
+    from rootless import engine, lifecycle
+    from rootless.commands.images import echo_json, print_table
+
+    rows = engine.containers(ctx, all_=a.all, filters=a.filter)
+    if a.format == "json":
+        echo_json([lifecycle.ps_json(c) for c in rows])
+    elif a.quiet:
+        sys.stdout.write("".join((c.id if a.no_trunc else c.id[:12]) + "\n" for c in rows))
+    else:
+        now = time.time()
+        grid = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
+        for c in rows:
+            command = " ".join(c.config.spec.process.args)
+            if not a.no_trunc and len(command) > 20:
+                command = command[:17] + "..."
+            grid.append((c.id if a.no_trunc else c.id[:12], c.config.image, command,
+                         f"{lifecycle.ago(now - c.config.created)} ago", lifecycle.status_text(c, now),
+                         lifecycle.ports_column(c), c.config.name))
+        print_table(grid)
     return 0
 
 
@@ -319,11 +334,10 @@ def print_logs(lines: Any, timestamps: bool) -> None:
 def logs(ctx: Context, a: Args) -> int:
     import time
 
-    from rootless import lifecycle
+    from rootless import engine, lifecycle
 
-    cid = lifecycle.resolve(ctx, a.container)
     t = lifecycle.parse_since(a.since, time.time()) if a.since else None
-    print_logs(lifecycle.read_logs(ctx, cid, follow=a.follow, tail=a.tail, since=t), a.timestamps)
+    print_logs(engine.logs(ctx, a.container, follow=a.follow, tail=a.tail, since=t), a.timestamps)
     return 0
 
 
@@ -337,11 +351,10 @@ def logs(ctx: Context, a: Args) -> int:
                         value("-u", "--user", help="USER[:GROUP], names or numbers.")],
                interspersed=False)
 def exec_(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    cid = lifecycle.resolve(ctx, a.container)
-    return lifecycle.exec_(ctx, cid, list(a.command), interactive=a.interactive, tty=a.tty, env=list(a.env),
-                           workdir=a.workdir, user=a.user)
+    return engine.exec_(ctx, a.container, a.command, interactive=a.interactive, tty=a.tty, env=a.env,
+                        workdir=a.workdir, user=a.user)
 
 
 @table.command("inspect", "Print containers' details as a JSON array (Podman's main fields); a name that is "
@@ -350,14 +363,14 @@ def exec_(ctx: Context, a: Args) -> int:
 def inspect(ctx: Context, a: Args) -> int:
     import json
 
-    from rootless import lifecycle
+    from rootless import engine
     from rootless.runtime.state import NoSuchContainer
 
     out = []
     errors: list[RootlessError] = []
     for ref in a.name:
         try:
-            out.append(lifecycle.inspect(ctx, lifecycle.load(ctx, lifecycle.resolve(ctx, ref))))
+            out.append(engine.inspect(ctx, ref))
         except NoSuchContainer as e:
             from rootless.image import present
 
@@ -377,9 +390,9 @@ def inspect(ctx: Context, a: Args) -> int:
                args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
                      arg("PRIVATE", optional=True, help="Only this container port: PORT[/PROTOCOL].")])
 def port(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine, lifecycle
 
-    c = lifecycle.load(ctx, lifecycle.resolve(ctx, a.container))
+    c = engine.container(ctx, a.container)
     lines = lifecycle.ports(c)
     if a.private is not None:
         num, _, proto = a.private.partition("/")
@@ -396,9 +409,9 @@ def port(ctx: Context, a: Args) -> int:
                args=[arg("SRC", help="Host path or CONTAINER:PATH.", complete="file"),
                      arg("DEST", help="Host path or CONTAINER:PATH.", complete="file")])
 def cp(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    lifecycle.copy(ctx, a.src, a.dest)
+    engine.copy(ctx, a.src, a.dest)
     return 0
 
 
@@ -406,8 +419,8 @@ def cp(ctx: Context, a: Args) -> int:
                options=[flag("-f", "--force", help="Do not ask for confirmation (there is no prompt: accepted "
                              "for Podman's syntax).")])
 def container_prune(ctx: Context, a: Args) -> int:
-    from rootless import lifecycle
+    from rootless import engine
 
-    for cid in lifecycle.prune(ctx):
+    for cid in engine.prune(ctx):
         print(cid)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rootless.errors import EXIT_TOOL, RootlessError
@@ -44,10 +45,46 @@ def pull(ctx: Context, a: Args) -> int:
                         flag("--digests", help="Show manifest digests.")],
                aliases=["image ls"], hidden_aliases=["image list"])
 def images(ctx: Context, a: Args) -> int:
+    from rootless import engine
     from rootless.image import present
 
-    present.images(ctx, quiet=a.quiet, fmt=a.format, no_trunc=a.no_trunc, digests=a.digests)
+    recs = engine.images(ctx)
+    if a.quiet:
+        seen: dict[str, None] = {}
+        for r in recs:
+            seen.setdefault(r.id if a.no_trunc else r.id[:12])
+        sys.stdout.write("".join(i + "\n" for i in seen))
+        return 0
+    if a.format == "json":
+        out = []
+        for r in recs:
+            labels = (present.image_config(ctx, r).get("config") or {}).get("Labels")
+            ts = present.timestamp(r.created)
+            out.append({
+                "Id": r.id, "ParentId": "", "RepoTags": list(r.names), "RepoDigests": list(r.digests),
+                "Size": r.size, "SharedSize": 0, "VirtualSize": r.size, "Labels": labels, "Containers": 0,
+                "Names": list(r.names), "Digest": r.manifest_digest, "History": list(r.names),
+                "Created": int(ts) if ts else 0, "CreatedAt": r.created, "Dangling": not r.names,
+            })
+        echo_json(out)
+        return 0
+    from rootless.units import decimal_size
+
+    rows = [("REPOSITORY", "TAG") + (("DIGEST",) if a.digests else ()) + ("IMAGE ID", "CREATED", "SIZE")]
+    for r in recs:
+        for name in r.names or ["<none>:<none>"]:
+            repo, t = present.split_name(name) if name != "<none>:<none>" else ("<none>", "<none>")
+            rows.append((repo, t) + ((r.manifest_digest,) if a.digests else ()) +
+                        (r.id if a.no_trunc else r.id[:12], present.ago(r.created), decimal_size(r.size)))
+    print_table(rows)
     return 0
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell, two spaces apart, as Podman prints them."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                             for row in rows))
 
 
 @table.command("rmi", "Remove images.",
@@ -62,7 +99,13 @@ def rmi(ctx: Context, a: Args) -> int:
 
     if not a.image and not a.all:
         raise RootlessError("rmi needs at least one image name or ID, or --all", "rootless rmi IMAGE...")
-    return present.rmi(ctx, list(a.image), force=a.force, all_=a.all)
+    report, status = present.rmi(ctx, list(a.image), force=a.force, all_=a.all)
+    for is_error, line in report:
+        if is_error:
+            print(f"Error: {line}", file=sys.stderr)
+        else:
+            print(line)
+    return status
 
 
 @table.command("tag", "Add names to an image.",

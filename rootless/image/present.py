@@ -1,19 +1,18 @@
-"""The image commands' logic (images, rmi, tag, inspect, prune, login, logout) behind cli.py.
+"""The image commands' logic (list, rmi, tag, inspect, prune, login, logout) behind rootless.commands.
 
-Output shapes follow `podman images`, `podman image inspect` and `podman rmi`.
+It prints nothing: it returns records, Podman's `image inspect` fields and `rmi` reports, which
+rootless/commands/images.py renders.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
 from rootless.image.reference import candidates, parse_reference
-from rootless.units import decimal_size
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -49,15 +48,15 @@ def find(ctx: Context, text: str, store: ImageStore | None = None) -> ImageRecor
     return rec
 
 
-def _split_name(name: str) -> tuple[str, str]:
+def split_name(name: str) -> tuple[str, str]:
     repo, _, tag = name.rpartition(":")
     if "/" in tag or not repo:
         return name, "<none>"
     return repo, tag
 
 
-def _ago(created: str) -> str:
-    ts = _timestamp(created)
+def ago(created: str) -> str:
+    ts = timestamp(created)
     if ts is None:
         return "unknown"
     d = max(0.0, time.time() - ts)
@@ -69,7 +68,7 @@ def _ago(created: str) -> str:
     return "Less than a minute ago" if d >= 1 else "Now"
 
 
-def _timestamp(created: str) -> float | None:
+def timestamp(created: str) -> float | None:
     if not created:
         return None
     from datetime import datetime
@@ -90,40 +89,14 @@ def _config(ctx: Context, rec: ImageRecord) -> dict[str, Any]:
         return {}
 
 
-def images(ctx: Context, *, quiet: bool, fmt: str, no_trunc: bool, digests: bool) -> None:
-    recs = sorted(_store(ctx).list(), key=lambda r: _timestamp(r.created) or 0, reverse=True)
-    if quiet:
-        seen: set[str] = set()
-        for r in recs:
-            i = r.id if no_trunc else r.id[:12]
-            if i not in seen:
-                seen.add(i)
-                print(i)
-        return
-    if fmt == "json":
-        out = []
-        for r in recs:
-            cfg = _config(ctx, r)
-            ts = _timestamp(r.created)
-            out.append({
-                "Id": r.id, "ParentId": "", "RepoTags": list(r.names), "RepoDigests": list(r.digests),
-                "Size": r.size, "SharedSize": 0, "VirtualSize": r.size,
-                "Labels": (cfg.get("config") or {}).get("Labels"), "Containers": 0,
-                "Names": list(r.names), "Digest": r.manifest_digest, "History": list(r.names),
-                "Created": int(ts) if ts else 0, "CreatedAt": r.created, "Dangling": not r.names,
-            })
-        print(json.dumps(out, indent=4))
-        return
-    rows = [("REPOSITORY", "TAG") + (("DIGEST",) if digests else ()) + ("IMAGE ID", "CREATED", "SIZE")]
-    for r in recs:
-        for name in r.names or ["<none>:<none>"]:
-            repo, t = _split_name(name) if name != "<none>:<none>" else ("<none>", "<none>")
-            row = (repo, t) + ((r.manifest_digest,) if digests else ()) + \
-                (r.id if no_trunc else r.id[:12], _ago(r.created), decimal_size(r.size))
-            rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+def list_images(ctx: Context) -> list[ImageRecord]:
+    """The stored images, newest first."""
+    return sorted(_store(ctx).list(), key=lambda r: timestamp(r.created) or 0, reverse=True)
+
+
+def image_config(ctx: Context, rec: ImageRecord) -> dict[str, Any]:
+    """The image's config blob ({} when unreadable)."""
+    return _config(ctx, rec)
 
 
 def tag(ctx: Context, source: str, targets: list[str]) -> None:
@@ -163,9 +136,12 @@ def _gc(ctx: Context, store: ImageStore) -> None:
             ls.cleanup_tmp()
 
 
-def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> int:
+def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> tuple[list[tuple[bool, str]], int]:
+    """Remove images: what was done, in order, as (is an error, line) — "Untagged: NAME", "Deleted: ID"
+    or an error message — and the exit status (Podman's: 1 not known, 2 in use)."""
     store = _store(ctx)
     status = 0
+    report: list[tuple[bool, str]] = []
     with store.locked():
         if all_:
             targets = [(r.id, r) for r in store.list()]
@@ -177,7 +153,7 @@ def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> int:
                 except NotFoundError as e:
                     if force:
                         continue
-                    print(f"Error: {e.message}", file=sys.stderr)
+                    report.append((True, e.message))
                     status = EXIT_IMAGE_UNKNOWN
         removed = False
         from storage import rootfs
@@ -188,8 +164,8 @@ def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> int:
         for text, rec in targets:
             rec = store.get(rec.id) or rec
             if users.get(rec.id) and not force:
-                print(f"Error: image {rec.id[:12]} is in use by {users[rec.id]} container(s): "
-                      "remove them first, or use --force", file=sys.stderr)
+                report.append((True, f"image {rec.id[:12]} is in use by {users[rec.id]} container(s): "
+                               "remove them first, or use --force"))
                 status = status or EXIT_IMAGE_IN_USE
                 continue
             by_id = all_ or bool(_HEXPREFIX.match(text)) and not any(
@@ -197,21 +173,20 @@ def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> int:
             if not by_id and len(rec.names) > 1:
                 name = _matching_name(ctx, text, rec)
                 store.untag(name)
-                print(f"Untagged: {name}")
+                report.append((False, f"Untagged: {name}"))
                 continue
             if by_id and len(rec.names) > 1 and not force:
-                print(f"Error: unable to delete image {rec.id[:12]} by ID with more than one tag "
-                      f"({', '.join(rec.names)}): please force removal", file=sys.stderr)
+                report.append((True, f"unable to delete image {rec.id[:12]} by ID with more than one tag "
+                               f"({', '.join(rec.names)}): please force removal"))
                 status = status or 125
                 continue
-            for n in rec.names:
-                print(f"Untagged: {n}")
+            report.extend((False, f"Untagged: {n}") for n in rec.names)
             store.remove(rec.id)
-            print(f"Deleted: {rec.id}")
+            report.append((False, f"Deleted: {rec.id}"))
             removed = True
         if removed:
             _gc(ctx, store)
-    return status
+    return report, status
 
 
 def _matching_name(ctx: Context, text: str, rec: ImageRecord) -> str:

@@ -43,16 +43,18 @@ class Resolved:
 class Progress:
     """One bar per layer on a TTY (rich, imported only here); silence otherwise."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, stream: Any = None) -> None:
         self._lock = threading.Lock()
         self._rich: Any = None
         self._tasks: dict[str, Any] = {}
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
             from rich.progress import Progress as RichProgress
 
             self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), transient=False)
+                                      TransferSpeedColumn(), transient=False,
+                                      console=Console(file=stream or sys.stderr))
 
     def __enter__(self) -> Progress:
         if self._rich:
@@ -177,8 +179,8 @@ def _pull_locked(ctx: Context, text: str, platform: str | None, quiet: bool, sho
     res = resolve(ctx, text, platform)
     try:
         blobs = BlobStore(ctx.layout)
-        tty = sys.stderr.isatty() if show_progress is None else show_progress
-        with StoreNamespace(ctx.layout, ctx.log) as runner, Progress(tty and not quiet) as progress:
+        tty = ctx.log.stream.isatty() if show_progress is None else show_progress
+        with StoreNamespace(ctx.layout, ctx.log) as runner, Progress(tty and not quiet, ctx.log.stream) as progress:
             layers = LayerStore(ctx.layout, runner)
             layers.cleanup_tmp()
             metas, fresh = _fetch_and_unpack(ctx, res, blobs, layers, progress)
@@ -205,8 +207,8 @@ def _pull_locked(ctx: Context, text: str, platform: str | None, quiet: bool, sho
     if not quiet:
         n = len(res.manifest.layers)
         took = time.monotonic() - started
-        print(f"Pulled {res.ref} ({n} layer{'s' if n != 1 else ''}, "
-              f"{decimal_size(sum(d.size for d in res.manifest.layers), '.1f')} in {took:.1f}s)", file=sys.stderr)
+        ctx.log.note(f"Pulled {res.ref} ({n} layer{'s' if n != 1 else ''}, "
+                     f"{decimal_size(sum(d.size for d in res.manifest.layers), '.1f')} in {took:.1f}s)")
     return record
 
 

@@ -288,3 +288,16 @@ def test_handler_signature(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert cli.dispatch(["--root", str(tmp_path / "r"), "port", "web", "80"]) == 7
     ctx, a = got[0]
     assert str(ctx.layout.root) == str(tmp_path / "r") and (a.container, a.private) == ("web", "80")
+
+
+def test_rm_force_of_a_missing_container_is_not_an_error(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As Podman's: `rm -f NAME` of no container exits 0, `rm NAME` exits 1."""
+    monkeypatch.setenv("ROOTLESS_CONFIG", str(tmp_path / "none.toml"))
+    where = ["--root", str(tmp_path / "store"), "--runroot", str(tmp_path / "run")]
+    code, out, err = _main([*where, "rm", "-f", "nope"], capsys)
+    assert (code, out, err) == (0, "", "")
+    code, out, err = _main([*where, "rm", "nope"], capsys)
+    assert code == 1 and err.startswith("Error: no container with name or ID 'nope' found")
+    code, out, err = _main([*where, "rm", "-f", "nope", "--", "--also"], capsys)
+    assert code == 0
