@@ -92,7 +92,7 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
 
 def start(ctx: Context, cid: str) -> int:
     """Start a created or exited container under a monitor; its PID (0 when already running)."""
-    from rootless.runtime import monitor
+    from rootless.runtime import launcher
 
     cfg = state.load_config(ctx.layout, cid)
     with state.locked(ctx.layout, cid):
@@ -108,7 +108,7 @@ def start(ctx: Context, cid: str) -> int:
 
         rm_argv = [sys.executable, "-m", "rootless", "--root", str(ctx.layout.root),
                    "--runroot", str(ctx.layout.runroot), "rm", "-f", "-v", cid]
-    return monitor.launch(ctx.layout, ctx.log, cfg.spec, rm_argv)
+    return launcher.launch(ctx.layout, ctx.log, cfg.spec, rm_argv)
 
 
 # --------------------------------------------------------------------------- signals

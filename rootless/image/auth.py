@@ -125,7 +125,7 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def _registry_message(response: httpx.Response) -> str:
+def registry_message(response: httpx.Response) -> str:
     """The first error of an OCI error body ({"errors": [{"code", "message"}]}), if any."""
     try:
         body = json.loads(response.content or b"{}")
@@ -242,7 +242,7 @@ class RegistryAuth(httpx.Auth):
                 with self._lock:
                     self._tokens.pop(self._token_key(challenge, scope), None)
             response.read()
-            raise self._refused(host, scope, _registry_message(response))
+            raise self._refused(host, scope, registry_message(response))
 
     def _refused(self, host: str, scope: str | None, detail: str = "") -> AuthError:
         name = self._display(host)
@@ -286,13 +286,13 @@ class RegistryAuth(httpx.Auth):
                 raise AuthError(f"authentication to {name} refused: the token server "
                                 f"{response.url.host} rejected the credentials of user {creds[0]}",
                                 f"rootless login {name}")
-            raise self._refused(host, scope, _registry_message(response))
+            raise self._refused(host, scope, registry_message(response))
         if response.status_code == 429 or response.status_code >= 500:
             raise TokenServerError(f"token server {response.url.host} for {name} failed: "
                                    f"{response.status_code} {response.reason_phrase}",
                                    retry_after=retry_after(response))
         if response.status_code != 200:
-            detail = _registry_message(response)
+            detail = registry_message(response)
             raise RegistryError(f"token server {response.url.host} for {name} answered "
                                 f"{response.status_code} {response.reason_phrase}"
                                 + (f": {detail}" if detail else ""))

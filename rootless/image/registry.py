@@ -24,7 +24,7 @@ import httpx
 from rootless.context import Context
 from rootless.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError, RootlessError, StorageError
 from rootless.image import credentials as creds_store
-from rootless.image.auth import RegistryAuth, TokenServerError, _registry_message, retry_after
+from rootless.image.auth import RegistryAuth, TokenServerError, registry_message, retry_after
 from rootless.image.manifest import ALL_MANIFEST_TYPES, check_digest, sha256_digest, sniff_media_type
 
 DOCKER_HUB = "docker.io"
@@ -243,7 +243,7 @@ class RegistryClient:
                       not_found: Callable[[str], RootlessError] | None = None) -> NoReturn:
         """Raise the error for a non-success answer; 429 and 5xx as _Transient."""
         response.read()
-        status, detail = response.status_code, _registry_message(response)
+        status, detail = response.status_code, registry_message(response)
         suffix = f": {detail}" if detail else ""
         if status == 404 and not_found is not None:
             raise not_found(detail.split(":", 1)[0] if detail else "")
@@ -378,7 +378,7 @@ class RegistryClient:
             r = self._client.get(url, params={"n": 10}, follow_redirects=True)
         except (httpx.HTTPError, RootlessError):
             return []
-        if r.status_code == 404 and _registry_message(r).startswith("NAME_UNKNOWN"):
+        if r.status_code == 404 and registry_message(r).startswith("NAME_UNKNOWN"):
             return None
         try:
             tags = r.json().get("tags") if r.status_code == 200 else None

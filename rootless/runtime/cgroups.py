@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
 from rootless.record import dataclass
-from rootless.runtime.monitor import oom_kills, remove_cgroup
+from rootless.runtime.reap import oom_kills, remove_cgroup
 
 if TYPE_CHECKING:
     from rootless.context import Log

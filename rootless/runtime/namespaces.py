@@ -12,10 +12,6 @@ FLAGS = {
     "user": sc.CLONE_NEWUSER, "mount": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID, "uts": sc.CLONE_NEWUTS,
     "ipc": sc.CLONE_NEWIPC, "cgroup": sc.CLONE_NEWCGROUP, "network": sc.CLONE_NEWNET,
 }
-# <linux/sockios.h>, <net/if.h>
-_SIOCGIFFLAGS = 0x8913
-_SIOCSIFFLAGS = 0x8914
-_IFF_UP = 0x1
 # socket(2): AF_INET, SOCK_DGRAM (<bits/socket.h>; SOCK_CLOEXEC is O_CLOEXEC)
 _AF_INET = 2
 _SOCK_DGRAM = 2
@@ -39,8 +35,8 @@ def loopback_up() -> None:
     fd = sc.socket(_AF_INET, _SOCK_DGRAM | os.O_CLOEXEC, "open a socket to bring lo up")
     try:
         req = struct.pack("16sH14x", b"lo", 0)
-        cur = struct.unpack("16sH14x", fcntl.ioctl(fd, _SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(fd, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", cur | _IFF_UP))
+        cur = struct.unpack("16sH14x", fcntl.ioctl(fd, sc.SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(fd, sc.SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", cur | sc.IFF_UP))
     finally:
         os.close(fd)
 

@@ -12,14 +12,13 @@ child subreaper) before its parent exits, as process.start does.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
 from rootless.errors import RootlessError
-from rootless.runtime import process, syscalls
+from rootless.runtime import childerr, process, syscalls
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,7 +78,7 @@ def _enter(t: Target) -> None:
 
 
 def _report_fail(fd: int, kind: str, err: BaseException) -> NoReturn:
-    process._fail(fd, kind, err)
+    process.fail(fd, kind, err)
 
 
 def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, str, str] | None = None) -> int:
@@ -108,12 +107,12 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, st
         close_target(t)
         if sock_child >= 0:
             os.close(sock_child)
-        lines = process._Lines(report_r)
+        lines = process.Lines(report_r)
         try:
             first = lines.line()
             os.waitpid(child, 0)
             if not first.startswith(b"P"):
-                raise process._error(proc.args[0], first) if first.startswith(b"E") else \
+                raise process.child_error(proc.args[0], first) if first.startswith(b"E") else \
                     RootlessError(f"exec in container {spec.name}: the joining process failed")
             gpid = int(first[1:])
             master = None
@@ -128,7 +127,7 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, st
                     pass
                 if master is not None:
                     os.close(master)
-                raise process._error(proc.args[0], rest)
+                raise process.child_error(proc.args[0], rest)
         finally:
             os.close(report_r)
             if sock_parent >= 0:
@@ -154,13 +153,13 @@ def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | 
             stage = "setup"
         _enter(t)
         stage = "user"
-        who = process._resolve_user(spec, "/")
+        who = process.resolve_user(spec, "/")
         slave = -1
         if spec.process.terminal:
             stage = "terminal"
             import socket
 
-            master, slave, _ = process._open_pty("/")
+            master, slave, _ = process.open_pty("/")
             with socket.socket(fileno=sock) as s:
                 socket.send_fds(s, [b"M"], [master])
             os.close(master)
@@ -168,7 +167,7 @@ def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | 
         gpid = os.fork()
         if gpid == 0:
             os.setsid()
-            process._exec(spec.process, who, report, slave, winsize, cap_last,
+            process.exec_process(spec.process, who, report, slave, winsize, cap_last,
                           single_gid_map=len(spec.gid_map) <= 1)
         os.write(report, b"P%d\n" % gpid)
     except BaseException as e:
@@ -188,11 +187,7 @@ def _in_container(t: Target, func: Callable[[], None]) -> int:
             _enter(t)
             func()
         except BaseException as e:  # reported by the parent from the error pipe
-            msg = syscalls.describe(e) if isinstance(e, OSError) else str(e)
-            try:
-                os.write(2, json.dumps({"error": msg}).encode() + b"\n")
-            except OSError:
-                pass
+            childerr.report(2, "copy", e)
             code = 1
         os._exit(code)
     return pid
@@ -313,10 +308,8 @@ def _finish(child: int, err_r: int, what: str) -> None:
         data += chunk
     os.close(err_r)
     if os.waitstatus_to_exitcode(status) != 0:
-        try:
-            msg = json.loads(data.splitlines()[-1])["error"]
-        except (ValueError, IndexError, KeyError):
-            msg = data.decode(errors="replace").strip() or "failed"
+        f = childerr.decode(data)
+        msg = f.message if f is not None else data.decode(errors="replace").strip() or "failed"
         raise RootlessError(f"{what}: {msg}")
 
 
@@ -344,8 +337,7 @@ def _in_rootfs(spec: Spec, func: Callable[[], None], what: str) -> None:
                     os.chdir("/")
                     func()
                 except BaseException as e:  # reported through the error pipe
-                    msg = syscalls.describe(e) if isinstance(e, OSError) else str(e)
-                    os.write(err_w, json.dumps({"error": msg}).encode() + b"\n")
+                    childerr.report(err_w, "copy", e)
                     code = 1
                 os._exit(code)
             os.waitpid(pid, 0)
@@ -364,11 +356,8 @@ def _in_rootfs(spec: Spec, func: Callable[[], None], what: str) -> None:
     if failure is not None:
         raise RootlessError(f"{what}: {failure.message}")
     if data:
-        try:
-            msg = json.loads(data.splitlines()[-1])["error"]
-        except (ValueError, KeyError):
-            msg = data.decode(errors="replace").strip()
-        raise RootlessError(f"{what}: {msg}")
+        f = childerr.decode(data)
+        raise RootlessError(f"{what}: {f.message if f is not None else data.decode(errors='replace').strip()}")
 
 
 def copy_in_stopped(spec: Spec, src: str, dest: str) -> None:

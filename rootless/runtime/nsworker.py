@@ -7,7 +7,7 @@ function that prints cannot corrupt it; stderr is left to the parent's for debug
   parent → {"go": {"sys_path": [...]}} maps are written
   worker → {"ok": {...}}               we are uid/gid 0 in the namespace
   parent → {"func": "pkg.mod:fn", "kwargs": {...}}
-  worker → {"ok": result} | {"error": {"type", "message", "hint", "errno", "filename", "traceback"}}
+  worker → {"ok": result} | {"error": {...}}   the error object of rootless.runtime.childerr
 
 EOF on stdin ends the worker. Imports stay minimal: the time to "ready" is paid by
 every pull that unpacks layers.
@@ -39,23 +39,9 @@ def whoami() -> dict[str, Any]:
 
 
 def _error(e: BaseException, with_traceback: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type(e).__name__, "message": str(e), "hint": None, "errno": None}
-    if isinstance(e, OSError):
-        out["errno"] = e.errno
-        out["message"] = e.strerror or str(e)
-        out["filename"] = None if e.filename is None else os.fsdecode(e.filename)
-        out["filename2"] = None if e.filename2 is None else os.fsdecode(e.filename2)
-    hint = getattr(e, "hint", None)
-    if isinstance(hint, str):
-        out["hint"] = hint
-    msg = getattr(e, "message", None)
-    if isinstance(msg, str):
-        out["message"] = msg
-    if with_traceback:
-        import traceback
+    from rootless.runtime import childerr
 
-        out["traceback"] = "".join(traceback.format_exception(e))
-    return out
+    return childerr.describe("call", e, with_traceback)
 
 
 def _send(out: BinaryIO, obj: Any) -> None:

@@ -19,16 +19,15 @@ and SIGUSR2 to PID 1 and returns its status, 128+N when signal N killed it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, RootlessError
 from rootless.record import dataclass
-from rootless.runtime import idmap, mounts, namespaces, network, syscalls, users
+from rootless.runtime import childerr, idmap, mounts, namespaces, network, syscalls, users
 from rootless.runtime.execpath import find_executable
 from rootless.runtime.nsworker import become_root
 from rootless.spec import CAPABILITIES, Process, Spec
@@ -39,14 +38,6 @@ if TYPE_CHECKING:
     from slirp.supervisor import Slirp
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_PR_SET_KEEPCAPS = 8
-_PR_SET_DUMPABLE = 4
-# <asm-generic/ioctls.h>
-TIOCSCTTY = 0x540E
-TIOCSWINSZ = 0x5414
-TIOCGWINSZ = 0x5413
-TIOCGPTN = 0x80045430
-TIOCSPTLCK = 0x40045431
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _EXIT_SETUP = 125
 
@@ -70,22 +61,9 @@ class _Fds:
 # --------------------------------------------------------------------------- child side
 
 
-def _report(fd: int, kind: str, err: BaseException) -> None:
-    msg: dict[str, Any] = {"kind": kind}
-    if isinstance(err, OSError):
-        msg.update(errno=err.errno or 0, message=syscalls.describe(err))
-    elif isinstance(err, RootlessError):
-        msg.update(errno=0, message=err.message, hint=err.hint, type=type(err).__name__)
-    else:
-        msg.update(errno=0, message=f"{type(err).__name__}: {err}")
-    try:
-        os.write(fd, b"E" + json.dumps(msg).encode() + b"\n")
-    except OSError:
-        pass
-
-
-def _fail(fd: int, kind: str, err: BaseException) -> NoReturn:
-    _report(fd, kind, err)
+def fail(fd: int, kind: str, err: BaseException) -> NoReturn:
+    """In a child: report ``err`` to the parent (rootless.runtime.childerr) and exit."""
+    childerr.report(fd, kind, err)
     os._exit(_EXIT_SETUP)
 
 
@@ -138,7 +116,7 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
                 # Becoming a root mapped to another host uid (--userns keep-id) made us
                 # non-dumpable, which hides /proc/PID/ns from slirp4netns, joining by PID
                 # (ptrace(2) "access mode checking"); C2 inherits this, execve(2) resets it.
-                syscalls.prctl(_PR_SET_DUMPABLE, 1, what="make the container's first process dumpable")
+                syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1, what="make the container's first process dumpable")
         stage = "rootfs"
         mounts.mount_rootfs(spec.rootfs)
         if flags & syscalls.CLONE_NEWPID:
@@ -148,11 +126,11 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             _c2(spec, fds, winsize, cap_last)
         os.write(fds.report, b"P%d\n" % pid)
     except BaseException as e:
-        _fail(fds.report, stage, e)
+        fail(fds.report, stage, e)
     os._exit(0)
 
 
-def _open_pty(root: str) -> tuple[int, int, str]:
+def open_pty(root: str) -> tuple[int, int, str]:
     """A pty pair from the container's own devpts instance (as Podman's runtimes do), so the
     terminal is /dev/pts/N inside and ttyname(3) works there."""
     import fcntl
@@ -160,8 +138,8 @@ def _open_pty(root: str) -> tuple[int, int, str]:
 
     ptmx = os.path.join(root, "dev/pts/ptmx")
     master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-    n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, struct.pack("I", 0)))[0]
+    fcntl.ioctl(master, syscalls.TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, syscalls.TIOCGPTN, struct.pack("I", 0)))[0]
     slave = os.open(os.path.join(root, f"dev/pts/{n}"), os.O_RDWR | os.O_NOCTTY)
     return master, slave, f"/dev/pts/{n}"
 
@@ -189,7 +167,7 @@ def _c2(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             stage = "terminal"
             import socket
 
-            master, slave, name = _open_pty(root)
+            master, slave, name = open_pty(root)
             console = mounts.secure_join(root, "/dev/console")
             if not os.path.exists(console):
                 os.close(os.open(console, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
@@ -198,17 +176,17 @@ def _c2(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
                 socket.send_fds(s, [b"M"], [master])
             os.close(master)
         stage = "user"
-        who = _resolve_user(spec, root)
+        who = resolve_user(spec, root)
         stage = "mounts"
         mounts.pivot(root)
         if spec.process.init:
             _init(spec, who, fds.report, slave, winsize, cap_last)
-        _exec(spec.process, who, fds.report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
+        exec_process(spec.process, who, fds.report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
     except BaseException as e:
-        _fail(fds.report, stage, e)
+        fail(fds.report, stage, e)
 
 
-def _init(spec: Spec, who: _Who, report: int, slave: int, winsize: bytes | None, cap_last: int) -> NoReturn:
+def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, cap_last: int) -> NoReturn:
     """--init: stay PID 1, reap every orphan, forward signals to the command, exit with its status.
 
     As PID 1 the command would ignore every signal it has no handler for
@@ -217,7 +195,7 @@ def _init(spec: Spec, who: _Who, report: int, slave: int, winsize: bytes | None,
     pid = os.fork()
     if pid == 0:
         os.setsid()
-        _exec(spec.process, who, report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
+        exec_process(spec.process, who, report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
     os.close(report)
     if slave >= 0:
         os.close(slave)
@@ -300,7 +278,7 @@ def _credentials(p: Process, uid: int, gid: int, groups: Sequence[int], cap_last
         os.setgroups(list(groups))
     ambient = cap_numbers(p.ambient_capabilities) if uid != 0 else []
     if ambient:
-        syscalls.prctl(_PR_SET_KEEPCAPS, 1, what="keep capabilities across setuid")
+        syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1, what="keep capabilities across setuid")
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     if uid == 0:
@@ -314,14 +292,14 @@ def _credentials(p: Process, uid: int, gid: int, groups: Sequence[int], cap_last
             syscalls.ambient_raise(c)
 
 
-class _Who(NamedTuple):
+class Who(NamedTuple):
     uid: int
     gid: int
     groups: tuple[int, ...]
     home: str | None  # for HOME when the environment has none
 
 
-def _resolve_user(spec: Spec, root: str) -> _Who:
+def resolve_user(spec: Spec, root: str) -> Who:
     """The Process's user, looked up in the container's own /etc/passwd and /etc/group.
 
     A numeric uid (or gid) the image does not list gets an entry, as Podman adds one, so
@@ -330,7 +308,7 @@ def _resolve_user(spec: Spec, root: str) -> _Who:
     """
     p = spec.process
     if p.user is None:
-        return _Who(p.uid, p.gid, tuple(p.additional_gids), None)
+        return Who(p.uid, p.gid, tuple(p.additional_gids), None)
     passwd_path = mounts.secure_join(root, "/etc/passwd")
     group_path = mounts.secure_join(root, "/etc/group")
     passwd, group = _read_text(passwd_path), _read_text(group_path)
@@ -344,7 +322,7 @@ def _resolve_user(spec: Spec, root: str) -> _Who:
                       f"{eu.uid}:*:{eu.uid}:{eu.gid}:container user:{eu.home}:/bin/sh")
         if group is not None and eu.gid not in {g.gid for g in users.parse_group(group)}:
             _add_line(spec.rundir, "group", group_path, group, f"{eu.gid}:x:{eu.gid}:{eu.name or eu.uid}")
-    return _Who(eu.uid, eu.gid, groups, eu.home)
+    return Who(eu.uid, eu.gid, groups, eu.home)
 
 
 def _add_line(rundir: str, name: str, target: str, text: str, line: str) -> None:
@@ -355,7 +333,7 @@ def _add_line(rundir: str, name: str, target: str, text: str, line: str) -> None
     syscalls.mount(copy, target, None, syscalls.MS_BIND)
 
 
-def _exec(p: Process, who: _Who, report: int, slave: int, winsize: bytes | None, cap_last: int, *,
+def exec_process(p: Process, who: Who, report: int, slave: int, winsize: bytes | None, cap_last: int, *,
           single_gid_map: bool) -> NoReturn:
     stage = "user"
     try:
@@ -368,9 +346,9 @@ def _exec(p: Process, who: _Who, report: int, slave: int, winsize: bytes | None,
             import fcntl
 
             if winsize:
-                fcntl.ioctl(slave, TIOCSWINSZ, winsize)
+                fcntl.ioctl(slave, syscalls.TIOCSWINSZ, winsize)
             os.fchown(slave, uid, -1)
-            fcntl.ioctl(slave, TIOCSCTTY, 0)
+            fcntl.ioctl(slave, syscalls.TIOCSCTTY, 0)
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
             if slave > 2:
@@ -398,7 +376,7 @@ def _exec(p: Process, who: _Who, report: int, slave: int, winsize: bytes | None,
         stage = "exec"
         os.execve(exe, list(p.args), dict(_env_pairs(env)))
     except BaseException as e:
-        _fail(report, stage, e)
+        fail(report, stage, e)
 
 
 def _env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -412,7 +390,7 @@ def _env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- parent side
 
 
-class _Lines:
+class Lines:
     """Line reader over the report pipe (messages are short single lines)."""
 
     def __init__(self, fd: int) -> None:
@@ -433,13 +411,11 @@ class _Lines:
         return out
 
 
-def _error(name: str, raw: bytes) -> RootlessError:
-    try:
-        msg = json.loads(raw[1:])
-    except ValueError:
+def child_error(name: str, raw: bytes) -> RootlessError:
+    f = childerr.decode(raw)
+    if f is None or not f.stage:
         return NamespaceError(f"the container process failed: {raw[:200]!r}")
-    kind, code, text = msg.get("kind"), int(msg.get("errno") or 0), str(msg.get("message"))
-    hint = msg.get("hint")
+    kind, code, text, hint = f.stage, f.errno, f.message, f.hint
     if kind == "namespaces":
         from rootless.runtime.userns import userns_error
 
@@ -563,7 +539,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
     os.close(go2_r)
     if sock_child >= 0:
         os.close(sock_child)
-    lines = _Lines(report_r)
+    lines = Lines(report_r)
     container = -1
     helper = None
     cgroup = None
@@ -571,7 +547,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
         first = lines.line()
         if first != b"R":
             _reap(pid1)
-            raise _error(spec.process.args[0], first) if first.startswith(b"E") else \
+            raise child_error(spec.process.args[0], first) if first.startswith(b"E") else \
                 NamespaceError(f"the container's first process exited before its namespaces existed ({first!r})")
         try:
             if not _apply_maps_fast(pid1, maps):
@@ -587,7 +563,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
         second = lines.line()
         _reap(pid1)
         if not second.startswith(b"P"):
-            raise _error(spec.process.args[0], second) if second.startswith(b"E") else \
+            raise child_error(spec.process.args[0], second) if second.startswith(b"E") else \
                 NamespaceError("the container's first process exited without starting it")
         container = int(second[1:])
         if slirp_binary is not None:
@@ -604,7 +580,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
             _reap(container)
             if master is not None:
                 os.close(master)
-            raise _error(spec.process.args[0], rest)
+            raise child_error(spec.process.args[0], rest)
         log.debug(f"container {spec.id[:12]} started: pid {container}")
         return Started(container, master, helper, cgroup)
     except BaseException:

@@ -33,7 +33,7 @@ def write_files(spec: Spec) -> None:
 def remove_files(spec: Spec) -> None:
     if not spec.rundir:
         return
-    for name in [f.name for f in spec.files] + ["passwd", "group"]:  # see process._resolve_user
+    for name in [f.name for f in spec.files] + ["passwd", "group"]:  # see process.resolve_user
         try:
             os.unlink(os.path.join(spec.rundir, name))
         except FileNotFoundError:
@@ -158,7 +158,7 @@ def stop_orphans(ctx: Context, grace: float = 2.0) -> None:
     """End what the container left re-parented to us (we are a child subreaper): the
     fuse-overlayfs daemon serving its rootfs keeps the container's mount namespace, and so
     itself, alive until it is told to go."""
-    from rootless.runtime.monitor import stop_children
+    from rootless.runtime.reap import stop_children
 
     stop_children(grace, on_kill=lambda pid: ctx.log.debug(
         f"process {pid} left by the container ignored SIGTERM: killing it"), reap_all=False)

@@ -51,6 +51,8 @@ MNT_DETACH = 0x2
 
 # prctl(2) options
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
@@ -58,6 +60,16 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# ioctl(2) requests: tty_ioctl(4) and pty(7) (<asm-generic/ioctls.h>), netdevice(7) (<linux/sockios.h>)
+TIOCSCTTY = 0x540E
+TIOCGWINSZ = 0x5413
+TIOCSWINSZ = 0x5414
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1  # struct ifreq ifr_flags (<linux/if.h>)
 
 # mount_setattr(2): struct mount_attr and its flags (<linux/mount.h>)
 AT_RECURSIVE = 0x8000

@@ -1,6 +1,6 @@
 """`run -t`: the user's terminal in raw mode, bytes relayed to and from the container's pty.
 
-The container's pty comes from its own devpts (process._open_pty); here we hold the master.
+The container's pty comes from its own devpts (process.open_pty); here we hold the master.
 Raw mode hands every key (Ctrl-C included) to the container's line discipline, which turns
 it into signals for the container's foreground job, as on a local terminal. The terminal is
 restored on every way out of ``raw_mode`` (normal exit, errors, forwarded signals).
@@ -16,7 +16,8 @@ import termios
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rootless.runtime.process import FORWARDED, TIOCGWINSZ, TIOCSWINSZ, Started, exit_status
+from rootless.runtime.process import FORWARDED, Started, exit_status
+from rootless.runtime.syscalls import TIOCGWINSZ, TIOCSWINSZ
 
 _WINSIZE_BYTES = 8  # struct winsize: four unsigned shorts
 

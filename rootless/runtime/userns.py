@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rootless import errors
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, StorageError
 from rootless.record import dataclass
-from rootless.runtime import idmap, syscalls
+from rootless.runtime import childerr, idmap, syscalls
 from rootless.runtime.execpath import find_executable
 from rootless.runtime.idmap import IdMaps
 from rootless.runtime.nsworker import become_root
@@ -367,40 +367,34 @@ class StoreNamespace:
         return worker
 
     def _raise_remote(self, func: str, err: dict[str, Any]) -> NoReturn:
-        tb = err.get("traceback")
-        if tb:
-            self.log.debug(f"{func} failed in the store namespace:\n{tb.rstrip()}")
-        name = str(err.get("type"))
-        message = str(err.get("message"))
-        hint = err.get("hint")
-        cls = getattr(errors, name, None)
+        f = childerr.ChildFailure.from_dict(err)
+        if f.traceback:
+            self.log.debug(f"{func} failed in the store namespace:\n{f.traceback.rstrip()}")
+        cls = getattr(errors, f.type, None)
         if isinstance(cls, type) and issubclass(cls, errors.RootlessError):
-            raise cls(message, hint) from None
-        if err.get("errno") is not None:
-            raise _remote_oserror(err) from None
-        raise StorageError(f"{func}: {name}: {message}") from None
+            raise cls(f.message, f.hint) from None
+        if _is_oserror(f.type):
+            raise f.oserror() from None
+        raise StorageError(f"{func}: {f.message}") from None
+
+
+def _is_oserror(name: str) -> bool:
+    import builtins
+
+    cls = getattr(builtins, name, None)
+    return isinstance(cls, type) and issubclass(cls, OSError)
 
 
 def _remote_oserror(err: Mapping[str, Any]) -> OSError:
-    code = int(err.get("errno") or 0)
-    message = str(err.get("message") or os.strerror(code))
-    if err.get("filename2") is not None:
-        return OSError(code, message, err.get("filename"), None, err["filename2"])
-    if err.get("filename") is not None:
-        return OSError(code, message, err["filename"])
-    return OSError(code, message)
+    return childerr.ChildFailure.from_dict(dict(err)).oserror()
 
 
 # --- forking a mapped child (rootless unshare, doctor) -------------------------------
 
 
-@dataclass(frozen=True)
-class ChildFailure:
-    """What a mapped child reported before it exec'd or finished: the stage, errno and text."""
-
-    stage: str  # "unshare", "setup" or "run"
-    errno: int
-    message: str
+# what a mapped child reported before it exec'd or finished: its stage ("unshare", "setup" or
+# "run"), errno and text (rootless.runtime.childerr's one format)
+ChildFailure = childerr.ChildFailure
 
 
 def _child(flags: int, target: Callable[[], object], report: int, go: int,
@@ -423,20 +417,10 @@ def _child(flags: int, target: Callable[[], object], report: int, go: int,
         become_root()
         stage = "run"
         target()
-    except OSError as e:
-        os.write(report, f"E{stage} {e.errno or 0} {syscalls.describe(e)}".encode())
-        code = 1
     except BaseException as e:
-        os.write(report, f"E{stage} 0 {type(e).__name__}: {e}".encode())
+        childerr.report(report, stage, e)
         code = 1
     os._exit(code)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def fork_mapped(maps: IdMaps, flags: int, target: Callable[[], object], *, user: str | None = None,
@@ -469,17 +453,14 @@ def fork_mapped(maps: IdMaps, flags: int, target: Callable[[], object], *, user:
             os.write(go_w, b"G")
             os.close(go_w)
             go_w = -1
-            rest = _read_all(report_r)
+            rest = childerr.read_all(report_r)
         else:
-            rest = first + _read_all(report_r)
+            rest = first + childerr.read_all(report_r)
     finally:
         os.close(report_r)
         if go_w >= 0:
             os.close(go_w)
-    if not rest.startswith(b"E"):
-        return pid, None
-    stage, code, text = rest[1:].decode(errors="replace").split(" ", 2)
-    return pid, ChildFailure(stage, int(code), text)
+    return pid, childerr.decode(rest)
 
 
 def wait_status(pid: int) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rootless.spec import Driver, RootfsPlan
-from storage.drivers import ContainerDirs, LayerDir, mount_option_problem
+from storage.drivers.base import ContainerDirs, LayerDir, mount_option_problem
 from storage.drivers.overlay import union_plan
 
 if TYPE_CHECKING:

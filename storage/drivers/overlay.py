@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from rootless.errors import StorageError, errno_hint
 from rootless.spec import Driver, RootfsPlan
-from storage.drivers import ContainerDirs, LayerDir, mount_option_problem, root_attrs
+from storage.drivers.base import ContainerDirs, LayerDir, mount_option_problem, root_attrs
 
 if TYPE_CHECKING:
     from storage.nsrunner import NamespaceRunner

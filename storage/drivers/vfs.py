@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import StorageError, errno_hint
 from rootless.spec import Driver, RootfsPlan
-from storage.drivers import ContainerDirs, LayerDir, remove_entry
+from storage.drivers.base import ContainerDirs, LayerDir, remove_entry
 
 if TYPE_CHECKING:
     from storage.nsrunner import NamespaceRunner

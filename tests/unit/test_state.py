@@ -106,7 +106,7 @@ def test_a_dead_monitor_means_exited(tmp_path: Path) -> None:
 
 def test_log_lines_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "ctr.log"
-    log = monitor._Log(str(path))
+    log = monitor.LogWriter(str(path))
     log.feed("stdout", b"one\ntw")
     log.feed("stdout", b"o\n")
     log.feed("stderr", b"no newline")
