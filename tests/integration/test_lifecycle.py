@@ -221,13 +221,21 @@ def test_twenty_at_once(rl: RootlessEnv) -> None:
 
 
 def test_concurrent_rm(rl: RootlessEnv) -> None:
-    cid = detach(rl, BUSYBOX, "sleep", "300")
+    """Two removals at once: without -f one of them finds no container (exit 1); with -f a
+    container that is already gone is no error (Podman's exit 0)."""
+    cid = rl("create", "--network", "none", BUSYBOX, "true", check=True).stdout.strip()
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: rl("rm", "-f", cid), range(2)))
+        results = list(pool.map(lambda _: rl("rm", cid), range(2)))
     codes = sorted(r.returncode for r in results)
     assert codes == [0, 1], [(r.returncode, r.stderr) for r in results]
     assert_clean_error(next(r for r in results if r.returncode), 1, "no container")
     gone(rl, cid)
+    cid = detach(rl, BUSYBOX, "sleep", "300")
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: rl("rm", "-f", cid), range(2)))
+    assert [(r.returncode, r.stderr) for r in results] == [(0, ""), (0, "")]
+    gone(rl, cid)
+    assert rl("rm", "-f", "no-such-container", check=True).stdout == ""
 
 
 def test_exit_codes_of_the_commands(rl: RootlessEnv) -> None:
