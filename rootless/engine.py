@@ -17,14 +17,13 @@ rootless.image.present and storage. Front ends import this module, not those.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
 from rootless.record import dataclass
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from typing import Any
 
     from rootless.context import Context
     from rootless.image.specgen import RunOptions
@@ -42,6 +41,7 @@ class Created:
     id: str
     spec: Spec
     recorded: bool
+    volumes: bool = False  # it mounts volumes (anonymous ones go with it under --rm)
 
 
 class Runtime:
@@ -113,9 +113,11 @@ def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: st
 
 
 def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
-           storage_driver: str | None = None, record: bool = True, runtime: Runtime = RUNTIME) -> Created:
-    """Make a container from ``opts``: the image, its layer, its spec and (with ``record``) the
-    record that ps, logs, exec and start read. Nothing is left behind on failure."""
+           storage_driver: str | None = None, record: bool | None = True, runtime: Runtime = RUNTIME) -> Created:
+    """Make a container from ``opts``: the image, its layer, its volumes, its spec and (with ``record``)
+    the record that ps, logs, exec and start read. ``record=None``: recorded unless it is an anonymous
+    ``--rm`` container without volumes (a volume's users must be known to `volume rm`), which spares
+    a foreground `run --rm` the record. Nothing is left behind on failure."""
     from rootless.image import specgen
     from rootless.record import replace
 
@@ -130,7 +132,11 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
     config = specgen.container_config(ctx.layout, image.config_digest)
     image_name = image.names[0] if image.names else image.id
 
-    # 2. the container layer, 3. the spec, 4. the record
+    # 2. the container layer and volumes, 3. the spec, 4. the record
+    vol_refs = specgen.volume_refs(opts, config, host.cwd) if (opts.volumes or opts.mounts or
+                                                                config.get("Volumes")) else []
+    if record is None:
+        record = not opts.rm or opts.name is not None or bool(vol_refs)
     cid = os.urandom(32).hex()
     uid_map, gid_map = runtime.store_maps()
     from contextlib import AbstractContextManager, nullcontext
@@ -144,11 +150,17 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
         if name != opts.name:
             opts = replace(opts, name=name)
         plan = runtime.prepare(ctx, image, cid, storage_driver, record)
+        made_volumes: list[str] = []
         try:
+            vol_mounts: list[Any] = []
+            if vol_refs:
+                from rootless import volumes
+
+                vol_mounts, made_volumes = volumes.mounts_for_run(ctx, vol_refs, copy_up=opts.userns != "keep-id")
             ctx.layout.ensure_runroot()
             spec = specgen.build(config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
                                  uid_map=uid_map, gid_map=gid_map, image_name=image_name, image_id=image.id,
-                                 host=host)
+                                 host=host, volume_mounts=vol_mounts)
             if spec.resources is not None:
                 from rootless.runtime.run import check_cgroups
 
@@ -157,8 +169,10 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
                 lifecycle.save(ctx, spec, image_name, image.id, config.get("StopSignal"), opts.rm)
         except BaseException:
             _discard(ctx, cid, record, runtime)
+            if made_volumes:
+                volumes.discard(ctx, made_volumes)
             raise
-    return Created(id=cid, spec=spec, recorded=record)
+    return Created(id=cid, spec=spec, recorded=record, volumes=bool(vol_refs))
 
 
 def _discard(ctx: Context, cid: str, recorded: bool, runtime: Runtime) -> None:
@@ -167,6 +181,14 @@ def _discard(ctx: Context, cid: str, recorded: bool, runtime: Runtime) -> None:
         from rootless import lifecycle
 
         lifecycle.forget(ctx, cid)
+
+
+def _discard_anonymous_volumes(ctx: Context, made: Created) -> None:
+    """Podman's --rm: the container's anonymous volumes go with it (named ones stay)."""
+    if made.volumes:
+        from rootless import volumes
+
+        volumes.discard(ctx, volumes.anonymous_in(ctx, made.spec))
 
 
 def start(ctx: Context, ref: str, *, runtime: Runtime = RUNTIME) -> int:
@@ -187,6 +209,7 @@ def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platf
             from rootless import lifecycle
 
             lifecycle.remove(ctx, made.id, force=True)
+            _discard_anonymous_volumes(ctx, made)
         raise
     return made.id
 
@@ -194,17 +217,17 @@ def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platf
 def run(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
         storage_driver: str | None = None, runtime: Runtime = RUNTIME) -> int:
     """`run` in the foreground, with the caller's standard streams: the container's exit status.
-    An anonymous ``--rm`` container is not recorded (ps never sees it), which keeps the start-up
-    budget; any other is, with a name held unique."""
-    recorded = not opts.rm or opts.name is not None
-    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=recorded,
+    An anonymous ``--rm`` container without volumes is not recorded (ps never sees it), which keeps
+    the start-up budget; any other is, with a name held unique."""
+    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=None,
                   runtime=runtime)
     try:
-        return runtime.run(ctx, made.spec, recorded)
+        return runtime.run(ctx, made.spec, made.recorded)
     finally:
-        # 5. --rm: nothing of the container stays in the store
+        # 5. --rm: nothing of the container stays in the store, nor its anonymous volumes
         if opts.rm:
-            _discard(ctx, made.id, recorded, runtime)
+            _discard(ctx, made.id, made.recorded, runtime)
+            _discard_anonymous_volumes(ctx, made)
 
 
 # --------------------------------------------------------------------------- containers that exist

@@ -23,6 +23,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "kill": ("containers",), "restart": ("containers",), "rm": ("containers",), "wait": ("containers",),
     "ps": ("containers",), "stats": ("containers",), "logs": ("containers",), "exec": ("containers",),
     "inspect": ("containers",), "port": ("containers",), "cp": ("containers",), "container": ("containers",),
+    "volume": ("volumes",),
     "info": ("system",), "doctor": ("system",), "unshare": ("system",), "completion": ("system",),
 }
 

@@ -49,8 +49,9 @@ RUN_OPTIONS = (
     value("--dns-search", many=True, help="DNS search domain ('.' for none)."),
     value("--dns-option", many=True, help="resolv.conf(5) option."),
     value("--add-host", many=True, help="Add NAME:IP to /etc/hosts."),
-    value("-v", "--volume", dest="volumes", many=True, help="Bind mount HOST-PATH:CONTAINER-PATH[:ro|rw,...]."),
-    value("--mount", dest="mounts", many=True, help="type=bind|tmpfs,source=...,target=...[,ro]."),
+    value("-v", "--volume", dest="volumes", many=True, help="Mount a volume or host path: "
+          "NAME|HOST-PATH:CONTAINER-PATH[:ro|rw,...], or CONTAINER-PATH for an anonymous volume."),
+    value("--mount", dest="mounts", many=True, help="type=bind|volume|tmpfs,source=...,target=...[,ro]."),
     value("--tmpfs", many=True, help="Mount a tmpfs: CONTAINER-PATH[:OPTIONS]."),
     flag("--read-only", help="Mount the rootfs read-only (/run, /tmp and /var/tmp stay writable tmpfs)."),
     flag("--read-only-tmpfs", default=True, negate="--no-read-only-tmpfs",
@@ -211,14 +212,25 @@ def restart(ctx: Context, a: Args) -> int:
                args=_containers("Containers to remove."),
                options=[flag("-f", "--force", help="Kill running containers first (SIGKILL)."),
                         flag("-a", "--all", help="Remove every container."),
-                        flag("-v", "--volumes", help="Remove anonymous volumes too (there are none: only bind "
-                             "mounts).")])
+                        flag("-v", "--volumes", help="Remove the container's anonymous volumes too.")])
 def rm(ctx: Context, a: Args) -> int:
     from rootless import engine
 
+    def one(ctx: Context, ref: str) -> None:
+        anonymous: list[str] = []
+        if a.volumes:
+            from rootless import volumes
+
+            try:
+                anonymous = volumes.anonymous_in(ctx, engine.container(ctx, ref).config.spec)
+            except RootlessError:
+                pass
+        engine.remove(ctx, ref, force=a.force)
+        if anonymous:
+            volumes.discard(ctx, anonymous)
+
     # Podman: a container that does not exist is an error (exit 1), but not with --force
-    return _each(ctx, _refs(ctx, a), lambda ctx, ref: engine.remove(ctx, ref, force=a.force),
-                 missing_code=0 if a.force else 1)
+    return _each(ctx, _refs(ctx, a), one, missing_code=0 if a.force else 1)
 
 
 @table.command("wait", "Wait until containers stop; print each one's exit code.",

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout", "rootless.config",
         "rootless.context", "rootless.units")
 ENGINE = ("rootless.engine", "rootless.lifecycle", "rootless.image", "rootless.runtime", "storage", "slirp",
-          "rootless.events", "rootless.doctor")
+          "rootless.events", "rootless.doctor", "rootless.volumes")
 FRONT = (*BASE, *ENGINE, "rootless.options")
 
 # Module (or package) → the project's modules it may import, top level or inside functions (the
@@ -35,6 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rootless.engine": (*BASE, *ENGINE),
     "rootless.lifecycle": (*BASE, "rootless.runtime", "storage", "rootless.events"),
     "rootless.events": BASE,
+    "rootless.volumes": (*BASE, "rootless.lifecycle", "rootless.runtime", "storage"),
     "rootless.doctor": (*BASE, "rootless.runtime"),
     # below the engine
     "rootless.image": (*BASE, "rootless.image", "storage", "rootless.runtime.userns", "rootless.runtime.idmap",
