@@ -6,7 +6,6 @@ behind rootless.engine (which front ends call, by name or ID); it prints nothing
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
+from rootless.record import dataclass, replace
 from rootless.runtime import state
 from rootless.runtime.state import Config, NoSuchContainer, State
 
@@ -70,7 +70,7 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
         if s.cgroup is not None:  # for stats while it runs
             with state.locked(ctx.layout, spec.id):
                 st = state.read_state_raw(ctx.layout, spec.id) or State()
-                state.write_state(ctx.layout, spec.id, dataclasses.replace(
+                state.write_state(ctx.layout, spec.id, replace(
                     st, cgroup=s.cgroup.path, cgroup_manager=s.cgroup.manager, cgroup_unit=s.cgroup.unit))
 
     def exited(killed: bool) -> None:
@@ -84,7 +84,7 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
         try:
             with state.locked(ctx.layout, spec.id):
                 st = state.read_state_raw(ctx.layout, spec.id) or State()
-                state.write_state(ctx.layout, spec.id, dataclasses.replace(
+                state.write_state(ctx.layout, spec.id, replace(
                     st, status="exited", exit_code=code, finished_at=time.time(), oom_killed=oom))
         except RootlessError:
             pass
@@ -233,7 +233,7 @@ def forget(ctx: Context, cid: str) -> None:
 # --------------------------------------------------------------------------- views
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Container:
     config: Config
     state: State
@@ -384,7 +384,7 @@ def _inspect_ports(c: Container) -> dict[str, list[dict[str, str]]]:
 # --------------------------------------------------------------------------- logs
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class LogLine:
     time: str  # RFC 3339, nanoseconds
     stream: str
@@ -538,7 +538,7 @@ def exec_(ctx: Context, cid: str, argv: list[str], *, interactive: bool, tty: bo
             merged[k] = v
         elif k in os.environ:
             merged[k] = os.environ[k]
-    proc = dataclasses.replace(
+    proc = replace(
         base, args=tuple(argv), env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=workdir or base.cwd,
         terminal=tty, interactive=interactive, init=False, user=user if user is not None else base.user)
     cg = (c.state.cgroup, c.state.cgroup_manager, c.state.cgroup_unit) if c.state.cgroup else None

@@ -15,18 +15,17 @@ records are replaced by rename(2), so a reader never sees half a record.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
+from rootless.record import dataclass, replace
 from rootless.spec import File, IdMap, Mount, Network, PortMapping, Process, Resources, RootfsPlan, Spec
 
 if TYPE_CHECKING:
@@ -48,6 +47,8 @@ class ContainerRunning(RootlessError):
 
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    import dataclasses  # only to write a record: reading one (ps, logs, inspect) stays without it
+
     d = dataclasses.asdict(spec)
     d["namespaces"] = sorted(spec.namespaces)
     return d
@@ -143,6 +144,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_config(layout: Layout, cfg: Config) -> None:
+    import dataclasses
+
     d = dataclasses.asdict(cfg)
     d["spec"] = spec_to_dict(cfg.spec)
     write_json(config_path(layout, cfg.id), d)
@@ -163,6 +166,8 @@ def load_config(layout: Layout, cid: str) -> Config:
 def write_state(layout: Layout, cid: str, st: State) -> None:
     d = state_dir(layout, cid)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import dataclasses
+
     write_json(d / "state.json", dataclasses.asdict(st))
 
 
@@ -214,7 +219,7 @@ def read_state(layout: Layout, cid: str) -> State:
         if stale:
             # The monitor records the exit; without it the status is lost (the container got
             # SIGKILL from its parent-death signal when the monitor died).
-            return dataclasses.replace(st, status="exited", exit_code=137 if st.exit_code == 0 else st.exit_code,
+            return replace(st, status="exited", exit_code=137 if st.exit_code == 0 else st.exit_code,
                                        finished_at=st.finished_at or time.time())
     return st
 
