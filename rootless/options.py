@@ -21,7 +21,19 @@ listed in rootless/commands/__init__.py's INDEX)::
         return 0                           # the exit status (None is 0); errors: raise RootlessError
 
 then document every option on man/rootless-pause.1 (the unit test names what is missing). To add an
-option to an existing command, add one ``flag(...)`` or ``value(...)`` to its list. For `run` and
+option to an existing command, add one ``flag(...)`` or ``value(...)`` to its list:
+
+    flag("--rm", help=...)                          a.rm: bool; also --rm=true|false
+    flag("--x", default=True, negate="--no-x")      a.x: bool, --no-x turns it off
+    value("-e", "--env", many=True, help=...)       a.env: tuple[str, ...], one item per use
+    value("--tail", type=int, min=0, help=...)      a.tail: int | None
+    value("--format", choices=("table", "json"), default="table", help=...)
+    value("-v", "--volume", dest="volumes", ...)    a.volumes (dest: another attribute name)
+    arg("IMAGE"), arg("COMMAND", many=True, optional=True)   a.image: str, a.command: tuple[str, ...]
+
+A group of subcommands (`volume ls`) is ``table.group("volume", help)`` and commands named
+"volume ls"; ``hidden_aliases`` are accepted but not listed. A usage problem found by the handler
+(two options that exclude each other) is ``raise UsageError(message)``. For `run` and
 `create`, add it to RUN_OPTIONS in rootless/commands/containers.py and a field of the same name to
 rootless.image.specgen.RunOptions (the engine's typed input; tests/unit/test_options.py checks the
 two agree).
@@ -33,7 +45,8 @@ a boolean flag also takes ``--flag=true|false``; options may follow positional a
 command says ``interspersed=False`` (run, create, exec, unshare: everything after the first
 positional belongs to the container's command). A bad command line is a UsageError (exit 125).
 
-This module is on `rootless run`'s path: it imports nothing and declares classes with __slots__.
+This module is on `rootless run`'s path: it imports only typing's names and declares classes with
+__slots__ (no dataclasses).
 """
 
 from __future__ import annotations
