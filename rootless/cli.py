@@ -8,6 +8,7 @@ module of rootless.commands); only the module that declares the command typed is
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -63,6 +64,16 @@ def dispatch(argv: list[str]) -> int:
     if glob is None:
         sys.stdout.write(root_help())
         return 0
+    from rootless.context import LEVELS
+
+    if glob.log_level.lower() not in LEVELS:
+        # Podman: an unknown level is exit 1, before any command runs
+        err = RootlessError(f'log level "{glob.log_level}" is not valid', hint="use debug, info, warn or error")
+        err.exit_code = 1
+        raise err
+    glob.__dict__["log_level"] = glob.log_level.lower()
+    if glob.noout:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     if glob.version:
         from importlib.metadata import version
 
@@ -108,7 +119,8 @@ def _call(cmd: Command, a: Args, glob: Args) -> int:
     else:
         from rootless.context import build
 
-        ctx = build(glob.log_level, glob.root, glob.runroot, glob.cgroup_manager)
+        ctx = build(glob.log_level, glob.root, glob.runroot, glob.cgroup_manager, glob.storage_driver,
+                    glob.events_backend)
         rv = cmd.handler(ctx, a)
     return rv if isinstance(rv, int) else 0
 

@@ -31,6 +31,7 @@ class Config:
     network: str = "slirp4netns"
     max_parallel_downloads: int = 6
     cgroup_manager: str = ""  # "systemd", "cgroupfs"; empty: the first that works
+    events_logger: str = "file"  # "file" (the events log) or "none"
     source: Path | None = None
 
     def registry(self, host: str) -> RegistryConfig:
@@ -128,7 +129,11 @@ def parse(text: str, path: Path) -> Config:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
             raise c.fail("max-parallel", "pull.max-parallel must be a whole number from 1 to 64")
         kw["max_parallel_downloads"] = n
-    engine = c.table(data.get("engine", {}), "engine", {"cgroup-manager"})
+    engine = c.table(data.get("engine", {}), "engine", {"cgroup-manager", "events-logger"})
+    if "events-logger" in engine:
+        if engine["events-logger"] not in ("file", "none"):
+            raise c.fail("events-logger", "engine.events-logger must be file or none")
+        kw["events_logger"] = engine["events-logger"]
     if "cgroup-manager" in engine:
         if engine["cgroup-manager"] not in ("systemd", "cgroupfs"):
             raise c.fail("cgroup-manager", "engine.cgroup-manager must be systemd or cgroupfs")

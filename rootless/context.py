@@ -50,8 +50,10 @@ class Context:
 
 
 def build(log_level: str = "warn", root: str | None = None, runroot: str | None = None,
-          cgroup_manager: str | None = None) -> Context:
-    """The context for the global options (`--log-level`, `--root`, `--runroot`, `--cgroup-manager`)."""
+          cgroup_manager: str | None = None, storage_driver: str | None = None,
+          events_backend: str | None = None) -> Context:
+    """The context for the global options (`--log-level`, `--root`, `--runroot`, `--cgroup-manager`,
+    `--storage-driver`, `--events-backend`)."""
     from rootless import config as cfg
     from rootless.errors import RootlessError
     from rootless.layout import config_file
@@ -69,4 +71,18 @@ def build(log_level: str = "warn", root: str | None = None, runroot: str | None 
         from rootless.record import replace
 
         config = replace(config, cgroup_manager=cgroup_manager)
+    if storage_driver:
+        from rootless.config import STORAGE_DRIVERS
+        from rootless.record import replace
+
+        if storage_driver not in STORAGE_DRIVERS:
+            raise RootlessError(f"--storage-driver {storage_driver!r}: must be one of {', '.join(STORAGE_DRIVERS)}")
+        config = replace(config, storage_driver=storage_driver)
+    if events_backend:
+        from rootless.record import replace
+
+        if events_backend not in ("file", "none"):
+            raise RootlessError(f"--events-backend {events_backend!r}: must be file or none",
+                                hint="journald is not used: the events log is a file in the run root")
+        config = replace(config, events_logger=events_backend)
     return Context(config=config, layout=layout, log=log)

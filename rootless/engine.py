@@ -113,7 +113,8 @@ def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: st
 
 
 def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
-           storage_driver: str | None = None, record: bool | None = True, runtime: Runtime = RUNTIME) -> Created:
+           storage_driver: str | None = None, record: bool | None = True, runtime: Runtime = RUNTIME,
+           detach: bool = False) -> Created:
     """Make a container from ``opts``: the image, its layer, its volumes, its spec and (with ``record``)
     the record that ps, logs, exec and start read. ``record=None``: recorded unless it is an anonymous
     ``--rm`` container without volumes (a volume's users must be known to `volume rm`), which spares
@@ -125,18 +126,36 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
         opts = replace(opts, network=ctx.config.network)
     if not opts.cgroup_manager and ctx.config.cgroup_manager:
         opts = replace(opts, cgroup_manager=ctx.config.cgroup_manager)
+    if opts.rmi and not opts.rm:
+        opts = replace(opts, rm=True)  # --rmi implies --rm, as in Podman
+    if opts.attach:
+        _check_attach(opts.attach, detach)
+    if opts.cidfile and os.path.exists(opts.cidfile):
+        raise RootlessError(f"container ID file {opts.cidfile} exists",
+                            hint="another container may be using it: remove the file first")
     host = specgen.HostInfo.read(opts.network)
 
     # 1. the image: from the store, else pulled
     image = resolve_image(ctx, opts.image, pull=pull, platform=platform)
     config = specgen.container_config(ctx.layout, image.config_digest)
     image_name = image.names[0] if image.names else image.id
+    from rootless.runflags import record_options
+
+    extra = record_options(opts, config, detach)
+    if opts.replace and opts.name is not None:
+        from rootless import lifecycle
+        from rootless.runtime.state import NoSuchContainer
+
+        try:
+            lifecycle.remove(ctx, lifecycle.resolve(ctx, opts.name), force=True)
+        except NoSuchContainer:
+            pass
 
     # 2. the container layer and volumes, 3. the spec, 4. the record
     vol_refs = specgen.volume_refs(opts, config, host.cwd) if (opts.volumes or opts.mounts or
                                                                 config.get("Volumes")) else []
     if record is None:
-        record = not opts.rm or opts.name is not None or bool(vol_refs)
+        record = not opts.rm or opts.name is not None or bool(vol_refs) or bool(extra["health"])
     cid = os.urandom(32).hex()
     uid_map, gid_map = runtime.store_maps()
     from contextlib import AbstractContextManager, nullcontext
@@ -166,13 +185,49 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
 
                 check_cgroups(spec)
             if record:
-                lifecycle.save(ctx, spec, image_name, image.id, config.get("StopSignal"), opts.rm)
+                lifecycle.save(ctx, spec, image_name, image.id, extra.pop("stop_signal"), opts.rm, **extra)
         except BaseException:
             _discard(ctx, cid, record, runtime)
             if made_volumes:
                 volumes.discard(ctx, made_volumes)
             raise
+    if opts.cidfile:
+        _write_cidfile(opts.cidfile, cid)
     return Created(id=cid, spec=spec, recorded=record, volumes=bool(vol_refs))
+
+
+def _check_attach(streams: Sequence[str], detach: bool) -> None:
+    if detach:
+        raise RootlessError("conflicting options: --attach and --detach", hint="drop one of them")
+    for s in streams:
+        if s.lower() not in ("stdin", "stdout", "stderr"):
+            raise RootlessError(f"-a {s!r}: not a stream", hint="STDIN, STDOUT or STDERR")
+
+
+def _attach_streams(streams: Sequence[str]) -> None:
+    """-a: the container gets /dev/null for the streams not attached (it inherits ours); our
+    own messages keep a copy of standard error."""
+    import sys
+
+    want = {s.lower() for s in streams}
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if name not in want:
+            if fd == 2:
+                sys.stderr = os.fdopen(os.dup(2), "w")
+            os.dup2(null, fd)
+    os.close(null)
+
+
+def _write_cidfile(path: str, cid: str) -> None:
+    """--cidfile: created exclusively (two containers never share one), written whole."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise RootlessError(f"container ID file {path} exists",
+                            hint="another container may be using it: remove the file first") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(cid)
 
 
 def _discard(ctx: Context, cid: str, recorded: bool, runtime: Runtime) -> None:
@@ -201,7 +256,8 @@ def start(ctx: Context, ref: str, *, runtime: Runtime = RUNTIME) -> int:
 def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
                  storage_driver: str | None = None, runtime: Runtime = RUNTIME) -> str:
     """`run -d`: create, then start under a monitor; the container's ID."""
-    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, runtime=runtime)
+    made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, runtime=runtime,
+                  detach=True)
     try:
         runtime.start(ctx, made.id)
     except RootlessError:
@@ -221,13 +277,19 @@ def run(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str 
     the start-up budget; any other is, with a name held unique."""
     made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=None,
                   runtime=runtime)
+    if opts.attach:
+        _attach_streams(opts.attach)
     try:
         return runtime.run(ctx, made.spec, made.recorded)
     finally:
         # 5. --rm: nothing of the container stays in the store, nor its anonymous volumes
-        if opts.rm:
+        if opts.rm or opts.rmi:
             _discard(ctx, made.id, made.recorded, runtime)
             _discard_anonymous_volumes(ctx, made)
+            if opts.rmi:
+                from rootless.image import present
+
+                present.remove_unused(ctx, opts.image)
 
 
 # --------------------------------------------------------------------------- containers that exist
@@ -246,7 +308,7 @@ def container(ctx: Context, ref: str) -> Container:
     return lifecycle.load(ctx, lifecycle.resolve(ctx, ref))
 
 
-FILTERS = ("status", "name", "id")
+FILTERS = ("status", "name", "id", "label", "ancestor", "exited")
 
 
 def containers(ctx: Context, *, all_: bool = True, filters: Sequence[str] = ()) -> list[Container]:
@@ -260,10 +322,11 @@ def containers(ctx: Context, *, all_: bool = True, filters: Sequence[str] = ()) 
     for f in filters:
         k, eq, v = f.partition("=")
         if not eq or k not in FILTERS:
-            raise RootlessError(f"invalid filter {f!r}", hint="filters: status=STATUS, name=REGEX, id=PREFIX")
+            raise RootlessError(f"invalid filter {f!r}", hint="filters: status=STATUS, name=REGEX, id=PREFIX, "
+                                "label=KEY[=VALUE], ancestor=IMAGE, exited=CODE")
         want.setdefault(k, []).append(v)
     rows = lifecycle.all_containers(ctx)
-    if not all_ and "status" not in want:
+    if not all_ and "status" not in want and "exited" not in want:
         rows = [c for c in rows if c.state.running]
     if "status" in want:
         rows = [c for c in rows if lifecycle.status_name(c.state) in want["status"]]
@@ -271,6 +334,13 @@ def containers(ctx: Context, *, all_: bool = True, filters: Sequence[str] = ()) 
         rows = [c for c in rows if any(re.search(v, c.config.name) for v in want["name"])]
     if "id" in want:
         rows = [c for c in rows if any(c.id.startswith(v) for v in want["id"])]
+    if "label" in want:
+        rows = [c for c in rows if all(lifecycle.label_matches(c.config.labels, v) for v in want["label"])]
+    if "ancestor" in want:
+        rows = [c for c in rows if any(v in (c.config.image, c.config.image_id) or c.config.image_id.startswith(v)
+                                       or c.config.image.split(":")[0].endswith(v) for v in want["ancestor"])]
+    if "exited" in want:
+        rows = [c for c in rows if c.state.status == "exited" and str(c.state.exit_code) in want["exited"]]
     return rows
 
 

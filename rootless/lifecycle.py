@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from rootless.runtime import state
 from rootless.runtime.state import Config, NoSuchContainer, State
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rootless.context import Context
     from rootless.runtime.cgroups import Sample
     from rootless.runtime.process import Started
@@ -45,12 +48,23 @@ def claim(ctx: Context, wanted: str | None) -> Iterator[str]:
             yield state.new_name(taken)
 
 
-def save(ctx: Context, spec: Spec, image: str, image_id: str, stop_signal: str | None, rm: bool) -> Config:
+def save(ctx: Context, spec: Spec, image: str, image_id: str, stop_signal: str | None, rm: bool,
+         **extra: Any) -> Config:
+    """The container's record; *extra*: record_options's fields (labels, restart, health, ...)."""
     cfg = Config(id=spec.id, name=spec.name, image=image, image_id=image_id, created=time.time(), spec=spec,
-                 stop_signal=stop_signal or "SIGTERM", rm=rm)
+                 stop_signal=stop_signal or "SIGTERM", rm=rm, **extra)
     state.save_config(ctx.layout, cfg)
     state.write_state(ctx.layout, spec.id, State())
+    event(ctx, cfg, "create")
     return cfg
+
+
+def event(ctx: Context, cfg: Config, status: str, attributes: dict[str, str] | None = None, **kw: Any) -> None:
+    """A container event in the events log (rootless.events), with the container's labels."""
+    from rootless import events
+
+    events.emit(ctx, "container", status, id_=cfg.id, name=cfg.name, image=cfg.image,
+                attributes={**cfg.labels, **(attributes or {})} or None, **kw)
 
 
 def run_foreground(ctx: Context, spec: Spec) -> int:
@@ -65,6 +79,8 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
     (ctx.layout.containers / spec.id / "started").touch()
     code = 125
     oom = False
+    cfg = state.load_config(ctx.layout, spec.id)
+    event(ctx, cfg, "start")
 
     def started(s: Started) -> None:
         if s.cgroup is not None:  # for stats while it runs
@@ -88,10 +104,12 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
                     st, status="exited", exit_code=code, finished_at=time.time(), oom_killed=oom))
         except RootlessError:
             pass
+        event(ctx, cfg, "died", exit_code=code)
 
 
-def start(ctx: Context, cid: str) -> int:
-    """Start a created or exited container under a monitor; its PID (0 when already running)."""
+def start(ctx: Context, cid: str, keep_count: bool = False) -> int:
+    """Start a created or exited container under a monitor; its PID (0 when already running).
+    *keep_count*: a restart by the restart policy (the count of restarts goes on)."""
     from rootless.runtime import launcher
 
     cfg = state.load_config(ctx.layout, cid)
@@ -101,14 +119,26 @@ def start(ctx: Context, cid: str) -> int:
             return 0
         # A fresh record, so a concurrent start sees this one as under way.
         state.write_state(ctx.layout, cid, State(status="created"))
+    stopped_marker(ctx, cid).unlink(missing_ok=True)
+    if not keep_count:
+        restarts_file(ctx, cid).unlink(missing_ok=True)
     ctx.layout.ensure_runroot()
-    rm_argv = None
-    if cfg.rm:  # --rm: the monitor becomes `rootless rm -f` once the container has exited
-        import sys
+    # --rm, --restart: the monitor becomes the exited hook once the container has ended
+    rm_argv = hook_argv(ctx, cfg)
+    died = None
+    if ctx.config.events_logger != "none":
+        from rootless import events
 
-        rm_argv = [sys.executable, "-m", "rootless", "--root", str(ctx.layout.root),
-                   "--runroot", str(ctx.layout.runroot), "rm", "-f", "-v", cid]
-    return launcher.launch(ctx.layout, ctx.log, cfg.spec, rm_argv)
+        # the monitor appends it when the container ends, with the exit code and the time
+        ev = events.record("container", "died", id_=cfg.id, name=cfg.name, image=cfg.image,
+                           attributes=dict(cfg.labels) or None, exit_code=0)
+        events.log_path(ctx.layout).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        died = (str(events.log_path(ctx.layout)), json.dumps(ev, separators=(",", ":")))
+    pid = launcher.launch(ctx.layout, ctx.log, cfg.spec, rm_argv, died=died,
+                          log_file=os.devnull if cfg.log_driver == "none" else None, log_max_size=cfg.log_max_size)
+    event(ctx, cfg, "start")
+    spawn_health_loop(ctx, cfg)
+    return pid
 
 
 # --------------------------------------------------------------------------- signals
@@ -144,6 +174,7 @@ def kill(ctx: Context, cid: str, sig: int) -> None:
         status = state.read_state(ctx.layout, cid).status
         raise RootlessError(f"can only kill running containers: {cid[:12]} is {status}",
                             hint="`rootless start` it first")
+    event(ctx, state.load_config(ctx.layout, cid), "kill", attributes={"signal": str(sig)})
 
 
 def wait_stopped(ctx: Context, cid: str, timeout: float | None = None) -> State | None:
@@ -161,21 +192,37 @@ def wait_stopped(ctx: Context, cid: str, timeout: float | None = None) -> State 
         delay = min(delay * 2, 0.05)
 
 
+WAIT_CONDITIONS = frozenset({"stopped", "exited", "running", "created", "paused", "healthy", "unhealthy",
+                             "configured", "initialized", "stopping"})
+
+
+def reached(c: Container, conds: set[str]) -> bool:
+    """Whether the container is in one of `wait --condition`'s states."""
+    st = c.state
+    now = {status_name(st), st.health} | ({"stopped"} if not st.running else set()) | \
+        ({"configured"} if st.status == "created" else set())
+    return bool(now & conds)
+
+
 def stop(ctx: Context, cid: str, timeout: float | None) -> None:
     """The image's StopSignal (SIGTERM by default), SIGKILL after *timeout* seconds (Podman: 10)."""
+
     cfg = state.load_config(ctx.layout, cid)
-    wait = 10.0 if timeout is None else timeout
+    wait = float(cfg.stop_timeout) if timeout is None else timeout
+    marker = stopped_marker(ctx, cid)
+    if marker.parent.is_dir():
+        marker.touch()  # no restart by the restart policy after an explicit stop
     try:
         first = parse_signal(cfg.stop_signal)
     except RootlessError:
         ctx.log.warn_once("stop-signal", f"the image's stop signal {cfg.stop_signal!r} is not known here: "
                           "sending SIGTERM")
         first = signal.SIGTERM
-    if _signal(ctx, cid, first) and wait_stopped(ctx, cid, wait) is not None:
-        return
-    _signal(ctx, cid, signal.SIGKILL)
-    if wait_stopped(ctx, cid, 10) is None:
-        raise RootlessError(f"container {cid[:12]} did not stop after SIGKILL")
+    if not (_signal(ctx, cid, first) and wait_stopped(ctx, cid, wait) is not None):
+        _signal(ctx, cid, signal.SIGKILL)
+        if wait_stopped(ctx, cid, 10) is None:
+            raise RootlessError(f"container {cid[:12]} did not stop after SIGKILL")
+    event(ctx, cfg, "stop")
 
 
 # --------------------------------------------------------------------------- removing
@@ -204,8 +251,10 @@ def remove(ctx: Context, cid: str, force: bool) -> None:
             os.kill(st.monitor_pid, signal.SIGKILL)
         time.sleep(0.01)
     with state.locked(ctx.layout, cid):
+        cfg: Config | None = None
         try:
-            rundir = state.load_config(ctx.layout, cid).spec.rundir
+            cfg = state.load_config(ctx.layout, cid)
+            rundir = cfg.spec.rundir
         except NoSuchContainer:
             raise
         except RootlessError:
@@ -213,6 +262,8 @@ def remove(ctx: Context, cid: str, force: bool) -> None:
         _remove_rundir(ctx, cid, rundir)
         with LazyStoreNamespace(ctx) as runner:
             rootfs.remove(ctx, runner, cid)
+    if cfg is not None:
+        event(ctx, cfg, "remove")
 
 
 def _remove_rundir(ctx: Context, cid: str, rundir: str) -> None:
@@ -257,7 +308,7 @@ def all_containers(ctx: Context) -> list[Container]:
     return sorted(out, key=lambda c: c.config.created, reverse=True)
 
 
-def _iso(t: float) -> str:
+def iso(t: float) -> str:
     if not t:
         return "0001-01-01T00:00:00Z"
     from datetime import UTC, datetime
@@ -296,25 +347,29 @@ def ago(seconds: float) -> str:
 
 def status_text(c: Container, now: float) -> str:
     st = c.state
+    if st.status == "paused":
+        return "Paused"
     if st.running:
-        return f"Up {ago(now - st.started_at)}"
+        up = f"Up {ago(now - st.started_at)}"
+        return f"{up} ({st.health})" if st.health else up
     if st.status == "exited":
         return f"Exited ({st.exit_code}) {ago(now - (st.finished_at or now))} ago"
     return "Created"
 
 
 def status_name(st: State) -> str:
-    return "running" if st.running else st.status
+    return st.status if st.status == "paused" else "running" if st.running else st.status
 
 
 def ps_json(c: Container) -> dict[str, Any]:
     spec = c.config.spec
     return {
         "Id": c.id, "Names": [c.config.name], "Image": c.config.image, "ImageID": c.config.image_id,
-        "Command": list(spec.process.args), "Created": int(c.config.created), "CreatedAt": _iso(c.config.created),
+        "Command": list(spec.process.args), "Created": int(c.config.created), "CreatedAt": iso(c.config.created),
         "State": status_name(c.state), "Status": status_text(c, time.time()), "ExitCode": c.state.exit_code,
         "Exited": c.state.status == "exited", "Pid": c.state.pid if c.state.running else 0,
         "StartedAt": int(c.state.started_at), "ExitedAt": int(c.state.finished_at),
+        "Labels": dict(c.config.labels) or None, "AutoRemove": c.config.rm,
         "Ports": [{"host_ip": p.host_ip, "container_port": p.container_port, "host_port": p.host_port,
                    "range": 1, "protocol": p.protocol} for p in published(c)],
     }
@@ -325,12 +380,14 @@ def inspect(ctx: Context, c: Container) -> dict[str, Any]:
     p = spec.process
     return {
         "Id": c.id,
-        "Created": _iso(c.config.created),
+        "Created": iso(c.config.created),
         "Path": p.args[0] if p.args else "",
         "Args": list(p.args[1:]),
-        "State": {"Status": status_name(st), "Running": st.running, "Paused": False, "Restarting": False,
+        "State": {"Status": status_name(st), "Running": st.running, "Paused": st.status == "paused",
+                  "Restarting": False,
+                  "Restarts": _restarts(ctx, c.id), "Health": _inspect_health(ctx, c),
                   "OOMKilled": st.oom_killed, "Dead": False, "Pid": st.pid if st.running else 0,
-                  "ExitCode": st.exit_code, "StartedAt": _iso(st.started_at), "FinishedAt": _iso(st.finished_at),
+                  "ExitCode": st.exit_code, "StartedAt": iso(st.started_at), "FinishedAt": iso(st.finished_at),
                   "CgroupPath": st.cgroup},
         "Image": c.config.image_id,
         "ImageName": c.config.image,
@@ -339,17 +396,47 @@ def inspect(ctx: Context, c: Container) -> dict[str, Any]:
         "Rootfs": spec.rootfs.target,
         "LogPath": str(state.log_path(ctx.layout, c.id)),
         "Mounts": [{"Type": m.type, "Source": m.source, "Destination": m.destination,
-                    "RW": "ro" not in m.options, "Options": list(m.options)}
-                   for m in spec.mounts if m.type == "bind" and not m.source.startswith(spec.rundir or "\0")],
+                    "RW": "ro" not in m.options, "Options": list(m.options)} for m in _user_mounts(spec)],
         "Config": {"Hostname": spec.hostname, "User": p.user or f"{p.uid}:{p.gid}", "Env": list(p.env),
                    "Cmd": list(p.args), "Image": c.config.image, "WorkingDir": p.cwd, "Tty": p.terminal,
                    "OpenStdin": p.interactive, "StopSignal": c.config.stop_signal,
-                   "Annotations": dict(spec.annotations)},
+                   "Labels": dict(c.config.labels), "Annotations": dict(spec.annotations)},
         "NetworkSettings": {"Ports": _inspect_ports(c)},
         "HostConfig": {"NetworkMode": spec.network.mode, "AutoRemove": c.config.rm,
                        "CapAdd": [], "Privileged": False, "CgroupManager": st.cgroup_manager,
                        **_inspect_resources(spec)},
     }
+
+
+def _restarts(ctx: Context, cid: str) -> int:
+
+    return restarts(ctx, cid)
+
+
+def health_log_path(ctx: Context, cid: str) -> Any:
+    return state.state_dir(ctx.layout, cid) / "health.json"
+
+
+def _inspect_health(ctx: Context, c: Container) -> dict[str, Any]:
+    """State.Health as Podman shows it: Status, FailingStreak, Log (the last checks)."""
+    if not c.state.health:
+        return {"Status": "", "FailingStreak": 0, "Log": None}
+    log: list[dict[str, Any]] = []
+    try:
+        log = json.loads(health_log_path(ctx, c.id).read_text())
+    except (OSError, ValueError):
+        pass
+    streak = 0
+    for entry in reversed(log):
+        if entry.get("ExitCode") == 0:
+            break
+        streak += 1
+    return {"Status": c.state.health, "FailingStreak": streak, "Log": log or None}
+
+
+def _user_mounts(spec: Spec) -> list[Any]:
+    """The bind mounts the user asked for (not the run directory's files: hosts, resolv.conf)."""
+    return [m for m in spec.mounts if m.type == "bind" and not m.source.startswith(spec.rundir or "\0")]
 
 
 def _inspect_resources(spec: Spec) -> dict[str, Any]:
@@ -406,21 +493,30 @@ def parse_log_line(raw: bytes) -> LogLine | None:
     return LogLine(parts[0].decode(), parts[1].decode(), parts[2] == b"P", parts[3] if len(parts) > 3 else b"")
 
 
-def parse_since(text: str, now: float) -> float:
-    """--since: a Unix time, an RFC 3339 time, or a duration before now (10s, 5m, 1h30m)."""
-    import re
+DURATION = re.compile(r"(\d+(\.\d+)?(h|m|s|ms|us|µs|ns))+")
 
+
+def parse_duration(text: str, what: str) -> float:
+    """A Go duration (250ms, 1s, 1m30s) or a number of seconds."""
     t = text.strip()
     try:
         return float(t)
     except ValueError:
         pass
-    m = re.fullmatch(r"((\d+(\.\d+)?)(h|m|s|ms))+", t)
-    if m:
-        total = 0.0
-        for num, _, unit in re.findall(r"(\d+(\.\d+)?)(ms|h|m|s)", t):
-            total += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-        return now - total
+    if DURATION.fullmatch(t):
+        return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}[u]
+                   for n, _, u in re.findall(r"(\d+(\.\d+)?)(ms|us|µs|ns|h|m|s)", t))
+    raise RootlessError(f"{what} {text!r}: not a duration", hint="for example 250ms, 1s, 1m30s")
+
+
+
+def parse_since(text: str, now: float) -> float:
+    """--since: a Unix time, an RFC 3339 time, or a duration before now (10s, 5m, 1h30m)."""
+    t = text.strip()
+    if DURATION.fullmatch(t):  # a Go duration: that long before now
+        return now - parse_duration(t, "--since")
+    if t.replace(".", "", 1).isdigit():
+        return float(t)
     from datetime import UTC, datetime
 
     try:
@@ -578,6 +674,52 @@ def copy(ctx: Context, src: str, dest: str) -> None:
         nsexec.copy_in_stopped(c.config.spec, spath, dpath)
 
 
+PS_HEADERS = {"ID": "CONTAINER ID", "CreatedHuman": "CREATED", "Created": "CREATED"}
+
+
+def label_matches(labels: dict[str, str], want: str) -> bool:
+    """A label filter: KEY (present) or KEY=VALUE."""
+    k, eq, v = want.partition("=")
+    return k in labels and (not eq or labels[k] == v)
+
+
+def ps_command(c: Container, no_trunc: bool) -> str:
+    command = " ".join(c.config.spec.process.args)
+    if not no_trunc and len(command) > 20:
+        command = command[:17] + "..."
+    return command
+
+
+def go_time(t: float) -> str:
+    """Go's time.Time.String() in UTC: 2026-12-02 08:49:59.296446217 +0000 UTC."""
+    if not t:
+        return "0001-01-01 00:00:00 +0000 UTC"
+    from datetime import UTC, datetime
+
+    d = datetime.fromtimestamp(t, UTC)
+    frac = f"{d.microsecond:06d}".rstrip("0")
+    return d.strftime("%Y-%m-%d %H:%M:%S") + (f".{frac}" if frac else "") + " +0000 UTC"
+
+
+def ps_row(c: Container, now: float, no_trunc: bool) -> dict[str, Any]:
+    """What `ps --format` templates see: Podman's psReporter field names and shapes."""
+    st = c.state
+    created = f"{ago(now - c.config.created)} ago"
+    status = status_text(c, now)
+    return {
+        "ID": c.id if no_trunc else c.id[:12], "Image": c.config.image,
+        "ImageID": c.config.image_id if no_trunc else c.config.image_id[:12],
+        "Command": ps_command(c, no_trunc), "CreatedAt": go_time(c.config.created),
+        "Created": go_time(c.config.created), "CreatedHuman": created, "RunningFor": created,
+        "Status": status, "State": status, "Names": c.config.name, "Ports": ports_column(c),
+        "Labels": dict(c.config.labels), "Pid": st.pid if st.running else 0, "ExitCode": st.exit_code,
+        "Exited": st.status == "exited", "ExitedAt": int(st.finished_at), "StartedAt": int(st.started_at),
+        "AutoRemove": c.config.rm, "Mounts": [m.destination for m in _user_mounts(c.config.spec)],
+        "Networks": c.config.spec.network.mode, "Pod": "", "PodName": "", "IsInfra": False,
+        "Health": st.health,
+    }
+
+
 # --------------------------------------------------------------------------- stats
 
 
@@ -693,3 +835,223 @@ def _host_memory() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+# --------------------------------------------------------------------------- rename, pause, top
+
+
+def rename(ctx: Context, cid: str, new: str) -> None:
+    """Give the container another name (held unique like a new one)."""
+    state.check_name(new)
+    with state.names_locked(ctx.layout):
+        taken = state.names(ctx.layout)
+        if new in taken and taken[new] != cid:
+            raise RootlessError(f"the container name {new!r} is already in use by {taken[new][:12]}",
+                                hint="choose another name, or remove that container")
+        with state.locked(ctx.layout, cid):
+            cfg = state.load_config(ctx.layout, cid)
+            cfg = replace(cfg, name=new, spec=replace(cfg.spec, name=new))
+            state.save_config(ctx.layout, cfg)
+    event(ctx, cfg, "rename")
+
+
+def pause(ctx: Context, cid: str, frozen: bool) -> None:
+    """Freeze (or thaw) every process of the container through the cgroup v2 freezer
+    (cgroup.freeze, Documentation/admin-guide/cgroup-v2.rst); the record says "paused"."""
+    from rootless.runtime import cgroups
+
+    what = "pause" if frozen else "unpause"
+    c = load(ctx, cid)
+    if not c.state.running or (c.state.status == "paused") != (not frozen):
+        raise RootlessError(f"container {c.config.name} is {status_name(c.state)}: cannot {what} it",
+                            hint="pause a running container; unpause a paused one")
+    if not c.state.cgroup:
+        why = "it was started with --cgroups disabled" if c.config.spec.cgroups == "disabled" else \
+            cgroups.probe(ctx.config.cgroup_manager).reason or "it runs without a cgroup of its own"
+        raise RootlessError(f"{what} container {c.config.name}: no cgroup v2 freezer ({why})",
+                            hint="pause needs cgroup v2 delegated to you: see `rootless doctor`")
+    base = f"{cgroups.ROOT}/{c.state.cgroup.strip('/')}"
+    with open(f"{base}/cgroup.freeze", "w") as f:
+        f.write("1" if frozen else "0")
+    # the write starts the freeze; cgroup.events says "frozen 1" once every task has stopped
+    deadline = time.monotonic() + 10
+    while frozen and time.monotonic() < deadline:
+        with open(f"{base}/cgroup.events") as f:
+            if "frozen 1" in f.read():
+                break
+        time.sleep(0.01)
+    with state.locked(ctx.layout, cid):
+        st = state.read_state_raw(ctx.layout, cid) or State()
+        if st.running:
+            state.write_state(ctx.layout, cid, replace(st, status="paused" if frozen else "running"))
+    event(ctx, c.config, what)
+
+
+# `top` descriptors (ps(1)'s AIX format specifiers, as podman top takes them) → header
+TOP_DESCRIPTORS = {"user": "USER", "pid": "PID", "ppid": "PPID", "pcpu": "%CPU", "etime": "ELAPSED",
+                   "tty": "TTY", "time": "TIME", "args": "COMMAND", "comm": "COMMAND", "group": "GROUP",
+                   "huser": "HUSER", "hpid": "HPID", "nice": "NI", "pgid": "PGID", "state": "STATE",
+                   "vsz": "VSZ", "rss": "RSS", "uid": "UID", "gid": "GID"}
+TOP_DEFAULT = ("user", "pid", "ppid", "pcpu", "etime", "tty", "time", "args")
+
+
+def top_descriptors(args: list[str]) -> list[str] | None:
+    """The descriptors asked for (`top CTR pid user args`, or `-eo pid,args`-free lists), None
+    when *args* are ps(1) options that only the container's own ps can run."""
+    if not args:
+        return list(TOP_DEFAULT)
+    names = [d for a in args for d in a.split(",") if d]
+    return names if all(d in TOP_DESCRIPTORS for d in names) else None
+
+
+def top(ctx: Context, cid: str, descriptors: list[str]) -> list[list[str]]:
+    """The container's processes as rows of *descriptors*, read from the host's /proc: the
+    processes in the container's PID namespace (readable by us: we own its user namespace)."""
+    c = _running(ctx, cid, "list the processes of")
+    pid1 = c.state.pid
+    try:
+        ns = os.readlink(f"/proc/{pid1}/ns/pid")
+    except OSError as e:
+        raise RootlessError(f"read the PID namespace of container {c.config.name}: {e.strerror}") from e
+    passwd = _names_in(c, "etc/passwd")
+    groups = _names_in(c, "etc/group")
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    rows = [[TOP_DESCRIPTORS[d] for d in descriptors]]
+    for entry in sorted((e for e in os.listdir("/proc") if e.isdigit()), key=int):
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+        fields = stat[stat.rindex(b")") + 2:].split()
+        nspid = status.get("NSpid", entry).split()
+        uid = int(status.get("Uid", "0").split()[0])
+        gid = int(status.get("Gid", "0").split()[0])
+        in_uid = _to_container(uid, c.config.spec.uid_map)
+        in_gid = _to_container(gid, c.config.spec.gid_map)
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        elapsed = max(uptime - int(fields[19]) / ticks, 0.0)
+        ppid_host = int(fields[1])
+        ppid = _ns_pid(ppid_host, ns)
+        tty_nr = int(fields[4])
+        values = {
+            "user": passwd.get(in_uid, str(in_uid)), "pid": nspid[-1], "ppid": str(ppid),
+            "pcpu": f"{cpu / elapsed * 100 if elapsed else 0:.3f}", "etime": duration(elapsed),
+            "tty": f"pts/{tty_nr & 0xff | (tty_nr >> 12) & 0xfff00}" if tty_nr >> 8 == 136 else "?",
+            "time": duration(cpu) if cpu >= 1e-3 else "0s", "args": cmdline or f"[{comm}]", "comm": comm,
+            "group": groups.get(in_gid, str(in_gid)), "huser": str(uid), "hpid": entry,
+            "nice": fields[16].decode(), "pgid": str(_ns_pid(int(fields[2]), ns)), "state": fields[0].decode(),
+            "vsz": str(int(fields[20]) // 1024), "rss": str(int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024),
+            "uid": str(in_uid), "gid": str(in_gid)}
+        rows.append([values[d] for d in descriptors])
+    return rows
+
+
+def _ns_pid(host_pid: int, ns: str) -> int:
+    """A process's PID in the PID namespace *ns*; 0 when it is not in it (the container's
+    PID 1's parent, outside)."""
+    try:
+        if not host_pid or os.readlink(f"/proc/{host_pid}/ns/pid") != ns:
+            return 0
+        with open(f"/proc/{host_pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return 0
+
+
+def _to_container(host_id: int, maps: Any) -> int:
+    for m in maps:
+        if m.host_id <= host_id < m.host_id + m.size:
+            return int(m.container_id + host_id - m.host_id)
+    return 65534  # the overflow ID: not mapped into the container
+
+
+def _names_in(c: Container, rel: str) -> dict[int, str]:
+    """ID → name from the container's /etc/passwd or /etc/group, read through its root."""
+    out: dict[int, str] = {}
+    try:
+        with open(f"/proc/{c.state.pid}/root/{rel}") as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 2 and parts[2].isdigit():
+                    out.setdefault(int(parts[2]), parts[0])
+    except OSError:
+        pass
+    return out
+
+
+def diff(ctx: Context, cid: str) -> list[tuple[str, str]]:
+    """The container's changes to its image: (A|C|D, path), sorted by path."""
+    from rootless.runtime.run import LazyStoreNamespace
+
+    c = load(ctx, cid)
+    plan = c.config.spec.rootfs
+    if not plan.upper:
+        raise RootlessError(f"diff of container {c.config.name}: its {plan.driver} storage keeps no separate "
+                            "layer of changes", hint="diff works with the overlay and fuse-overlayfs drivers")
+    with LazyStoreNamespace(ctx) as runner:
+        found = runner.call("storage.changes:changes", upper=plan.upper, lowers=list(plan.lower))
+    return sorted(((k, p) for k, p in found), key=lambda kp: kp[1])
+
+
+# --------------------------------------------------------------------------- restart and health (rootless.supervise)
+
+
+def cli_argv(ctx: Context) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "rootless", "--root", str(ctx.layout.root), "--runroot", str(ctx.layout.runroot)]
+
+
+def _self(ctx: Context, what: str, cid: str) -> list[str]:
+    """This module run as a program for one container (not a command of the CLI's)."""
+    import sys
+
+    return [sys.executable, "-m", "rootless.supervise", what, str(ctx.layout.root), str(ctx.layout.runroot), cid]
+
+
+def hook_argv(ctx: Context, cfg: Config) -> list[str] | None:
+    """What the monitor execs when the container ends: `rm -f -v` for --rm, the exited hook
+    for --rm --rmi or a restart policy."""
+    if cfg.rm and not cfg.rmi:
+        return [*cli_argv(ctx), "rm", "-f", "-v", cfg.id]
+    if cfg.restart == "no" and not cfg.rm:
+        return None
+    return _self(ctx, "exited", cfg.id)
+
+
+def stopped_marker(ctx: Context, cid: str) -> Path:
+    return state.state_dir(ctx.layout, cid) / "stopped"
+
+
+def restarts_file(ctx: Context, cid: str) -> Path:
+    return state.state_dir(ctx.layout, cid) / "restarts"
+
+
+def restarts(ctx: Context, cid: str) -> int:
+    try:
+        return int(restarts_file(ctx, cid).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def spawn_health_loop(ctx: Context, cfg: Config) -> None:
+    """A detached `health-loop` for a container with a timed health check."""
+    if not cfg.health or not cfg.health.get("interval"):
+        return
+    import subprocess
+
+    subprocess.Popen(_self(ctx, "health", cfg.id), stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)

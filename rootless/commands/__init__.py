@@ -18,25 +18,31 @@ if TYPE_CHECKING:
 # first word of a command → the module (in this package) that declares it
 INDEX: dict[str, tuple[str, ...]] = {
     "pull": ("images",), "images": ("images",), "rmi": ("images",), "tag": ("images",), "login": ("images",),
-    "logout": ("images",), "image": ("images",),
+    "logout": ("images",), "image": ("images", "scripting"),
     "run": ("containers",), "create": ("containers",), "start": ("containers",), "stop": ("containers",),
     "kill": ("containers",), "restart": ("containers",), "rm": ("containers",), "wait": ("containers",),
     "ps": ("containers",), "stats": ("containers",), "logs": ("containers",), "exec": ("containers",),
-    "inspect": ("containers",), "port": ("containers",), "cp": ("containers",), "container": ("containers",),
+    "inspect": ("containers",), "port": ("containers",), "cp": ("containers",),
+    "container": ("containers", "scripting"),
     "volume": ("volumes",),
     "info": ("system",), "doctor": ("system",), "unshare": ("system",), "completion": ("system",),
+    "version": ("scripting",), "events": ("scripting",), "rename": ("scripting",), "pause": ("scripting",),
+    "unpause": ("scripting",), "top": ("scripting",), "diff": ("scripting",), "healthcheck": ("scripting",),
 }
 
 DESCRIPTION = "Run registry images as an unprivileged user: no root, no daemon."
 
 # the options before the command
 GLOBAL: tuple[Opt, ...] = (
-    value("--log-level", help="Messages to show: debug, info, warn, error.", default="warn",
-          choices=("debug", "info", "warn", "error"), lower=True),
+    value("--log-level", help="Messages to show: debug, info, warn, error.", default="warn"),
     value("--root", help="Storage root (images and layers).", complete="dir"),
     value("--runroot", help="Directory for volatile state.", complete="dir"),
     value("--cgroup-manager", help="Who makes containers' cgroups: systemd or cgroupfs (default: the config, "
           "else the first that works)."),
+    value("--storage-driver", help="overlay, fuse-overlayfs or vfs for new containers (default: the config, "
+          "else probed)."),
+    value("--events-backend", help="file (the events log) or none (no events recorded)."),
+    flag("--noout", help="Print nothing on standard output."),
     flag("--version", help="Print the version and exit."),
 )
 

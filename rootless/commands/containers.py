@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 table = Table()
 table.group("container", "Manage containers.")
 
-FORMAT = value("--format", help="Output format: table or json.", default="table", choices=("table", "json"))
+FORMAT = value("--format", default="table", help="table, json, or a Go template (`{{.Names}}`; `table {{.ID}}\\t"
+               "{{.Names}}` prints headers).")
 
 # `run` and `create`: each dest is a field of specgen.RunOptions, except RUN_ONLY's
 RUN_OPTIONS = (
@@ -72,6 +73,30 @@ RUN_OPTIONS = (
     value("--pids-limit", help="Process limit (-1: unlimited)."),
     value("--oom-score-adj", help="OOM score adjustment (-1000 to 1000; only raising it needs no privilege)."),
     value("--cgroups", help="enabled (a cgroup of its own when the host can give one) or disabled."),
+    value("-l", "--label", many=True, help="Set a label KEY=VALUE."),
+    value("--label-file", many=True, complete="file", help="Read KEY=VALUE labels from a file."),
+    value("--restart", help="no, on-failure[:N], always or unless-stopped (with -d)."),
+    value("--health-cmd", help="Health check command (a shell line, or a JSON array; none: the image's is off)."),
+    value("--health-interval", help="Time between checks (30s; disable: no checks on a timer)."),
+    value("--health-retries", help="Failures in a row that make it unhealthy (3)."),
+    value("--health-start-period", help="Time after start when failures do not count (0s)."),
+    value("--health-timeout", help="Time a check may take (30s)."),
+    value("--health-on-failure", help="none, kill, restart or stop when unhealthy."),
+    value("--cidfile", complete="file", help="Write the container ID to this file."),
+    flag("--replace", help="Remove a container of the same --name first."),
+    flag("--rmi", help="Remove the image too when the container exits (implies --rm)."),
+    value("--stop-signal", help="Signal for `stop` (default: the image's, else SIGTERM)."),
+    value("--stop-timeout", help="Seconds `stop` waits before SIGKILL (10)."),
+    value("--tz", help="Time zone: an IANA name (Europe/Paris), or local (the host's)."),
+    value("--umask", help="The command's umask, octal (0022)."),
+    value("--expose", many=True, help="Expose PORT[/PROTO] (or a range) for -P."),
+    value("--log-driver", help="k8s-file (the default), none or passthrough."),
+    value("--log-opt", many=True, help="max-size=SIZE: rotate the log there."),
+    value("--group-add", many=True, help="Add a supplementary group (a number)."),
+    value("--shm-size", help="Size of /dev/shm (64m)."),
+    value("-a", "--attach", many=True, help="Attach to STDIN, STDOUT or STDERR only (repeatable)."),
+    flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container (=false is "
+         "not supported)."),
 )
 # what the engine takes beside RunOptions (or, for -d, which engine call)
 RUN_ONLY = ("detach", "pull", "storage_driver", "platform", "help")
@@ -155,11 +180,18 @@ def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
 
 
 @table.command("start", "Start created or stopped containers under a monitor, as `podman start` does.",
-               args=_containers("Containers to start (names, IDs or ID prefixes).", optional=False),
-               options=[flag("-a", "--attach", help="Follow the container's output and exit with its status.")])
+               args=_containers("Containers to start (names, IDs or ID prefixes)."),
+               options=[flag("-a", "--attach", help="Follow the container's output and exit with its status."),
+                        flag("--all", help="Start every container that is not running.")])
 def start(ctx: Context, a: Args) -> int:
     from rootless import engine
 
+    if a.all:
+        if a.container or a.attach:
+            raise UsageError("Invalid value: --all takes no container names and no --attach")
+        return _each(ctx, [c.id for c in engine.containers(ctx) if not c.state.running], engine.start)
+    if not a.container:
+        raise UsageError("Invalid value: give at least one container name or ID, or --all")
     if a.attach:
         if len(a.container) != 1:
             raise UsageError("Invalid value: --attach takes exactly one container")
@@ -212,7 +244,10 @@ def restart(ctx: Context, a: Args) -> int:
                args=_containers("Containers to remove."),
                options=[flag("-f", "--force", help="Kill running containers first (SIGKILL)."),
                         flag("-a", "--all", help="Remove every container."),
-                        flag("-v", "--volumes", help="Remove the container's anonymous volumes too.")])
+                        flag("-v", "--volumes", help="Remove the container's anonymous volumes too."),
+                        value("-t", "--time", type=int, help="With --force: seconds to wait after the stop signal "
+                              "before SIGKILL (default: SIGKILL at once)."),
+                        flag("-i", "--ignore", help="A container that does not exist is no error.")])
 def rm(ctx: Context, a: Args) -> int:
     from rootless import engine
 
@@ -225,21 +260,41 @@ def rm(ctx: Context, a: Args) -> int:
                 anonymous = volumes.anonymous_in(ctx, engine.container(ctx, ref).config.spec)
             except RootlessError:
                 pass
+        if a.force and a.time:
+            engine.stop(ctx, ref, a.time)
         engine.remove(ctx, ref, force=a.force)
         if anonymous:
             volumes.discard(ctx, anonymous)
 
-    # Podman: a container that does not exist is an error (exit 1), but not with --force
-    return _each(ctx, _refs(ctx, a), one, missing_code=0 if a.force else 1)
+    # Podman: a container that does not exist is an error (exit 1), but not with --force or --ignore;
+    # with --all, one that removes itself meanwhile (run --rm) is none either
+    return _each(ctx, _refs(ctx, a), one, missing_code=0 if a.force or a.ignore or a.all else 1)
 
 
-@table.command("wait", "Wait until containers stop; print each one's exit code.",
-               args=_containers("Containers to wait for.", optional=False))
+@table.command("wait", "Wait until containers stop (or reach a --condition); print each one's exit code.",
+               args=_containers("Containers to wait for.", optional=False),
+               options=[value("--condition", many=True, help="Wait for this state: stopped (the default), exited, "
+                              "running, created, paused, healthy, unhealthy (repeatable: any)."),
+                        value("-i", "--interval", default="250ms", help="How often to look (250ms, 1s).")])
 def wait(ctx: Context, a: Args) -> int:
-    from rootless import engine
+    import time
+
+    from rootless import engine, lifecycle
+    conds = set(a.condition or ["stopped"])
+    bad = conds - lifecycle.WAIT_CONDITIONS
+    if bad:
+        raise RootlessError(f"--condition {sorted(bad)[0]!r}: not a container state",
+                            hint=f"one of {', '.join(sorted(lifecycle.WAIT_CONDITIONS))}")
+    every = lifecycle.parse_duration(a.interval, "--interval")
 
     def one(ctx: Context, ref: str) -> None:
-        print(engine.wait(ctx, ref))
+        if conds <= {"stopped", "exited"}:
+            print(engine.wait(ctx, ref))
+            return
+        while not lifecycle.reached(engine.container(ctx, ref), conds):
+            time.sleep(every)
+        c = engine.container(ctx, ref)
+        print(c.state.exit_code if not c.state.running else -1)
 
     return _each(ctx, list(a.container), one, echo=False)
 
@@ -249,9 +304,12 @@ def wait(ctx: Context, a: Args) -> int:
 @table.command("ps", "List containers, as `podman ps` does.",
                options=[flag("-a", "--all", help="Show every container, not only running ones."),
                         flag("-q", "--quiet", help="Print only container IDs."),
-                        value("-f", "--filter", many=True, help="status=STATUS, name=REGEX or id=PREFIX "
-                              "(repeatable)."),
-                        FORMAT, flag("--no-trunc", help="Do not truncate IDs and commands.")],)
+                        value("-f", "--filter", many=True, help="status=STATUS, name=REGEX, id=PREFIX, "
+                              "label=KEY[=VALUE], ancestor=IMAGE or exited=CODE (repeatable)."),
+                        FORMAT, flag("--no-trunc", help="Do not truncate IDs and commands."),
+                        flag("--external", help="Also list containers made outside rootless's records (build "
+                             "containers: there are none).")],
+               aliases=["container ls"], hidden_aliases=["container list", "container ps"])
 def ps(ctx: Context, a: Args) -> int:
     import time
 
@@ -263,14 +321,17 @@ def ps(ctx: Context, a: Args) -> int:
         echo_json([lifecycle.ps_json(c) for c in rows])
     elif a.quiet:
         sys.stdout.write("".join((c.id if a.no_trunc else c.id[:12]) + "\n" for c in rows))
+    elif a.format != "table":
+        from rootless import gotemplate
+
+        now = time.time()
+        sys.stdout.write(gotemplate.render("ps", a.format, [lifecycle.ps_row(c, now, a.no_trunc) for c in rows],
+                                           lifecycle.PS_HEADERS))
     else:
         now = time.time()
         grid = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
         for c in rows:
-            command = " ".join(c.config.spec.process.args)
-            if not a.no_trunc and len(command) > 20:
-                command = command[:17] + "..."
-            grid.append((c.id if a.no_trunc else c.id[:12], c.config.image, command,
+            grid.append((c.id if a.no_trunc else c.id[:12], c.config.image, lifecycle.ps_command(c, a.no_trunc),
                          f"{lifecycle.ago(now - c.config.created)} ago", lifecycle.status_text(c, now),
                          lifecycle.ports_column(c), c.config.name))
         print_table(grid)
@@ -311,6 +372,10 @@ def stats(ctx: Context, a: Args) -> int:
                 before[c.id] = now
         if a.format == "json":
             text = json.dumps(rows, indent=4)
+        elif a.format != "table":
+            from rootless import gotemplate
+
+            text = gotemplate.render("stats", a.format, [stats_view(r) for r in rows], STATS_HEADERS).rstrip("\n")
         else:
             grid = [[h for h, _ in _STATS_COLUMNS]] + [[r[k] for _, k in _STATS_COLUMNS] for r in rows]
             widths = [max(len(line[i]) for line in grid) for i in range(len(_STATS_COLUMNS))]
@@ -323,6 +388,18 @@ def stats(ctx: Context, a: Args) -> int:
         if a.no_stream:
             return 0
         time.sleep(a.interval)
+
+
+STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET IO",
+                 "BlockIO": "BLOCK IO", "PIDS": "PIDS", "PIDs": "PIDS", "CPUTime": "CPU TIME", "AVGCPU": "AVG CPU %"}
+
+
+def stats_view(row: dict[str, str]) -> dict[str, str]:
+    """A stats row with Podman's template field names (`{{.CPUPerc}}`, `{{.MemUsage}}`)."""
+    return {"ID": row["id"], "ContainerID": row["id"], "Name": row["name"], "CPUPerc": row["cpu_percent"],
+            "MemUsage": row["mem_usage"], "MemPerc": row["mem_percent"], "NetIO": row["net_io"],
+            "BlockIO": row["block_io"], "PIDS": row["pids"], "PIDs": row["pids"], "CPUTime": row["cpu_time"],
+            "AVGCPU": row["avg_cpu"]}
 
 
 def print_logs(lines: Any, timestamps: bool) -> None:
@@ -371,10 +448,13 @@ def exec_(ctx: Context, a: Args) -> int:
 
 @table.command("inspect", "Print containers' details as a JSON array (Podman's main fields); a name that is "
                "no container is looked up as an image, as `podman inspect` does.",
-               args=[arg("NAME", many=True, help="Containers (or images) to inspect.", complete="container")])
+               args=[arg("NAME", many=True, help="Containers (or images) to inspect.", complete="container")],
+               options=[value("-f", "--format", help="json, or a Go template run once per object "
+                              "(`{{.State.Pid}}`)."),
+                        value("-t", "--type", default="all", choices=("all", "container", "image"),
+                              help="container, image or all (default).")],
+               aliases=["container inspect"])
 def inspect(ctx: Context, a: Args) -> int:
-    import json
-
     from rootless import engine
     from rootless.runtime.state import NoSuchContainer
 
@@ -382,17 +462,24 @@ def inspect(ctx: Context, a: Args) -> int:
     errors: list[RootlessError] = []
     for ref in a.name:
         try:
+            if a.type == "image":
+                raise NoSuchContainer(ref)
             out.append(engine.inspect(ctx, ref))
         except NoSuchContainer as e:
+            if a.type == "container":
+                errors.append(e)
+                continue
             from rootless.image import present
 
             data, missing = present.inspect(ctx, [ref])
             out.extend(data)
             if missing:
-                errors.append(RootlessError(f"no container or image {ref!r} found", hint=e.hint))
+                errors.append(RootlessError(f'no such object: "{ref}"', hint=e.hint))
         except RootlessError as e:
             errors.append(e)
-    print(json.dumps(out, indent=4))
+    from rootless.commands.images import emit_objects
+
+    emit_objects("inspect", a.format, out)
     if errors:
         raise errors[-1]
     return 0
@@ -436,3 +523,10 @@ def container_prune(ctx: Context, a: Args) -> int:
     for cid in engine.prune(ctx):
         print(cid)
     return 0
+
+
+# `podman container …` spellings of the top-level container commands (documented on their pages)
+for _c in table.commands:
+    if _c.path in (("run",), ("start",), ("stop",), ("kill",), ("restart",), ("rm",), ("wait",),
+                   ("stats",), ("logs",), ("exec",), ("port",), ("cp",)):
+        _c.aliases += (("container", *_c.path),)

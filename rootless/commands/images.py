@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import EXIT_TOOL, RootlessError
 from rootless.options import Args, Table, arg, flag, value
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 table = Table()
 table.group("image", "Manage images.")
 
-FORMAT = value("--format", help="Output format: table or json.", default="table", choices=("table", "json"))
+FORMAT = value("--format", default="table", help="table, json, or a Go template (`{{.Repository}}:{{.Tag}}`; "
+               "`table ...` prints headers).")
 
 
 def echo_json(data: object) -> None:
@@ -54,6 +55,14 @@ def images(ctx: Context, a: Args) -> int:
         for r in recs:
             seen.setdefault(r.id if a.no_trunc else r.id[:12])
         sys.stdout.write("".join(i + "\n" for i in seen))
+        return 0
+    if a.format not in ("json", "table"):
+        from rootless import gotemplate
+
+        counts = present.containers_per_image(ctx)
+        sys.stdout.write(gotemplate.render("images", a.format, [
+            present.image_row(ctx, r, name, a.no_trunc, counts.get(r.id, 0)) for r in recs for name in r.names or [""]],
+            present.IMAGES_HEADERS))
         return 0
     if a.format == "json":
         out = []
@@ -121,14 +130,13 @@ def tag(ctx: Context, a: Args) -> int:
 
 @table.command("image inspect", "Show images' configuration and layers as JSON.",
                args=[arg("IMAGE", many=True, help="Images to inspect (names or IDs).", complete="image")],
-               options=[value("-f", "--format", help="Output format (json).", default="json")])
+               options=[value("-f", "--format", default="json", help="json, or a Go template run once per image "
+                              "(`{{.Size}}`).")])
 def image_inspect(ctx: Context, a: Args) -> int:
     from rootless.image import present
 
-    if a.format != "json":
-        raise RootlessError(f"unsupported format {a.format!r}", "use --format json")
     data, missing = present.inspect(ctx, list(a.image))
-    echo_json(data)
+    emit_objects("inspect", a.format, data)
     for m in missing:
         print(f"Error: {m}", file=sys.stderr)
     return EXIT_TOOL if missing else 0
@@ -196,3 +204,17 @@ def logout(ctx: Context, a: Args) -> int:
         raise RootlessError("logout needs a registry, or --all", "rootless logout REGISTRY")
     print(present.logout(ctx, a.registry, all_=a.all))
     return 0
+
+
+def emit_objects(name: str, fmt: str | None, objs: list[Any]) -> None:
+    """inspect-style output: a JSON array, or the --format template once per object."""
+    if not fmt or fmt == "json":
+        import json
+
+        print(json.dumps(objs, indent=4))
+        return
+    from rootless import gotemplate
+
+    t, _ = gotemplate.parse(name, fmt)
+    sys.stdout.write("".join(t.execute(o) for o in objs))
+    sys.stdout.flush()

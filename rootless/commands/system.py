@@ -14,7 +14,8 @@ table = Table()
 
 
 @table.command("info", "Show the host, store, ID maps, helper versions and cgroup delegation.",
-               options=[value("-f", "--format", choices=("table", "json"), help="Output format: json.")])
+               options=[value("-f", "--format", help="json, or a Go template with Podman's fields "
+                              "(`{{.Host.Arch}}`, `{{.Store.GraphRoot}}`).")])
 def info(ctx: Context, a: Args) -> int:
     from rootless import doctor
 
@@ -23,6 +24,10 @@ def info(ctx: Context, a: Args) -> int:
         import json
 
         print(json.dumps(data, indent=4))
+    elif a.format and a.format != "table":
+        from rootless import gotemplate, views
+
+        views.emit(gotemplate.render_one("info", a.format, views.info_view(data)))
     else:
         print(_yaml(data).rstrip())
     return 0

@@ -39,8 +39,8 @@ def volume_create(ctx: Context, a: Args) -> int:
 
 @table.command("volume ls", "List volumes.",
                options=[flag("-q", "--quiet", help="Print only volume names."),
-                        value("--format", default="table", choices=("table", "json"),
-                              help="Output format: table or json."),
+                        value("--format", default="table", help="table, json, or a Go template "
+                              "(`{{.Name}}`)."),
                         value("-f", "--filter", many=True, help="name=REGEX, label=KEY[=VALUE], "
                               "dangling=true|false, driver=local (repeatable).")],
                hidden_aliases=["volume list"])
@@ -53,6 +53,11 @@ def volume_ls(ctx: Context, a: Args) -> int:
         echo_json([volumes.inspect(ctx, v, n) for v, n in found])
     elif a.quiet:
         sys.stdout.write("".join(v.name + "\n" for v, _ in found))
+    elif a.format != "table":
+        from rootless import gotemplate
+
+        sys.stdout.write(gotemplate.render("volume", a.format, [volumes.inspect(ctx, v, n) for v, n in found],
+                                           {"Name": "VOLUME NAME"}))
     else:
         print(f"{'DRIVER':<12}VOLUME NAME")
         sys.stdout.write("".join(f"{v.driver:<12}{v.name}\n" for v, _ in found))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
 from rootless.image.reference import candidates, parse_reference
+from rootless.units import decimal_size
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -99,6 +100,41 @@ def image_config(ctx: Context, rec: ImageRecord) -> dict[str, Any]:
     return _config(ctx, rec)
 
 
+IMAGES_HEADERS = {"ID": "IMAGE ID", "ReadOnly": "R/O", "CreatedSince": "CREATED", "Created": "CREATED"}
+
+
+def containers_per_image(ctx: Context) -> dict[str, int]:
+    """Image ID → how many containers were made from it (their records in the store)."""
+    out: dict[str, int] = {}
+    try:
+        records = [p / "config.json" for p in ctx.layout.containers.iterdir()]
+    except FileNotFoundError:
+        records = []
+    for path in records:
+        try:
+            iid = json.loads(path.read_bytes())["image_id"]
+        except (OSError, ValueError, KeyError):
+            continue
+        out[iid] = out.get(iid, 0) + 1
+    return out
+
+
+def image_row(ctx: Context, r: ImageRecord, name: str, no_trunc: bool, containers: int) -> dict[str, Any]:
+    """What `images --format` templates see: Podman's imageReporter field names and shapes."""
+    repo, t = split_name(name) if name else ("<none>", "<none>")
+    ts = timestamp(r.created) or 0
+    created = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(ts))
+    labels = (_config(ctx, r).get("config") or {}).get("Labels") or {}
+    return {
+        "ID": r.id if no_trunc else r.id[:12], "Id": r.id, "Repository": repo, "Tag": t,
+        "Digest": r.manifest_digest, "CreatedSince": ago(r.created), "Created": ago(r.created),
+        "CreatedAt": created, "Size": decimal_size(r.size), "VirtualSize": r.size, "SharedSize": 0,
+        "ReadOnly": False, "IsReadOnly": False, "Dangling": not r.names, "Containers": containers,
+        "Labels": labels, "Names": list(r.names), "RepoTags": list(r.names), "RepoDigests": list(r.digests),
+        "History": ", ".join(r.names),
+    }
+
+
 def tag(ctx: Context, source: str, targets: list[str]) -> None:
     store = _store(ctx)
     with store.locked():
@@ -108,6 +144,13 @@ def tag(ctx: Context, source: str, targets: list[str]) -> None:
             if ref.digest:
                 raise RootlessError(f"{t}: cannot tag with a digest", "give a name with an optional :tag")
             store.tag(rec.id, ref.tagged_name)
+            image_event(ctx, "tag", rec.id, ref.tagged_name)
+
+
+def image_event(ctx: Context, status: str, iid: str, name: str) -> None:
+    from rootless import events
+
+    events.emit(ctx, "image", status, id_=iid, name=name)
 
 
 def _gc(ctx: Context, store: ImageStore) -> None:
@@ -174,19 +217,29 @@ def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> tuple[lis
                 name = _matching_name(ctx, text, rec)
                 store.untag(name)
                 report.append((False, f"Untagged: {name}"))
+                image_event(ctx, "untag", rec.id, name)
                 continue
             if by_id and len(rec.names) > 1 and not force:
                 report.append((True, f"unable to delete image {rec.id[:12]} by ID with more than one tag "
                                f"({', '.join(rec.names)}): please force removal"))
                 status = status or 125
                 continue
-            report.extend((False, f"Untagged: {n}") for n in rec.names)
+            for n in rec.names:
+                report.append((False, f"Untagged: {n}"))
+                image_event(ctx, "untag", rec.id, n)
             store.remove(rec.id)
             report.append((False, f"Deleted: {rec.id}"))
+            image_event(ctx, "remove", rec.id, rec.names[0] if rec.names else rec.id)
             removed = True
         if removed:
             _gc(ctx, store)
     return report, status
+
+
+def remove_unused(ctx: Context, name: str) -> None:
+    """--rmi: the image goes (the name given, when it has others) unless a container still uses
+    it (then it stays, silently)."""
+    rmi(ctx, [name], force=False, all_=False)
 
 
 def _matching_name(ctx: Context, text: str, rec: ImageRecord) -> str:

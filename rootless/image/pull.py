@@ -209,6 +209,9 @@ def _pull_locked(ctx: Context, text: str, platform: str | None, quiet: bool, sho
         took = time.monotonic() - started
         ctx.log.note(f"Pulled {res.ref} ({n} layer{'s' if n != 1 else ''}, "
                      f"{decimal_size(sum(d.size for d in res.manifest.layers), '.1f')} in {took:.1f}s)")
+    from rootless import events
+
+    events.emit(ctx, "image", "pull", id_=record.id, name=str(res.ref))
     return record
 
 

@@ -87,6 +87,31 @@ class RunOptions:
     oom_score_adj: str | None = None
     cgroups: str | None = None  # enabled (default) or disabled
     cgroup_manager: str = ""  # systemd, cgroupfs or empty (the first that works): config or global flag
+    tz: str | None = None
+    umask: str | None = None
+    group_add: tuple[str, ...] = ()
+    shm_size: str | None = None
+    expose: tuple[str, ...] = ()
+    # kept in the container's record, not its Spec (rootless.runflags checks them)
+    label: tuple[str, ...] = ()
+    label_file: tuple[str, ...] = ()
+    restart: str | None = None
+    health_cmd: str | None = None
+    health_interval: str | None = None
+    health_retries: str | None = None
+    health_start_period: str | None = None
+    health_timeout: str | None = None
+    health_on_failure: str | None = None
+    stop_signal: str | None = None
+    stop_timeout: str | None = None
+    log_driver: str | None = None
+    log_opt: tuple[str, ...] = ()
+    rmi: bool = False
+    # what the engine does around the container
+    cidfile: str | None = None
+    replace: bool = False
+    attach: tuple[str, ...] = ()
+    sig_proxy: bool = True
 
 
 @dataclass(frozen=True)
@@ -736,6 +761,61 @@ def cgroup_settings(opts: RunOptions) -> tuple[Resources | None, int | None, str
 
 
 
+def exposed_ports(image_config: Mapping[str, Any], expose: Sequence[str]) -> dict[str, Any]:
+    """The image's ExposedPorts with --expose PORT[-LAST][/PROTO] added."""
+    out = dict(image_config.get("ExposedPorts") or {})
+    for e in expose:
+        ports, _, proto = e.partition("/")
+        first, _, last = ports.partition("-")
+        try:
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            lo = hi = 0
+        if not (1 <= lo <= hi <= 65535) or (proto or "tcp").lower() not in ("tcp", "udp", "sctp"):
+            raise RootlessError(f"--expose {e!r}: not a port", hint="PORT[-LAST][/tcp|udp], for example 8080/tcp")
+        for p in range(lo, hi + 1):
+            out[f"{p}/{(proto or 'tcp').lower()}"] = {}
+    return out
+
+
+def timezone(tz: str) -> str:
+    """--tz: the host's zone file to bind on /etc/localtime (``local``: the host's own)."""
+    path = "/etc/localtime" if tz == "local" else os.path.join("/usr/share/zoneinfo", tz)
+    if ".." in tz.split("/") or tz.startswith("/") or not os.path.isfile(path):
+        raise RootlessError(f"--tz {tz!r}: unknown time zone", hint="an IANA name such as Europe/Paris or UTC "
+                            "(a file under /usr/share/zoneinfo), or local")
+    return os.path.realpath(path)
+
+
+def parse_umask(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise RootlessError(f"--umask {text!r}: not an octal mask", hint="for example 0022 or 0077")
+    return value
+
+
+def group_ids(groups: Sequence[str]) -> tuple[int, ...]:
+    out = []
+    for g in groups:
+        if not g.isdigit():
+            raise RootlessError(f"--group-add {g!r}: give a group ID (a number)",
+                                hint="the container's group names are not read for --group-add")
+        out.append(int(g))
+    return tuple(out)
+
+
+def shm_mount(m: Mount, size: str) -> Mount:
+    from rootless.image.limits import parse_size
+
+    n = parse_size(size, "--shm-size")
+    if n <= 0:
+        raise RootlessError(f"--shm-size {size!r}: must be more than 0")
+    return replace(m, options=tuple(o for o in m.options if not o.startswith("size=")) + (f"size={n // 1024}k",))
+
+
 def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *,
           container_id: str, rundir: str, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap],
           image_name: str = "", image_id: str = "", host: HostInfo | None = None,
@@ -746,6 +826,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     host = host or HostInfo()
     from slirp.config import parse_network
 
+    if opts.expose:
+        image_config = {**image_config, "ExposedPorts": exposed_ports(image_config, opts.expose)}
     mode, slirp = parse_network(opts.network)
     argv = command(image_config, opts.command, opts.entrypoint)
     name = opts.name or container_id[:12]
@@ -759,6 +841,9 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     )
     env.setdefault("container", "rootless")
     env.setdefault("HOSTNAME", hostname)
+    localtime = timezone(opts.tz) if opts.tz else None
+    if opts.tz and opts.tz != "local":
+        env["TZ"] = opts.tz
 
     workdir = opts.workdir or image_config.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
@@ -799,11 +884,15 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         user=user,
         ambient_capabilities=ambient_caps(opts.cap_add, caps),
         oom_score_adj=oom_score_adj,
+        umask=parse_umask(opts.umask) if opts.umask is not None else 0o022,
+        additional_gids=group_ids(opts.group_add),
     )
 
     given = [parse_volume(v, host.cwd) for v in opts.volumes] + [parse_mount(m, host.cwd) for m in opts.mounts]
     user_mounts = [m for m in given if isinstance(m, Mount)] + list(volume_mounts)
     user_mounts += [parse_tmpfs(t) for t in opts.tmpfs]
+    if localtime is not None:
+        user_mounts.append(Mount("/etc/localtime", "bind", localtime, ("bind", "ro")))
     # Parents before children whatever the order given (Podman sorts by destination depth).
     user_mounts.sort(key=_depth)
     taken = {m.destination for m in user_mounts}
@@ -827,6 +916,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
                  for dst, f in wanted if dst not in taken]
     mounts = system_mounts(mode, privileged=opts.privileged, cgroup2=host.cgroup2,
                            read_only=opts.read_only, read_only_tmpfs=opts.read_only_tmpfs)
+    if opts.shm_size is not None:
+        mounts = [shm_mount(m, opts.shm_size) if m.destination == "/dev/shm" else m for m in mounts]
     if opts.privileged:
         mounts += [Mount(d, "bind", d, ("bind",)) for d in host_devices()]
     mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts

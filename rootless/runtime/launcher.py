@@ -32,12 +32,18 @@ if TYPE_CHECKING:
 ARGS_FILE = "monitor.args"
 
 
-def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = None) -> int:
+def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = None, *,
+           died: tuple[str, str] | None = None, log_file: str | None = None, log_max_size: int = 0) -> int:
     """Start ``spec`` under a new monitor; the container's PID once its command is exec'd.
 
     Raises the error that stopped it (CommandNotFoundError → 127, NotExecutableError → 126,
-    RootlessError → 125), as `run` would. ``rm_argv`` is exec'd by the monitor at the end (--rm).
+    RootlessError → 125), as `run` would. ``rm_argv`` is exec'd by the monitor at the end (--rm,
+    --restart). ``died``: the events log and the `died` event (JSON) the monitor appends to it,
+    with the exit code and time, when the container ends; ``log_file``: where the output goes
+    instead of ctr.log (/dev/null: --log-driver none); ``log_max_size``: rotate it there.
     """
+    extra = [*((("event_log", died[0]), ("died", died[1])) if died else ()),
+             *((("log", log_file),) if log_file else ()), ("log_max", str(log_max_size))]
     from rootless.errors import RootlessError
     from rootless.runtime import state
 
@@ -52,7 +58,7 @@ def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = Non
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _start(layout, log, spec, ready_w, rm_argv)
+            _start(layout, log, spec, ready_w, rm_argv, extra)
         except BaseException as e:
             childerr.report(ready_w, "monitor", e)
         os._exit(125)
@@ -88,7 +94,8 @@ def write_args(path: str, lines: list[tuple[str, str]]) -> None:
     os.replace(tmp, path)
 
 
-def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] | None) -> None:
+def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] | None,
+           extra: list[tuple[str, str]]) -> None:
     """In the monitor (the session leader's child): start the container, report, become the loop."""
     import dataclasses
     import json
@@ -158,7 +165,7 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
             ("config", str(state.config_path(layout, spec.id))), ("state", str(state.state_path(layout, spec.id))),
             *(("stream", f"{name} {fd}") for name, fd in fds.items()), *(("keep", str(fd)) for fd in keep),
             ("cgroup", cg.dir if cg else ""), *(("then", a) for a in rm_argv or []),
-            ("record", json.dumps(dataclasses.asdict(dataclasses.replace(st, status="exited"))))]
+            ("record", json.dumps(dataclasses.asdict(dataclasses.replace(st, status="exited")))), *extra]
     args_path = str(state.state_dir(layout, spec.id) / ARGS_FILE)
     write_args(args_path, args)
     os.write(ready, b"P%d\n" % started.pid)

@@ -14,8 +14,10 @@ directory) that imports only the standard library and this package's reap module
 ``monitor.args`` holds one ``key value`` line each: pid, log, config, state (paths), stream
 (``NAME FD``: stdout, stderr or pty), keep (an FD held until the end: slirp4netns's exit fd, the
 cgroup supervisor's pipe), cgroup (the container's cgroup directory, or empty), then (the words
-of a command exec'd last, for --rm) and record (the state to write once the container has
-exited, as JSON; read only then, because json costs the loop resident memory while it runs).
+of a command exec'd last, for --rm and --restart), record (the state to write once the container has
+exited, as JSON; read only then, because json costs the loop resident memory while it runs), log_max
+(rotate the log at this size; 0: never), and event_log and died (the events log and the `died` event
+to append to it, completed with the exit code and time).
 """
 
 from __future__ import annotations
@@ -38,8 +40,14 @@ def _stamp() -> bytes:
 
 
 class LogWriter:
-    def __init__(self, path: str) -> None:
+    """ctr.log in k8s-file lines; with ``max_size`` (--log-opt max-size), rotated as conmon
+    rotates it: a write that would pass the size starts a fresh file (renamed over the old one, so
+    a reader sees one or the other), and the log never holds more than ``max_size`` bytes."""
+
+    def __init__(self, path: str, max_size: int = 0) -> None:
+        self.path, self.max_size = path, max_size
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.size = os.fstat(self.fd).st_size
         self.partial: dict[str, bytes] = {}
 
     def feed(self, stream: str, data: bytes) -> None:
@@ -62,9 +70,20 @@ class LogWriter:
 
     def _write(self, data: bytes) -> None:
         try:
+            if self.max_size and self.size + len(data) > self.max_size and self.path != os.devnull:
+                self._rotate()
+                data = data[-self.max_size:]
             os.write(self.fd, data)
+            self.size += len(data)
         except OSError:
             pass  # a full disk must not stop the reaping
+
+    def _rotate(self) -> None:
+        tmp = f"{self.path}.{os.getpid()}.new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.replace(tmp, self.path)
+        os.close(self.fd)
+        self.fd, self.size = fd, 0
 
 
 def _read(fd: int) -> bytes | None:
@@ -81,8 +100,8 @@ class Args:
     """The contents of ``monitor.args``."""
 
     def __init__(self, path: str) -> None:
-        self.pid = 0
-        self.log = self.config = self.state = self.cgroup = self.record = ""
+        self.pid = self.log_max = 0
+        self.log = self.config = self.state = self.cgroup = self.record = self.event_log = self.died = ""
         self.streams: dict[int, str] = {}
         self.keep: list[int] = []
         self.then: list[str] = []
@@ -91,8 +110,10 @@ class Args:
                 key, _, value = line.rstrip("\n").partition(" ")
                 if key == "pid":
                     self.pid = int(value)
-                elif key in ("log", "config", "state", "cgroup", "record"):
+                elif key in ("log", "config", "state", "cgroup", "record", "event_log", "died"):
                     setattr(self, key, value)
+                elif key == "log_max":
+                    self.log_max = int(value)
                 elif key == "stream":
                     name, _, fd = value.partition(" ")
                     self.streams[int(fd)] = "stdout" if name == "pty" else name
@@ -127,13 +148,33 @@ def _record_exit(a: Args, code: int, oom: bool) -> None:
         os.close(fd)
 
 
+def _event(a: Args, code: int) -> None:
+    """Append the container's `died` event to the events log: one write(2) on an O_APPEND
+    descriptor, as rootless.events writes, so concurrent writers never mix their lines."""
+    import json
+
+    ns = time.time_ns()
+    ev = json.loads(a.died)
+    ev.update(ContainerExitCode=code, Time=_stamp().decode(), timeNano=ns)
+    try:
+        fd = os.open(a.event_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, (json.dumps(ev, separators=(",", ":")) + "\n").encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def main(args_path: str) -> int:
     from rootless.runtime.reap import oom_kills, remove_cgroup, stop_children
 
     a = Args(args_path)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    log = LogWriter(a.log)
+    log = LogWriter(a.log, a.log_max)
     streams = dict(a.streams)
     pidfd = os.pidfd_open(a.pid)
     while True:
@@ -160,6 +201,8 @@ def main(args_path: str) -> int:
             log.feed(name, data)
     log.flush()
     _record_exit(a, code, bool(a.cgroup) and oom_kills(a.cgroup) > 0)
+    if a.event_log:
+        _event(a, code)
     if a.cgroup:
         remove_cgroup(a.cgroup)
     for fd in a.keep:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
-from rootless.record import dataclass, replace
+from rootless.record import dataclass, field, replace
 from rootless.spec import File, IdMap, Mount, Network, PortMapping, Process, Resources, RootfsPlan, Spec
 
 if TYPE_CHECKING:
@@ -92,6 +92,18 @@ class Config:
     spec: Spec
     stop_signal: str = "SIGTERM"
     rm: bool = False
+    # the image's labels overlaid with --label (Podman's container labels)
+    labels: dict[str, str] = field(default_factory=dict)
+    stop_timeout: int = 10  # seconds `stop` waits before SIGKILL (--stop-timeout)
+    # --restart: "no", "on-failure", "always" or "unless-stopped", and on-failure's :N (0: no limit)
+    restart: str = "no"
+    restart_max: int = 0
+    # --health-*: test (["CMD-SHELL", line] or ["CMD", argv...]), interval, timeout, start_period
+    # (seconds), retries, on_failure; empty: no health check
+    health: dict[str, Any] = field(default_factory=dict)
+    log_driver: str = "k8s-file"  # k8s-file, none, passthrough
+    log_max_size: int = 0  # bytes; 0: never rotated
+    rmi: bool = False  # --rm --rmi: the image goes with the container
 
 
 @dataclass(frozen=True)
@@ -113,10 +125,12 @@ class State:
     cgroup_manager: str = ""
     cgroup_unit: str = ""
     oom_killed: bool = False
+    # the health status under --health-cmd ("starting", "healthy", "unhealthy"; "" without one)
+    health: str = ""
 
     @property
     def running(self) -> bool:
-        return self.status in ("running", "stopping")
+        return self.status in ("running", "stopping", "paused")
 
 
 def config_path(layout: Layout, cid: str) -> Path:
@@ -155,7 +169,7 @@ def load_config(layout: Layout, cid: str) -> Config:
     try:
         d = json.loads(config_path(layout, cid).read_bytes())
     except FileNotFoundError:
-        raise NoSuchContainer(f"no container with name or ID {cid!r} found") from None
+        raise NoSuchContainer(f"no container with name or ID \"{cid}\" found: no such container") from None
     except (OSError, ValueError) as e:
         raise RootlessError(f"read the record of container {cid[:12]}: {e}",
                             hint=f"`rootless rm -f {cid[:12]}` removes it") from e
@@ -232,7 +246,7 @@ def locked(layout: Layout, cid: str) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NoSuchContainer(f"no container with name or ID {cid!r} found") from None
+        raise NoSuchContainer(f"no container with name or ID \"{cid}\" found: no such container") from None
     try:
         while True:
             try:
@@ -245,7 +259,7 @@ def locked(layout: Layout, cid: str) -> Iterator[None]:
         except FileNotFoundError:
             same = False
         if not same:
-            raise NoSuchContainer(f"no container with name or ID {cid!r} found",
+            raise NoSuchContainer(f"no container with name or ID \"{cid}\" found: no such container",
                                   hint="it was removed by another command meanwhile")
         yield
     finally:
@@ -301,7 +315,7 @@ def resolve(layout: Layout, ref: str) -> str:
     if len(matches) > 1:
         raise RootlessError(f"more than one container matches ID prefix {ref!r}",
                             hint="give more digits of the ID, or the name")
-    raise NoSuchContainer(f"no container with name or ID {ref!r} found",
+    raise NoSuchContainer(f"no container with name or ID \"{ref}\" found: no such container",
                           hint="`rootless ps -a` lists the containers")
 
 

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout", "rootless.config",
         "rootless.context", "rootless.units")
 ENGINE = ("rootless.engine", "rootless.lifecycle", "rootless.image", "rootless.runtime", "storage", "slirp",
-          "rootless.events", "rootless.doctor", "rootless.volumes")
-FRONT = (*BASE, *ENGINE, "rootless.options")
+          "rootless.events", "rootless.doctor", "rootless.volumes", "rootless.runflags", "rootless.supervise")
+FRONT = (*BASE, *ENGINE, "rootless.options", "rootless.gotemplate", "rootless.views")
 
 # Module (or package) → the project's modules it may import, top level or inside functions (the
 # longest matching key applies). A new module needs an entry: its place in the one-way flow
@@ -35,10 +35,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rootless.engine": (*BASE, *ENGINE),
     "rootless.lifecycle": (*BASE, "rootless.runtime", "storage", "rootless.events"),
     "rootless.events": BASE,
+    "rootless.runflags": (*BASE, "rootless.lifecycle", "rootless.image"),
+    "rootless.supervise": (*BASE, "rootless.lifecycle", "rootless.runtime", "rootless.image", "rootless.volumes"),
+    # front-end helpers: Go templates for --format, Podman-shaped views for them
+    "rootless.gotemplate": ("rootless.errors",),
+    "rootless.views": (),
     "rootless.volumes": (*BASE, "rootless.lifecycle", "rootless.runtime", "storage"),
     "rootless.doctor": (*BASE, "rootless.runtime"),
     # below the engine
     "rootless.image": (*BASE, "rootless.image", "storage", "rootless.runtime.userns", "rootless.runtime.idmap",
+                       "rootless.events",
                        "slirp.config", "slirp.ports"),
     "rootless.runtime": (*BASE, "rootless.runtime", "slirp"),
     "storage": ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout", "rootless.context",

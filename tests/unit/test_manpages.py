@@ -30,6 +30,12 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("create",): ("run",),
     ("volume", "list"): ("volume", "ls"),
     ("volume", "remove"): ("volume", "rm"),
+    ("container", "ls"): ("ps",),
+    ("container", "list"): ("ps",),
+    ("container", "ps"): ("ps",),
+    **{("container", c): (c,) for c in ("run", "start", "stop", "kill", "restart", "rm", "wait", "stats",
+                                        "logs", "exec", "inspect", "port", "cp", "rename", "pause", "unpause", "top",
+                                        "diff")},
 }
 
 # Pages that document no command of their own.

@@ -1,0 +1,220 @@
+"""The everyday commands scripts use beside the core ones: version, events, rename, pause, unpause,
+top, diff, healthcheck run, container exists, image exists."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from rootless.errors import RootlessError
+from rootless.options import Args, Table, arg, flag, value
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+    from rootless.options import Arg
+
+table = Table()
+table.group("healthcheck", "Run containers' health checks.")
+
+
+def _container(help: str = "Container name or ID.") -> list[Arg]:  # noqa: A002
+    return [arg("CONTAINER", help=help, complete="container")]
+
+
+@table.command("version", "Print the version of rootless and the Podman API it follows.",
+               options=[value("-f", "--format", help="json, or a Go template (`{{.Client.Version}}`).")])
+def version(ctx: Context, a: Args) -> int:
+    from rootless import views
+
+    data = views.version_data()
+    if a.format == "json":
+        import json
+
+        print(json.dumps(data, indent=4))
+    elif a.format:
+        from rootless import gotemplate
+
+        views.emit(gotemplate.render_one("version", a.format, data))
+    else:
+        print(views.version_text(data))
+    return 0
+
+
+@table.command("events", "Show the events log: containers created, started, died, removed; images pulled, "
+               "tagged, removed.",
+               options=[value("--since", help="Only events since a time: RFC 3339, Unix time, or a duration "
+                              "before now (10m)."),
+                        value("--until", help="Only events until a time (same forms); streaming stops then."),
+                        value("-f", "--filter", many=True, help="type=, event=, container=, image=, "
+                              "label=KEY[=VALUE] (repeatable)."),
+                        value("--format", help="json (a JSON object a line), or a Go template "
+                              "(`{{.Status}} {{.Name}}`)."),
+                        flag("--stream", default=True, help="--stream=false: print the logged events and exit "
+                             "(default: keep printing new ones).")])
+def events(ctx: Context, a: Args) -> int:
+    import time
+
+    from rootless import events as ev_log
+    from rootless import lifecycle
+
+    now = time.time()
+    t0 = lifecycle.parse_since(a.since, now) if a.since else None
+    t1 = lifecycle.parse_since(a.until, now) if a.until else None
+    keep = ev_log.Filter(list(a.filter))
+    template = None
+    if a.format and a.format != "json":
+        from rootless import gotemplate
+
+        template, _ = gotemplate.parse("events", a.format)
+    follow = a.stream and (t1 is None or t1 > now)
+    source = ev_log.follow(ctx.layout, since=t0, until=t1, keep=keep) if follow else \
+        ev_log.read(ctx.layout, since=t0, until=t1, keep=keep)
+    for ev in source:
+        if a.format == "json":
+            line = ev_log.json_line(ev) + "\n"
+        elif template is not None:
+            line = template.execute(ev_log.template_view(ev))
+        else:
+            line = ev_log.human(ev) + "\n"
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    return 0
+
+
+@table.command("rename", "Rename a container (running or not).",
+               args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
+                     arg("NAME", help="Its new name.")],
+               aliases=["container rename"])
+def rename(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    lifecycle.rename(ctx, lifecycle.resolve(ctx, a.container), a.name)
+    return 0
+
+
+def _pause(ctx: Context, a: Args, frozen: bool) -> int:
+    from rootless import engine, lifecycle
+
+    if a.all:
+        refs = [c.id for c in engine.containers(ctx, all_=False)]
+    elif a.container:
+        refs = list(a.container)
+    else:
+        from rootless.options import UsageError
+
+        raise UsageError("Invalid value: give at least one container name or ID, or --all")
+    errors: list[RootlessError] = []
+    for ref in refs:
+        try:
+            lifecycle.pause(ctx, lifecycle.resolve(ctx, ref), frozen)
+            print(ref)
+        except RootlessError as e:
+            errors.append(e)
+    for err in errors[:-1]:
+        print(f"Error: {err.message}", file=sys.stderr)
+    if errors:
+        raise errors[-1]
+    return 0
+
+
+@table.command("pause", "Freeze every process of running containers (the cgroup v2 freezer).",
+               args=[arg("CONTAINER", many=True, optional=True, help="Containers to pause.", complete="container")],
+               options=[flag("-a", "--all", help="Pause every running container.")],
+               aliases=["container pause"])
+def pause(ctx: Context, a: Args) -> int:
+    return _pause(ctx, a, True)
+
+
+@table.command("unpause", "Thaw paused containers.",
+               args=[arg("CONTAINER", many=True, optional=True, help="Containers to unpause.",
+                         complete="container")],
+               options=[flag("-a", "--all", help="Unpause every paused container.")],
+               aliases=["container unpause"])
+def unpause(ctx: Context, a: Args) -> int:
+    return _pause(ctx, a, False)
+
+
+@table.command("top", "List the processes of a running container.",
+               args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
+                     arg("DESCRIPTOR", many=True, optional=True, help="ps descriptors (user pid ppid pcpu etime tty "
+                         "time args comm ...), or ps(1) options run by the container's own ps.")],
+               aliases=["container top"], interspersed=False, unknown_as_args=True)
+def top(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    cid = lifecycle.resolve(ctx, a.container)
+    wanted = lifecycle.top_descriptors(list(a.descriptor))
+    if wanted is None:  # ps(1) options: the container's ps reads its own /proc
+        return lifecycle.exec_(ctx, cid, ["ps", *a.descriptor], interactive=False, tty=False, env=[],
+                               workdir=None, user=None)
+    rows = lifecycle.top(ctx, cid, wanted)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+@table.command("diff", "List the paths a container added (A), changed (C) or deleted (D) in its image.",
+               args=_container(),
+               options=[value("--format", help="json, or a Go template over .Kind and .Path.")],
+               aliases=["container diff"])
+def diff(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+
+    found = lifecycle.diff(ctx, lifecycle.resolve(ctx, a.container))
+    if a.format == "json":
+        import json
+
+        print(json.dumps({"changed": [p for k, p in found if k == "C"], "added": [p for k, p in found if k == "A"],
+                          "deleted": [p for k, p in found if k == "D"]}, indent=4))
+    elif a.format:
+        from rootless import gotemplate
+
+        sys.stdout.write(gotemplate.render("diff", a.format, [{"Kind": k, "Path": p} for k, p in found]))
+    else:
+        for k, p in found:
+            print(f"{k} {p}")
+    return 0
+
+
+@table.command("healthcheck run", "Run a container's health check now: exit 0 when it passes, 1 (printing "
+               "\"unhealthy\") when not.", args=_container())
+def healthcheck_run(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle, supervise
+
+    cid = lifecycle.resolve(ctx, a.container)
+    c = lifecycle.load(ctx, cid)
+    if not c.config.health:
+        raise RootlessError(f"container {c.config.name} has no health check",
+                            hint="create it with --health-cmd (or from an image with a HEALTHCHECK)")
+    _, code = supervise.check_once(ctx, cid, c.state.started_at)
+    if code != 0:
+        print("unhealthy")
+        return 1
+    return 0
+
+
+@table.command("container exists", "Exit 0 if the container exists, 1 if it does not (nothing is printed).",
+               args=_container())
+def container_exists(ctx: Context, a: Args) -> int:
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    try:
+        lifecycle.resolve(ctx, a.container)
+    except NoSuchContainer:
+        return 1
+    return 0
+
+
+@table.command("image exists", "Exit 0 if the image is in the store, 1 if it is not (nothing is printed).",
+               args=[arg("IMAGE", help="Image name or ID.", complete="image")])
+def image_exists(ctx: Context, a: Args) -> int:
+    from rootless.errors import NotFoundError
+    from rootless.image import present
+
+    try:
+        present.find(ctx, a.image)
+    except NotFoundError:
+        return 1
+    return 0

@@ -1,0 +1,333 @@
+"""The CLI that scripts use, as the unprivileged user: Go-template --format on ps, images,
+inspect, info and stats; the everyday commands and flags scripts written for Podman type.
+Reference: rootless Podman 4.3."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.integration import test_lifecycle
+from tests.integration.harness import RootlessEnv
+
+pytestmark = pytest.mark.integration
+
+BUSYBOX = test_lifecycle.BUSYBOX
+rl = test_lifecycle.rl  # the module-scoped store with busybox pulled
+
+
+def test_format_templates(rl: RootlessEnv) -> None:
+    name = "fmt-sleeper"
+    cid = rl("run", "-d", "--name", name, BUSYBOX, "sleep", "300", check=True).stdout.strip()
+    try:
+        out = rl("ps", "--format", "{{.Names}} {{.ID}} {{.State}}", check=True).stdout
+        assert f"{name} {cid[:12]} Up " in out, out
+        table = rl("ps", "--format", "table {{.ID}}\\t{{.Names}}", check=True).stdout.splitlines()
+        assert re.fullmatch(r"CONTAINER ID\s+NAMES", table[0]), table
+        assert any(re.fullmatch(rf"{cid[:12]}\s+{name}", ln) for ln in table[1:]), table
+        pid = rl("inspect", "--format", "{{.State.Pid}}", name, check=True).stdout.strip()
+        assert int(pid) > 1
+        assert rl("inspect", "-f", "{{.Name}} {{.State.Running}}", name, check=True).stdout == f"{name} true\n"
+        assert rl("container", "inspect", "-f", "{{.Id}}", name, check=True).stdout == f"{cid}\n"
+    finally:
+        rl("rm", "-f", name)
+
+    images = rl("images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout.splitlines()
+    assert any(ln.endswith("/library/busybox:latest") for ln in images), images
+    size = rl("image", "inspect", "--format", "{{.Size}}", BUSYBOX, check=True).stdout.strip()
+    assert int(size) > 0
+    assert json.loads(rl("image", "inspect", "-f", "{{json .RootFS.Layers}}", BUSYBOX, check=True).stdout)
+    info = rl("info", "--format", "{{.Host.Arch}} {{.Host.Security.Rootless}} {{.Store.GraphRoot}}",
+              check=True).stdout.split()
+    assert info == ["amd64", "true", str(rl.store)] or info[1:] == ["true", str(rl.store)], info
+
+
+def test_bad_template_is_one_line(rl: RootlessEnv) -> None:
+    cp = rl("ps", "-a", "--format", "{{.Nmae")
+    assert cp.returncode == 125
+    assert cp.stderr.startswith("Error: template: ps:1:1: "), cp.stderr
+    assert "Traceback" not in cp.stderr
+    rl("run", "-d", "--name", "fmt-bad", BUSYBOX, "sleep", "300", check=True)
+    try:
+        cp = rl("ps", "--format", "{{.Nmae}}")
+        assert cp.returncode == 125
+        assert cp.stderr.splitlines()[0] == 'Error: template: ps:1:3: executing "ps" at <.Nmae>: ' \
+            "can't evaluate field Nmae", cp.stderr
+    finally:
+        rl("rm", "-f", "fmt-bad")
+
+
+def test_events_seen_by_a_concurrent_stream(rl: RootlessEnv) -> None:
+    import subprocess
+    import time
+
+    since = str(time.time())
+    watcher = subprocess.Popen([*rl.command, "events", "--since", since, "--format", "json",
+                                "--filter", "type=container"], env=rl.env, cwd=rl.home, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(1)  # the stream is watching before the container is made
+        cid = rl("run", "-d", "--name", "ev-one", BUSYBOX, "sh", "-c", "exit 3", check=True).stdout.strip()
+        rl("wait", "ev-one", check=True)
+        rl("rm", "ev-one", check=True)
+        seen: list[dict[str, object]] = []
+        deadline = time.monotonic() + 20
+        assert watcher.stdout is not None
+        while time.monotonic() < deadline:
+            line = watcher.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line))
+            if seen[-1]["Status"] == "remove":
+                break
+    finally:
+        watcher.kill()
+        watcher.wait()
+    assert [e["Status"] for e in seen] == ["create", "start", "died", "remove"], seen
+    assert all(e["ID"] == cid and e["Name"] == "ev-one" and e["Type"] == "container" for e in seen)
+    assert seen[2]["ContainerExitCode"] == 3
+    # the same, logged: --stream=false prints and exits; filters and templates apply
+    out = rl("events", "--stream=false", "--since", since, "--filter", "event=died",
+             "--format", "{{.Name}} {{.Status}} {{.ContainerExitCode}}", check=True).stdout
+    assert out == "ev-one died 3\n", out
+    text = rl("events", "--stream=false", "--since", since, "--filter", "container=ev-one", check=True).stdout
+    assert re.search(rf" container create {cid} \(image=\S+busybox:latest, name=ev-one\)$", text, re.M), text
+
+
+def test_events_backend_none_records_nothing(rl: RootlessEnv) -> None:
+    import time
+
+    since = str(time.time())
+    rl("--events-backend", "none", "create", "--name", "ev-none", BUSYBOX, "true", check=True)
+    rl("rm", "ev-none", check=True)
+    out = rl("events", "--stream=false", "--since", since, "--filter", "container=ev-none", check=True).stdout
+    assert out.split()[4:6] == ["container", "remove"] and len(out.splitlines()) == 1, out
+
+
+def test_version_and_global_flags(rl: RootlessEnv) -> None:
+    out = rl("version", check=True).stdout
+    assert re.search(r"^Version:\s+\d+\.\d+\.\d+$", out, re.M), out
+    assert re.fullmatch(r"\d+\.\d+\.\d+\n", rl("version", "--format", "{{.Client.Version}}", check=True).stdout)
+    assert json.loads(rl("version", "--format", "json", check=True).stdout)["Client"]["OsArch"].startswith("linux/")
+    cp = rl("--log-level", "loud", "ps")
+    assert cp.returncode == 1 and cp.stderr.startswith('Error: log level "loud" is not valid'), cp.stderr
+    assert rl("--noout", "ps", "-a", check=True).stdout == ""
+    cp = rl("--events-backend", "journald", "ps")
+    assert cp.returncode == 125 and "--events-backend 'journald'" in cp.stderr
+
+
+def test_exists_rename_top_and_error_wording(rl: RootlessEnv) -> None:
+    rl("run", "-d", "--name", "ex-one", BUSYBOX, "sh", "-c", "sleep 300 & exec sleep 301", check=True)
+    try:
+        assert rl("container", "exists", "ex-one").returncode == 0
+        assert rl("container", "exists", "ex-nope").returncode == 1
+        assert rl("image", "exists", BUSYBOX).returncode == 0
+        assert rl("image", "exists", "no/such-image").returncode == 1
+        rl("rename", "ex-one", "ex-two", check=True)
+        assert rl("container", "exists", "ex-one").returncode == 1
+        assert rl("ps", "--format", "{{.Names}}", "--filter", "name=^ex-", check=True).stdout == "ex-two\n"
+        top = rl("top", "ex-two", check=True).stdout.splitlines()
+        assert re.fullmatch(r"USER\s+PID\s+PPID\s+%CPU\s+ELAPSED\s+TTY\s+TIME\s+COMMAND", top[0]), top
+        assert re.fullmatch(r"root\s+1\s+0\s+\S+\s+\S+\s+\?\s+\S+\s+sleep 301", top[1]), top
+        assert any(re.fullmatch(r"root\s+\d+\s+1\s+.*sleep 300", ln) for ln in top[2:]), top
+        assert rl("top", "ex-two", "pid", "comm", check=True).stdout.split() == ["PID", "COMMAND", "1", "sleep",
+                                                                                  *top[2].split()[1:2], "sleep"]
+        cp = rl("container", "top", "ex-two", "-o", "pid,args")  # ps(1) options: the container's busybox ps
+        assert cp.returncode == 0 and "sleep 301" in cp.stdout, cp.stderr
+    finally:
+        rl("rm", "-f", "ex-two")
+    cp = rl("rm", "ex-nope")
+    assert cp.returncode == 1
+    assert cp.stderr == 'Error: no container with name or ID "ex-nope" found: no such container\n' \
+        'Hint: `rootless ps -a` lists the containers\n', cp.stderr
+    cp = rl("inspect", "ex-nope")
+    assert cp.returncode == 125 and cp.stderr.startswith('Error: no such object: "ex-nope"'), cp.stderr
+
+
+def test_rm_script_cleanup_line(rl: RootlessEnv) -> None:
+    import time
+
+    assert rl("rm", "-i", "rm-nope", check=True).stdout == ""
+    rl("run", "-d", "--name", "rm-slow", BUSYBOX, "sleep", "300", check=True)
+    # a container that removes itself while `rm -af` works through the list is no error
+    rl("run", "-d", "--rm", "--name", "rm-self", BUSYBOX, "sh", "-c", "sleep 1", check=True)
+    t0 = time.monotonic()
+    cp = rl("rm", "-t", "0", "--all", "--force", "--ignore")
+    assert cp.returncode == 0, cp.stderr
+    assert time.monotonic() - t0 < 20
+    assert rl("ps", "-aq", "--filter", "name=^rm-", check=True).stdout == ""
+
+
+def test_start_all_and_wait_conditions(rl: RootlessEnv) -> None:
+    rl("create", "--name", "sa-one", BUSYBOX, "sleep", "300", check=True)
+    rl("create", "--name", "sa-two", BUSYBOX, "sh", "-c", "exit 4", check=True)
+    try:
+        rl("start", "--all", check=True)
+        assert rl("wait", "--condition", "running", "--interval", "50ms", "sa-one", check=True).stdout == "-1\n"
+        assert rl("wait", "--condition", "exited", "sa-two", check=True).stdout == "4\n"
+        cp = rl("wait", "--condition", "sleeping", "sa-one")
+        assert cp.returncode == 125 and "--condition 'sleeping'" in cp.stderr
+    finally:
+        rl("rm", "-f", "sa-one", "sa-two")
+
+
+def test_pause_without_a_cgroup_is_a_clear_error(rl: RootlessEnv) -> None:
+    from tests.integration.harness import assert_clean_error
+
+    rl("run", "-d", "--name", "pz", BUSYBOX, "sleep", "300", check=True)
+    try:
+        if json.loads(rl("inspect", "pz", check=True).stdout)[0]["State"]["CgroupPath"]:
+            pytest.skip("the container has a cgroup here: pause is tested in the VM lane")
+        cp = rl("pause", "pz")
+        assert_clean_error(cp, 125, "pause container pz: no cgroup v2 freezer")
+        assert "Hint: pause needs cgroup v2 delegated to you" in cp.stderr
+        assert rl("ps", "--format", "{{.Status}}", "--filter", "name=^pz$", check=True).stdout.startswith("Up ")
+        assert_clean_error(rl("unpause", "pz"), 125, "container pz is running: cannot unpause it")
+    finally:
+        rl("rm", "-f", "pz")
+
+
+def test_labels_cidfile_replace_and_record_flags(rl: RootlessEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("flags")
+    (d / "labels").write_text("# team labels\ntier=web\nowner=ops\n")
+    cidfile = d / "cid"
+    cid = rl("run", "-d", "--name", "lb", "--label", "app=shop", "-l", "owner=me", "--label-file", str(d / "labels"),
+             "--cidfile", str(cidfile), "--stop-signal", "SIGUSR1", "--stop-timeout", "2", BUSYBOX,
+             "sleep", "300", check=True).stdout.strip()
+    try:
+        assert cidfile.read_text() == cid
+        data = json.loads(rl("inspect", "lb", check=True).stdout)[0]
+        assert data["Config"]["Labels"] == {"tier": "web", "owner": "me", "app": "shop"}
+        assert data["Config"]["StopSignal"] == "SIGUSR1"
+        assert rl("ps", "-q", "--filter", "label=app=shop", check=True).stdout == f"{cid[:12]}\n"
+        assert rl("ps", "-q", "--filter", "label=app=other", check=True).stdout == ""
+        assert rl("ps", "--format", "{{index .Labels \"tier\"}}", "--filter", "name=^lb$", check=True).stdout == "web\n"
+        cp = rl("run", "-d", "--name", "lb2", "--cidfile", str(cidfile), BUSYBOX, "true")
+        assert cp.returncode == 125 and "container ID file" in cp.stderr
+        # --replace: the old container of that name goes
+        new = rl("run", "-d", "--replace", "--name", "lb", BUSYBOX, "sleep", "300", check=True).stdout.strip()
+        assert new != cid and rl("container", "exists", cid).returncode == 1
+    finally:
+        rl("rm", "-f", "lb")
+    for bad, msg in ((["--restart", "sometimes"], 'invalid restart policy "sometimes"'),
+                     (["--restart", "always", "--rm"], "the --rm option conflicts with --restart"),
+                     (["--label", "=x"], "the label has no name"), (["--tz", "Mars/Olympus"], "unknown time zone"),
+                     (["--umask", "999"], "not an octal mask"), (["--log-opt", "max-size=1"], "at least 4k"),
+                     (["--health-retries", "2"], "needs a health check"), (["-a", "stdout", "-d"], "conflicting")):
+        cp = rl("run", *bad, BUSYBOX, "true")
+        from tests.integration.harness import assert_clean_error
+
+        assert_clean_error(cp, 125, msg)
+    assert rl("ps", "-aq", "--filter", "name=^lb2$", check=True).stdout == ""
+
+
+def test_process_flags(rl: RootlessEnv) -> None:
+    out = rl("run", "--rm", "--tz", "Europe/Paris", "--umask", "0077", "--group-add", "1234", "--shm-size", "8m",
+             BUSYBOX, "sh", "-c", "echo $TZ; umask; id -G; head -c 4 /etc/localtime; echo;"
+             "grep ' /dev/shm ' /proc/mounts", check=True).stdout.splitlines()
+    assert out[0] == "Europe/Paris" and out[1] == "0077", out
+    assert "1234" in out[2].split() and out[3] == "TZif", out
+    assert "size=8192k" in out[4], out
+    # -a stdout: the container's standard error is not shown
+    cp = rl("run", "--rm", "-a", "stdout", BUSYBOX, "sh", "-c", "echo out; echo err >&2", check=True)
+    assert cp.stdout == "out\n" and "err" not in cp.stderr
+    # --rmi: the image goes with the container (a second name keeps the test's image)
+    rl("tag", BUSYBOX, "localhost/rmi-test:1", check=True)
+    rl("run", "--rmi", "localhost/rmi-test:1", "true", check=True)
+    assert rl("image", "exists", "localhost/rmi-test:1").returncode == 1
+    assert rl("image", "exists", BUSYBOX).returncode == 0
+
+
+def test_expose_publishes_with_P(rl: RootlessEnv) -> None:
+    rl("run", "-d", "--name", "exp", "--expose", "8081", "-P", BUSYBOX, "sleep", "300", check=True)
+    try:
+        assert re.fullmatch(r"8081/tcp -> 0\.0\.0\.0:\d+\n", rl("port", "exp", check=True).stdout)
+    finally:
+        rl("rm", "-f", "exp")
+
+
+def test_log_rotated_at_its_size_and_driver_none(rl: RootlessEnv) -> None:
+    rl("run", "-d", "--name", "lr", "--log-opt", "max-size=8k", BUSYBOX, "sh", "-c",
+       "i=0; while [ $i -lt 400 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done", check=True)
+    try:
+        assert rl("wait", "lr", check=True).stdout == "0\n"
+        log = rl.runroot / "containers" / json.loads(rl("inspect", "lr", check=True).stdout)[0]["Id"] / "ctr.log"
+        assert log.stat().st_size <= 8192
+        lines = rl("logs", "lr", check=True).stdout.splitlines()
+        assert lines[-1].startswith("line-399-") and not any(ln.startswith("line-0-") for ln in lines), lines[:3]
+    finally:
+        rl("rm", "-f", "lr")
+    rl("run", "-d", "--name", "ln", "--log-driver", "none", BUSYBOX, "echo", "hello", check=True)
+    try:
+        rl("wait", "ln", check=True)
+        assert rl("logs", "ln", check=True).stdout == ""
+    finally:
+        rl("rm", "-f", "ln")
+
+
+def test_restart_policy_brings_back_a_failing_container_but_not_after_stop(rl: RootlessEnv) -> None:
+    rl("run", "-d", "--name", "rs", "--restart", "on-failure:3", BUSYBOX, "sh", "-c", "sleep 0.3; exit 1",
+       check=True)
+    try:
+        def restarts() -> int:
+            return int(rl("inspect", "-f", "{{.State.Restarts}}", "rs", check=True).stdout)
+
+        test_lifecycle.wait_for(lambda: restarts() == 3 and not json.loads(
+            rl("inspect", "rs", check=True).stdout)[0]["State"]["Running"], 60, "three restarts, then rest")
+        import time
+
+        time.sleep(2)
+        assert restarts() == 3  # on-failure:3 stops there
+    finally:
+        rl("rm", "-f", "rs")
+    rl("run", "-d", "--name", "ra", "--restart", "always", BUSYBOX, "sleep", "300", check=True)
+    try:
+        pid = rl("inspect", "-f", "{{.State.Pid}}", "ra", check=True).stdout.strip()
+        rl("kill", "ra", check=True)  # an end that is no `stop`: always restarts it
+        test_lifecycle.wait_for(
+            lambda: rl("inspect", "-f", "{{.State.Running}} {{.State.Pid}}", "ra", check=True).stdout.split()
+            not in (["true", pid], ["false", "0"]), 30, "a restart after kill")
+        rl("stop", "-t", "1", "ra", check=True)
+        import time
+
+        time.sleep(2)
+        st = json.loads(rl("inspect", "ra", check=True).stdout)[0]["State"]
+        assert st["Running"] is False and st["Restarts"] == 1, st
+    finally:
+        rl("rm", "-f", "ra")
+
+
+def test_health_check_turns_unhealthy(rl: RootlessEnv) -> None:
+    import time
+
+    since = str(time.time())
+    rl("run", "-d", "--name", "hc", "--health-cmd", "test -e /tmp/ok", "--health-interval", "1s",
+       "--health-retries", "2", BUSYBOX, "sh", "-c", "touch /tmp/ok; sleep 300", check=True)
+    try:
+        def status() -> str:
+            return rl("inspect", "-f", "{{.State.Health.Status}}", "hc", check=True).stdout.strip()
+
+        test_lifecycle.wait_for(lambda: status() == "healthy", 30, "healthy")
+        assert "(healthy)" in rl("ps", "--format", "{{.Status}}", "--filter", "name=^hc$", check=True).stdout
+        assert rl("healthcheck", "run", "hc").returncode == 0
+        rl("exec", "hc", "rm", "/tmp/ok", check=True)
+        test_lifecycle.wait_for(lambda: status() == "unhealthy", 30, "unhealthy")
+        cp = rl("healthcheck", "run", "hc")
+        assert cp.returncode == 1 and cp.stdout == "unhealthy\n"
+        log = json.loads(rl("inspect", "hc", check=True).stdout)[0]["State"]["Health"]
+        assert log["FailingStreak"] >= 2 and log["Log"][-1]["ExitCode"] == 1
+        ev = rl("events", "--stream=false", "--since", since, "--filter", "event=health_status", "--format",
+                "{{.Attributes.health_status}}", check=True).stdout.split()
+        assert ev[:1] == ["healthy"] and "unhealthy" in ev, ev
+    finally:
+        rl("rm", "-f", "hc")
+    rl("run", "-d", "--name", "hk", "--health-cmd", "false", "--health-interval", "1s", "--health-retries", "1",
+       "--health-on-failure", "kill", BUSYBOX, "sleep", "300", check=True)
+    try:
+        test_lifecycle.wait_for(
+            lambda: rl("inspect", "-f", "{{.State.Running}}", "hk", check=True).stdout == "false\n", 30,
+            "killed when unhealthy")
+    finally:
+        rl("rm", "-f", "hk")
