@@ -4,7 +4,7 @@ top, diff, healthcheck run, container exists, image exists."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
 from rootless.options import Args, Table, arg, flag, value
@@ -217,4 +217,167 @@ def image_exists(ctx: Context, a: Args) -> int:
         present.find(ctx, a.image)
     except NotFoundError:
         return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- system df, prune, reset
+
+table.group("system", "Manage the store as a whole.")
+
+
+def _du(path: str) -> int:
+    """Bytes of the files under ``path`` we may read (the rest, owned by subordinate IDs in
+    directories closed to us, is not counted)."""
+    import os
+
+    total = 0
+    for top, _dirs, files in os.walk(path, onerror=lambda e: None):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(top, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _df_rows(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from rootless import engine, volumes
+    from rootless.units import decimal_size
+
+    images = engine.images(ctx)
+    ctrs = engine.containers(ctx)
+    used = {c.config.image_id for c in ctrs}
+    img_size = sum(r.size for r in images)
+    img_free = sum(r.size for r in images if r.id not in used)
+    sizes = {c.id: _du(str(ctx.layout.containers / c.id)) for c in ctrs}
+    ctr_size = sum(sizes.values())
+    ctr_free = sum(s for cid, s in sizes.items() if not next(c for c in ctrs if c.id == cid).state.running)
+    vols = volumes.listing(ctx)
+    vsizes = {v.name: _du(str(volumes.store(ctx).data(v.name))) for v, _ in vols}
+    vol_size = sum(vsizes.values())
+    vol_free = sum(vsizes[v.name] for v, n in vols if n == 0)
+
+    def row(kind: str, total: int, active: int, size: int, free: int) -> dict[str, Any]:
+        pct = f"{free * 100 // size}%" if size else "0%"
+        return {"Type": kind, "Total": total, "Active": active, "Size": decimal_size(size, ".4g", ""),
+                "Reclaimable": f"{decimal_size(free, '.4g', '')} ({pct})", "RawSize": size, "RawReclaimable": free}
+
+    rows = [row("Images", len(images), len({r.id for r in images} & used), img_size, img_free),
+            row("Containers", len(ctrs), sum(1 for c in ctrs if c.state.running), ctr_size, ctr_free),
+            row("Local Volumes", len(vols), sum(1 for _, n in vols if n), vol_size, vol_free)]
+    return rows, {"images": images, "containers": ctrs, "sizes": sizes, "volumes": vols, "vsizes": vsizes,
+                  "used": used}
+
+
+@table.command("system df", "Show how much space images, containers and volumes take, and how much is "
+               "reclaimable.",
+               options=[flag("-v", "--verbose", help="One line per image, container and volume."),
+                        value("--format", help="json, or a Go template over .Type, .Total, .Active, .Size, "
+                              ".Reclaimable.")])
+def system_df(ctx: Context, a: Args) -> int:
+    import time
+
+    from rootless import lifecycle
+    from rootless.commands.images import print_table
+    from rootless.image import present
+    from rootless.units import decimal_size
+
+    rows, d = _df_rows(ctx)
+    if a.format == "json":
+        import json
+
+        print(json.dumps([{k: v for k, v in r.items() if not k.startswith("Raw")} for r in rows], indent=4))
+        return 0
+    if a.format:
+        from rootless import gotemplate
+
+        sys.stdout.write(gotemplate.render("df", a.format, rows))
+        return 0
+    if not a.verbose:
+        print_table([("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE")] +
+                    [(str(r["Type"]), str(r["Total"]), str(r["Active"]), str(r["Size"]), str(r["Reclaimable"]))
+                     for r in rows])
+        return 0
+    now = time.time()
+    counts: dict[str, int] = {}
+    for c in d["containers"]:
+        counts[c.config.image_id] = counts.get(c.config.image_id, 0) + 1
+    print("Images space usage:\n")
+    grid: list[tuple[str, ...]] = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE",
+                                    "UNIQUE SIZE", "CONTAINERS")]
+    for r in d["images"]:
+        for name in r.names or ["<none>:<none>"]:
+            repo, tag = present.split_name(name) if r.names else ("<none>", "<none>")
+            grid.append((repo, tag, r.id[:12], present.ago(r.created), decimal_size(r.size, ".4g", ""), "0B",
+                         decimal_size(r.size, ".4g", ""), str(counts.get(r.id, 0))))
+    print_table(grid)
+    print("\nContainers space usage:\n")
+    grid = [("CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES")]
+    for c in d["containers"]:
+        grid.append((c.id[:12], c.config.image_id[:12], lifecycle.ps_command(c, False),
+                     str(len(c.config.spec.mounts and [m for m in c.config.spec.mounts if m.type == "bind"])),
+                     decimal_size(d["sizes"][c.id], ".4g", ""),
+                     lifecycle.ago(now - c.config.created), lifecycle.status_name(c.state), c.config.name))
+    print_table(grid)
+    print("\nLocal Volumes space usage:\n")
+    grid = [("VOLUME NAME", "LINKS", "SIZE")]
+    for v, n in d["volumes"]:
+        grid.append((v.name, str(n), decimal_size(d["vsizes"][v.name], ".4g", "")))
+    print_table(grid)
+    return 0
+
+
+def _confirm(what: str) -> bool:
+    print(f"WARNING! This command removes:\n{what}\nAre you sure you want to continue? [y/N] ", end="",
+          file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower() if sys.stdin and not sys.stdin.closed else ""
+    return answer in ("y", "yes")
+
+
+@table.command("system prune", "Remove stopped containers, dangling images (all unused ones with -a) and, "
+               "with --volumes, unused volumes.",
+               options=[flag("-a", "--all", help="Remove all unused images, not only dangling ones."),
+                        flag("--volumes", help="Remove unused volumes too."),
+                        flag("-f", "--force", help="Do not ask for confirmation.")])
+def system_prune(ctx: Context, a: Args) -> int:
+    from rootless import engine, volumes
+    from rootless.image import present
+
+    if not a.force and not _confirm("  - all stopped containers\n" + ("  - all volumes not used by at least one "
+                                    "container\n" if a.volumes else "") + ("  - all images without at least one "
+                                    "container associated with them" if a.all else "  - all dangling images")):
+        return 0
+    print("Deleted Containers")
+    for cid in engine.prune(ctx):
+        print(cid)
+    if a.volumes:
+        print("Deleted Volumes")
+        for name in volumes.prune(ctx):
+            print(name)
+    print("Deleted Images")
+    used = {c.config.image_id for c in engine.containers(ctx)}
+    gone = [r.id for r in engine.images(ctx) if r.id not in used and (a.all or not r.names)]
+    if gone:
+        report, _ = present.rmi(ctx, gone, force=True, all_=False)
+        for is_error, line in report:
+            if not is_error and line.startswith("Deleted: "):
+                print(line.removeprefix("Deleted: "))
+    return 0
+
+
+@table.command("system reset", "Remove every container, image and volume of the store, and the events log.",
+               options=[flag("-f", "--force", help="Do not ask for confirmation.")])
+def system_reset(ctx: Context, a: Args) -> int:
+    from rootless import engine, events, volumes
+    from rootless.image import present
+
+    if not a.force and not _confirm("  - all containers\n  - all images\n  - all volumes\n  - the events log"):
+        return 0
+    for c in engine.containers(ctx):
+        engine.remove(ctx, c.id, force=True)
+    for name in [v.name for v, _ in volumes.listing(ctx)]:
+        volumes.remove(ctx, name, True)
+    present.rmi(ctx, [], force=True, all_=True)
+    for p in (events.log_path(ctx.layout), events.log_path(ctx.layout).with_name("events.log.1")):
+        p.unlink(missing_ok=True)
     return 0

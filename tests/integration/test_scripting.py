@@ -331,3 +331,49 @@ def test_health_check_turns_unhealthy(rl: RootlessEnv) -> None:
             "killed when unhealthy")
     finally:
         rl("rm", "-f", "hk")
+
+
+def test_diff_lists_added_changed_and_deleted_paths(rl: RootlessEnv) -> None:
+    rl("run", "-d", "--name", "df", BUSYBOX, "sh", "-c",
+       "mkdir /newdir && echo x > /newdir/f && echo y >> /etc/passwd && rm /bin/ls && sleep 300", check=True)
+    try:
+        test_lifecycle.wait_for(lambda: "A /newdir/f" in rl("diff", "df", check=True).stdout, 20, "the changes")
+        lines = rl("diff", "df", check=True).stdout.splitlines()
+        for want in ("A /newdir", "A /newdir/f", "C /etc", "C /etc/passwd", "D /bin/ls"):
+            assert want in lines, lines
+        assert lines == sorted(lines, key=lambda ln: ln[2:])
+        data = json.loads(rl("container", "diff", "--format", "json", "df", check=True).stdout)
+        assert "/bin/ls" in data["deleted"] and "/newdir" in data["added"] and "/etc" in data["changed"]
+    finally:
+        rl("rm", "-f", "df")
+
+
+def test_system_df_prune_and_reset(rl: RootlessEnv) -> None:
+    rl("create", "--name", "sd-stopped", BUSYBOX, "true", check=True)
+    rl("run", "-d", "--name", "sd-up", BUSYBOX, "sleep", "300", check=True)
+    try:
+        out = rl("system", "df", check=True).stdout.splitlines()
+        assert re.fullmatch(r"TYPE\s+TOTAL\s+ACTIVE\s+SIZE\s+RECLAIMABLE", out[0]), out
+        rows = {ln.split()[0]: ln.split() for ln in out[1:]}
+        assert int(rows["Containers"][1]) >= 2 and int(rows["Containers"][2]) >= 1, out
+        assert rl("system", "df", "--format", "{{.Type}}={{.Total}}", check=True).stdout.splitlines()[0] \
+            .startswith("Images=")
+        assert "Containers space usage:" in rl("system", "df", "-v", check=True).stdout
+        # without -f: a question; no answer keeps everything
+        rl("system", "prune", input="n\n", check=True)
+        assert rl("container", "exists", "sd-stopped").returncode == 0
+        pruned = rl("system", "prune", "-f", check=True).stdout
+        assert "Deleted Containers" in pruned and rl("container", "exists", "sd-stopped").returncode == 1
+        assert rl("container", "exists", "sd-up").returncode == 0  # running: kept
+    finally:
+        rl("rm", "-f", "sd-up", "sd-stopped")
+
+
+def test_system_reset_empties_the_store(rl_shared: RootlessEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.integration.harness import RootlessEnv as Env
+
+    env = Env(tmp_path_factory.mktemp("reset"), rl_shared.config_text)
+    env("pull", "-q", BUSYBOX, check=True)
+    env("run", "-d", "--name", "rs-up", BUSYBOX, "sleep", "300", check=True)
+    env("system", "reset", "-f", check=True)
+    assert env("ps", "-aq", check=True).stdout == "" and env("images", "-q", check=True).stdout == ""
