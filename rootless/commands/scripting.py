@@ -381,3 +381,37 @@ def system_reset(ctx: Context, a: Args) -> int:
     for p in (events.log_path(ctx.layout), events.log_path(ctx.layout).with_name("events.log.1")):
         p.unlink(missing_ok=True)
     return 0
+
+
+@table.command("image tree", "Show an image's layers as a tree (with --whatrequires, the images built on it).",
+               args=[arg("IMAGE", help="Image name or ID.", complete="image")],
+               options=[flag("--whatrequires", help="Show the images whose layers start with this image's.")])
+def image_tree(ctx: Context, a: Args) -> int:
+    from rootless import engine
+    from rootless.units import decimal_size
+
+    rec = engine.image(ctx, a.image)
+
+    def size(n: int) -> str:
+        return decimal_size(n, ".4g", "")
+
+    print(f"Image ID: {rec.id[:12]}\nTags:     [{' '.join(rec.names)}]\nSize:     {size(rec.size)}")
+    chain = [layer.diff_id for layer in rec.layers]
+    if a.whatrequires:
+        children = [r for r in engine.images(ctx) if r.id != rec.id
+                    and [x.diff_id for x in r.layers][:len(chain)] == chain]
+        for i, r in enumerate(children):
+            branch = "└──" if i == len(children) - 1 else "├──"
+            print(f"{branch} ID: {r.id[:12]} Size: {size(r.size)} Tags: [{' '.join(r.names)}]")
+        return 0
+    print("Image Layers")
+    # which images have each layer chain as their top: "Top Layer of"
+    tops: dict[tuple[str, ...], list[str]] = {}
+    for r in engine.images(ctx):
+        tops.setdefault(tuple(x.diff_id for x in r.layers), []).extend(r.names)
+    for i, layer in enumerate(rec.layers):
+        branch = "└──" if i == len(rec.layers) - 1 else "├──"
+        top = tops.get(tuple(chain[:i + 1]))
+        note = f" Top Layer of: [{' '.join(top)}]" if top else ""
+        print(f"{branch} ID: {layer.diff_id.removeprefix('sha256:')[:12]} Size: {size(layer.size)}{note}")
+    return 0

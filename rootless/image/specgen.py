@@ -761,6 +761,18 @@ def cgroup_settings(opts: RunOptions) -> tuple[Resources | None, int | None, str
 
 
 
+def check_unique_destinations(destinations: Sequence[str]) -> None:
+    """Two mounts on one container path: Podman refuses them (exit 125), as the second would
+    hide the first."""
+    seen: set[str] = set()
+    for d in destinations:
+        norm = os.path.normpath(d)
+        if norm in seen:
+            raise RootlessError(f"{norm}: duplicate mount destination",
+                                hint="give each -v, --mount and --tmpfs its own container path")
+        seen.add(norm)
+
+
 def exposed_ports(image_config: Mapping[str, Any], expose: Sequence[str]) -> dict[str, Any]:
     """The image's ExposedPorts with --expose PORT[-LAST][/PROTO] added."""
     out = dict(image_config.get("ExposedPorts") or {})
@@ -851,7 +863,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
 
     no_new_privs = False
     for so in opts.security_opt:
-        key, _, value = so.partition("=")
+        # Podman takes both no-new-privileges=true and no-new-privileges:true
+        key, _, value = so.partition("=") if "=" in so else so.partition(":")
         if key in ("no-new-privileges", "no_new_privileges") and (not value or _truthy(value, so)):
             no_new_privs = True
         elif key in ("label", "seccomp", "apparmor", "mask", "unmask", "proc-opts"):
@@ -889,6 +902,7 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     )
 
     given = [parse_volume(v, host.cwd) for v in opts.volumes] + [parse_mount(m, host.cwd) for m in opts.mounts]
+    check_unique_destinations([m.destination for m in given] + [parse_tmpfs(t).destination for t in opts.tmpfs])
     user_mounts = [m for m in given if isinstance(m, Mount)] + list(volume_mounts)
     user_mounts += [parse_tmpfs(t) for t in opts.tmpfs]
     if localtime is not None:

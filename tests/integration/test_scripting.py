@@ -377,3 +377,21 @@ def test_system_reset_empties_the_store(rl_shared: RootlessEnv, tmp_path_factory
     env("run", "-d", "--name", "rs-up", BUSYBOX, "sleep", "300", check=True)
     env("system", "reset", "-f", check=True)
     assert env("ps", "-aq", check=True).stdout == "" and env("images", "-q", check=True).stdout == ""
+
+
+def test_podman_behaviour_fixes(rl: RootlessEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.integration.harness import assert_clean_error
+
+    d = tmp_path_factory.mktemp("twomounts")
+    cp = rl("run", "--rm", "-v", f"{d}:/data", "--tmpfs", "/data", BUSYBOX, "true")
+    assert_clean_error(cp, 125, "/data: duplicate mount destination")
+    out = rl("run", "--rm", "--security-opt", "no-new-privileges:true", BUSYBOX, "grep", "NoNewPrivs",
+             "/proc/self/status", check=True).stdout
+    assert out.split() == ["NoNewPrivs:", "1"], out
+
+
+def test_image_tree(rl: RootlessEnv) -> None:
+    out = rl("image", "tree", BUSYBOX, check=True).stdout.splitlines()
+    assert out[0].startswith("Image ID: ") and out[1].startswith("Tags:     [") and out[3] == "Image Layers", out
+    assert re.fullmatch(r"└── ID: [0-9a-f]{12} Size: \S+ Top Layer of: \[.*busybox:latest.*\]", out[-1]), out
+    assert rl("image", "tree", "--whatrequires", BUSYBOX, check=True).stdout.startswith("Image ID: ")
