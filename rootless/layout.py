@@ -50,6 +50,7 @@ class Layout:
     root: Path  # the store
     runroot: Path  # volatile state
     runroot_fallback: bool = False
+    auth_path: Path | None = None  # --authfile (or REGISTRY_AUTH_FILE): credentials kept elsewhere
 
     @classmethod
     def default(cls, root: str | os.PathLike[str] | None = None,
@@ -108,6 +109,8 @@ class Layout:
     # --- volatile ----------------------------------------------------------
     @property
     def auth_file(self) -> Path:
+        if self.auth_path is not None:
+            return self.auth_path
         return self.runroot / "auth.json"
 
     @property

@@ -25,15 +25,47 @@ def echo_json(data: object) -> None:
     print(json.dumps(data, indent=4))
 
 
+TLS_VERIFY = value("--tls-verify", help="true (the default: HTTPS, certificates checked) or false (also plain "
+                   "HTTP, as `insecure = true` in rootless.conf).")
+AUTHFILE = value("--authfile", complete="file", help="Credentials file to read and write instead of the run "
+                 "root's auth.json (also REGISTRY_AUTH_FILE).")
+
+
+def registry_options(ctx: Context, a: Args, registries: list[str]) -> None:
+    """--tls-verify and --authfile (and REGISTRY_AUTH_FILE) for this command's registry."""
+    import os
+    from pathlib import Path
+
+    from rootless.record import replace
+
+    auth = a.get("authfile") or os.environ.get("REGISTRY_AUTH_FILE")
+    if auth:
+        ctx.layout = replace(ctx.layout, auth_path=Path(auth))
+    tls = a.get("tls_verify")
+    if tls is not None and registries:
+        verify = tls.lower()
+        if verify not in ("true", "false", "1", "0"):
+            raise RootlessError(f"--tls-verify={tls}: must be true or false")
+        from rootless.config import RegistryConfig
+
+        regs = dict(ctx.config.registries)
+        for registry in registries:
+            regs[registry] = replace(regs.get(registry, RegistryConfig()), insecure=verify in ("false", "0"))
+        ctx.config = replace(ctx.config, registries=regs)
+
+
 @table.command("pull", "Pull an image from a registry into the store.",
                args=[arg("IMAGE", help="Image reference, e.g. alpine or quay.io/org/img:tag.")],
                options=[flag("-q", "--quiet", help="Print only the image ID."),
                         value("--platform", metavar="OS/ARCH", help="OS/ARCH[/VARIANT] to pull (default: this "
-                              "host's).")],
+                              "host's)."), TLS_VERIFY, AUTHFILE],
                aliases=["image pull"])
 def pull(ctx: Context, a: Args) -> int:
     from rootless.image.pull import pull as do_pull
+    from rootless.image.reference import parse_reference
 
+    ref = parse_reference(a.image)
+    registry_options(ctx, a, [ref.registry] if ref.qualified else list(ctx.config.unqualified_search))
     record = do_pull(ctx, a.image, platform=a.platform, quiet=a.quiet)
     print(record.id)
     return 0
@@ -167,10 +199,12 @@ def image_prune(ctx: Context, a: Args) -> int:
                options=[value("-u", "--username", help="User name."),
                         value("-p", "--password", help="Password (prefer --password-stdin)."),
                         flag("--password-stdin", help="Read the password from standard input."),
-                        flag("--get-login", help="Print the user name stored for REGISTRY.")])
+                        flag("--get-login", help="Print the user name stored for REGISTRY."), TLS_VERIFY,
+                        AUTHFILE])
 def login(ctx: Context, a: Args) -> int:
     from rootless.image import present
 
+    registry_options(ctx, a, [a.registry])
     if a.get_login:
         print(present.get_login(ctx, a.registry))
         return 0
@@ -196,10 +230,11 @@ def login(ctx: Context, a: Args) -> int:
 
 @table.command("logout", "Remove stored registry credentials.",
                args=[arg("REGISTRY", optional=True, help="Registry host.")],
-               options=[flag("-a", "--all", help="Remove the credentials of every registry.")])
+               options=[flag("-a", "--all", help="Remove the credentials of every registry."), AUTHFILE])
 def logout(ctx: Context, a: Args) -> int:
     from rootless.image import present
 
+    registry_options(ctx, a, [])
     if not a.registry and not a.all:
         raise RootlessError("logout needs a registry, or --all", "rootless logout REGISTRY")
     print(present.logout(ctx, a.registry, all_=a.all))

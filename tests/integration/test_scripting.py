@@ -395,3 +395,30 @@ def test_image_tree(rl: RootlessEnv) -> None:
     assert out[0].startswith("Image ID: ") and out[1].startswith("Tags:     [") and out[3] == "Image Layers", out
     assert re.fullmatch(r"└── ID: [0-9a-f]{12} Size: \S+ Top Layer of: \[.*busybox:latest.*\]", out[-1]), out
     assert rl("image", "tree", "--whatrequires", BUSYBOX, check=True).stdout.startswith("Image ID: ")
+
+
+def test_pull_tls_verify_and_authfile(tmp_path_factory: pytest.TempPathFactory, registry: object,
+                                      mirror: object, auth_registries: object, images: object) -> None:
+    from tests.integration.conftest import BASIC_PASSWORD, BASIC_USER
+    from tests.integration.harness import RootlessEnv as Env
+    from tests.integration.harness import rootless_config
+
+    images.require("library/busybox:latest")  # type: ignore[attr-defined]
+    host = registry.host  # type: ignore[attr-defined]
+    basic = auth_registries.basic.host  # type: ignore[attr-defined]
+    # a config that trusts no plain-HTTP registry but the Docker Hub mirror
+    env = Env(tmp_path_factory.mktemp("tls"), rootless_config(mirror.host, []))  # type: ignore[attr-defined]
+    try:
+        cp = env("pull", "-q", f"{host}/library/busybox:latest")
+        assert cp.returncode == 125, cp.stderr
+        env("pull", "-q", "--tls-verify=false", f"{host}/library/busybox:latest", check=True)
+        authfile = env.base / "my-auth.json"
+        env("login", "--tls-verify=false", "--authfile", str(authfile), "-u", BASIC_USER, "-p", BASIC_PASSWORD,
+            basic, check=True)
+        assert basic in json.loads(authfile.read_text())["auths"]
+        assert not (env.runroot / "auth.json").exists()
+        env("pull", "-q", "--tls-verify=false", "--authfile", str(authfile), f"{basic}/private/busybox", check=True)
+        env("logout", "--authfile", str(authfile), basic, check=True)
+        assert basic not in json.loads(authfile.read_text()).get("auths", {})
+    finally:
+        env.kill_leftovers()
