@@ -415,3 +415,42 @@ def image_tree(ctx: Context, a: Args) -> int:
         note = f" Top Layer of: [{' '.join(top)}]" if top else ""
         print(f"{branch} ID: {layer.diff_id.removeprefix('sha256:')[:12]} Size: {size(layer.size)}{note}")
     return 0
+
+
+@table.command("attach", "Follow a running container's output until it exits, passing it the signals received; "
+               "exit with its status.",
+               args=_container(),
+               options=[value("--detach-keys", help="Keys that detach from a container's input (accepted: "
+                              "there is no input to read)."),
+                        flag("--no-stdin", help="Do not attach standard input (the only mode supported)."),
+                        flag("--sig-proxy", default=True, help="Pass the signals received to the container "
+                             "(=false: SIGINT detaches).")],
+               aliases=["container attach"])
+def attach(ctx: Context, a: Args) -> int:
+    import signal
+    import time
+
+    from rootless import engine, lifecycle
+    from rootless.commands.containers import print_logs
+    from rootless.errors import EXIT_TOOL
+
+    c = engine.container(ctx, a.container)
+    if not c.state.running:
+        raise RootlessError(f"you can only attach to running containers: {c.config.name} is "
+                            f"{lifecycle.status_name(c.state)}", hint=f"`rootless start --attach {c.config.name}`")
+    if c.config.spec.process.interactive and not a.no_stdin:
+        raise RootlessError(f"attaching the standard input of detached container {c.config.name} is not supported",
+                            hint="add --no-stdin to follow its output, or use `rootless exec -it`")
+    if a.sig_proxy:
+        def forward(sig: int, _frame: object) -> None:
+            try:
+                lifecycle.kill(ctx, c.id, sig)
+            except RootlessError:
+                pass
+
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(s, forward)
+    since = time.time()
+    print_logs(engine.logs(ctx, c.id, follow=True, since=since - 0.001), False)
+    code = engine.wait(ctx, c.id)
+    return EXIT_TOOL if code is None else code

@@ -422,3 +422,29 @@ def test_pull_tls_verify_and_authfile(tmp_path_factory: pytest.TempPathFactory, 
         assert basic not in json.loads(authfile.read_text()).get("auths", {})
     finally:
         env.kill_leftovers()
+
+
+def test_attach_follows_output_and_passes_signals(rl: RootlessEnv) -> None:
+    import signal
+    import subprocess
+    import time
+
+    rl("run", "-d", "--name", "at1", BUSYBOX, "sh", "-c", "sleep 1; echo hello; exit 3", check=True)
+    try:
+        cp = rl("attach", "--no-stdin", "at1")
+        assert cp.returncode == 3 and cp.stdout == "hello\n", (cp.returncode, cp.stdout, cp.stderr)
+    finally:
+        rl("rm", "-f", "at1")
+    rl("run", "-d", "--name", "at2", BUSYBOX, "sh", "-c",
+       "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done", check=True)
+    try:
+        p = subprocess.Popen([*rl.command, "container", "attach", "at2"], env=rl.env, cwd=rl.home, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        time.sleep(1.5)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 7 and "got-term" in out, (p.returncode, out, err)
+    finally:
+        rl("rm", "-f", "at2")
+    cp = rl("attach", "no-such-ctr")
+    assert cp.returncode == 125

@@ -35,7 +35,7 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("container", "ps"): ("ps",),
     **{("container", c): (c,) for c in ("run", "start", "stop", "kill", "restart", "rm", "wait", "stats",
                                         "logs", "exec", "inspect", "port", "cp", "rename", "pause", "unpause", "top",
-                                        "diff")},
+                                        "diff", "attach")},
 }
 
 # Pages that document no command of their own.
