@@ -654,6 +654,12 @@ def copy(ctx: Context, src: str, dest: str) -> None:
 
     sname, spath = split_cp(src)
     dname, dpath = split_cp(dest)
+    if sname is not None and dname is not None:
+        _copy_between(ctx, src, dest)
+        return
+    if src == "-" or dest == "-":
+        _copy_stream(ctx, sname if dest == "-" else dname, spath if dest == "-" else dpath, to_stdout=dest == "-")
+        return
     if (sname is None) == (dname is None):
         raise RootlessError("copy between a container and the host: exactly one of SRC and DEST is CONTAINER:PATH",
                             hint="rootless cp ./file web:/tmp/  or  rootless cp web:/etc/hostname .")
@@ -672,6 +678,37 @@ def copy(ctx: Context, src: str, dest: str) -> None:
         nsexec.copy_out_stopped(c.config.spec, spath, dpath)
     else:
         nsexec.copy_in_stopped(c.config.spec, spath, dpath)
+
+
+def _copy_between(ctx: Context, src: str, dest: str) -> None:
+    """Container to container: out to a private directory of ours, then in."""
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="rootless-cp-")
+    try:
+        name = os.path.basename(os.path.normpath(split_cp(src)[1])) or "root"
+        copy(ctx, src, os.path.join(tmp, name))
+        copy(ctx, os.path.join(tmp, name), dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_stream(ctx: Context, ref: str | None, path: str, *, to_stdout: bool) -> None:
+    """`cp - CTR:DIR` (a tar archive on standard input) and `cp CTR:PATH -` (one on standard output)."""
+    import sys
+
+    from rootless.runtime import nsexec
+
+    if ref is None:
+        raise RootlessError("cp with - copies a tar archive to or from a container: the other side must be "
+                            "CONTAINER:PATH", hint="tar -c dir | rootless cp - web:/tmp")
+    c = _running(ctx, resolve(ctx, ref), "copy an archive with")
+    if to_stdout:
+        sys.stdout.flush()
+        nsexec.copy_out_stream(c.config.spec, c.state.pid, path, sys.stdout.fileno())
+    else:
+        nsexec.copy_in_stream(c.config.spec, c.state.pid, sys.stdin.fileno(), path)
 
 
 PS_HEADERS = {"ID": "CONTAINER ID", "CreatedHuman": "CREATED", "Created": "CREATED"}

@@ -301,6 +301,63 @@ def copy_out(spec: Spec, pid: int, src: str, dest: str) -> None:
         raise RootlessError(f"copy {spec.name}:{src} to {dest}: {failure}")
 
 
+def copy_in_stream(spec: Spec, pid: int, stream: int, dest: str) -> None:
+    """`cp - CTR:DIR`: the tar archive read from *stream* extracted into the directory *dest*
+    inside the running container (the same checks as copy_in: nothing lands outside *dest*)."""
+    import tarfile
+
+    t = open_target(pid, spec.name)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def extract() -> None:
+        os.dup2(err_w, 2)
+        if not os.path.isdir(dest):
+            raise NotADirectoryError(20, "not a directory", dest)
+        with os.fdopen(r, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
+            _safe_members(tf, dest, None)
+
+    child = _in_container(t, extract)
+    os.close(r)
+    os.close(err_w)
+    close_target(t)
+    try:
+        while chunk := os.read(stream, 1 << 16):
+            os.write(w, chunk)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(w)
+    _finish(child, err_r, f"copy the archive on standard input to {spec.name}:{dest}")
+
+
+def copy_out_stream(spec: Spec, pid: int, src: str, stream: int) -> None:
+    """`cp CTR:SRC -`: *src* in the running container as a tar archive written to *stream*."""
+    import tarfile
+
+    t = open_target(pid, spec.name)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def archive() -> None:
+        os.dup2(err_w, 2)
+        if not os.path.lexists(src):
+            raise FileNotFoundError(2, "no such file or directory", src)
+        with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
+            tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
+
+    child = _in_container(t, archive)
+    os.close(w)
+    os.close(err_w)
+    close_target(t)
+    try:
+        while chunk := os.read(r, 1 << 16):
+            os.write(stream, chunk)
+    finally:
+        os.close(r)
+        _finish(child, err_r, f"copy {spec.name}:{src} to standard output")
+
+
 def _finish(child: int, err_r: int, what: str) -> None:
     _, status = os.waitpid(child, 0)
     data = b""

@@ -448,3 +448,45 @@ def test_attach_follows_output_and_passes_signals(rl: RootlessEnv) -> None:
         rl("rm", "-f", "at2")
     cp = rl("attach", "no-such-ctr")
     assert cp.returncode == 125
+
+
+def test_cp_tar_streams_and_between_containers(rl: RootlessEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import io
+    import subprocess
+    import tarfile
+
+    rl("run", "-d", "--name", "cpa", BUSYBOX, "sh", "-c", "echo from-a > /tmp/a.txt; sleep 300", check=True)
+    rl("run", "-d", "--name", "cpb", BUSYBOX, "sleep", "300", check=True)
+    try:
+        test_lifecycle.wait_for(lambda: rl("exec", "cpa", "cat", "/tmp/a.txt").stdout == "from-a\n", 20, "a.txt")
+        rl("cp", "cpa:/tmp/a.txt", "cpb:/tmp/", check=True)
+        assert rl("exec", "cpb", "cat", "/tmp/a.txt", check=True).stdout == "from-a\n"
+        # a tar archive on standard input, extracted into a directory of the container
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            data = b"streamed\n"
+            ti = tarfile.TarInfo("in/s.txt")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        p = subprocess.run([*rl.command, "cp", "-", "cpb:/tmp"], env=rl.env, cwd=rl.home, input=buf.getvalue(),
+                           capture_output=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stderr
+        assert rl("exec", "cpb", "cat", "/tmp/in/s.txt", check=True).stdout == "streamed\n"
+        # and one on standard output
+        p = subprocess.run([*rl.command, "cp", "cpa:/tmp/a.txt", "-"], env=rl.env, cwd=rl.home, capture_output=True,
+                           timeout=60, check=False)
+        assert p.returncode == 0, p.stderr
+        with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tf:
+            f = tf.extractfile("a.txt")
+            assert f is not None and f.read() == b"from-a\n"
+        # an archive that would write outside the directory is refused
+        evil = io.BytesIO()
+        with tarfile.open(fileobj=evil, mode="w") as tf:
+            ti = tarfile.TarInfo("../../etc/evil")
+            ti.size = 1
+            tf.addfile(ti, io.BytesIO(b"x"))
+        p = subprocess.run([*rl.command, "cp", "-", "cpb:/tmp"], env=rl.env, cwd=rl.home, input=evil.getvalue(),
+                           capture_output=True, timeout=60, check=False)
+        assert p.returncode == 125 and rl("exec", "cpb", "test", "-e", "/etc/evil").returncode != 0
+    finally:
+        rl("rm", "-f", "cpa", "cpb")
