@@ -68,7 +68,7 @@ class Runtime:
 
     def discard(self, ctx: Context, cid: str) -> None:
         """The container layer goes."""
-        from rootless.runtime.run import LazyStoreNamespace
+        from rootless.runtime.lazyns import LazyStoreNamespace
         from storage import rootfs
 
         with LazyStoreNamespace(ctx) as runner:

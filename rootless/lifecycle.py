@@ -230,7 +230,7 @@ def stop(ctx: Context, cid: str, timeout: float | None) -> None:
 
 def remove(ctx: Context, cid: str, force: bool) -> None:
     """Everything of the container: process (with -f), monitor, run directory, layer, record."""
-    from rootless.runtime.run import LazyStoreNamespace
+    from rootless.runtime.lazyns import LazyStoreNamespace
     from storage import rootfs
 
     with state.locked(ctx.layout, cid):

@@ -76,7 +76,7 @@ def mounts_for_run(ctx: Context, refs: Sequence[VolumeRef], *, copy_up: bool = T
 
 def discard(ctx: Context, names: Iterable[str]) -> None:
     """Remove volumes made for a run that did not happen, or anonymous ones at its end."""
-    from rootless.runtime.run import LazyStoreNamespace
+    from rootless.runtime.lazyns import LazyStoreNamespace
 
     vs = store(ctx)
     with LazyStoreNamespace(ctx) as runner:
@@ -191,7 +191,7 @@ def find(ctx: Context, name: str) -> Volume:
 def remove(ctx: Context, name: str, force: bool) -> None:
     """`volume rm`: refused while a container uses it; with -f, its stopped users go first."""
     from rootless import lifecycle
-    from rootless.runtime.run import LazyStoreNamespace
+    from rootless.runtime.lazyns import LazyStoreNamespace
 
     vs = store(ctx)
     vs.get(name)
@@ -215,7 +215,7 @@ def prune(ctx: Context, filters: Iterable[str] = ()) -> list[str]:
     """Remove every volume no container uses; their names."""
     dangling = [v.name for v, n in listing(ctx, filters) if n == 0]
     out = []
-    from rootless.runtime.run import LazyStoreNamespace
+    from rootless.runtime.lazyns import LazyStoreNamespace
 
     vs = store(ctx)
     with LazyStoreNamespace(ctx) as runner:
@@ -236,7 +236,7 @@ def export(ctx: Context, name: str, out: str | None) -> None:
     import shutil
     import sys
 
-    from rootless.runtime.run import LazyStoreNamespace
+    from rootless.runtime.lazyns import LazyStoreNamespace
 
     vs = store(ctx)
     vol = vs.get(name)
@@ -271,7 +271,7 @@ def import_(ctx: Context, name: str, source: str) -> None:
     import shutil
     import sys
 
-    from rootless.runtime.run import LazyStoreNamespace
+    from rootless.runtime.lazyns import LazyStoreNamespace
 
     vs = store(ctx)
     vol = vs.get(name)

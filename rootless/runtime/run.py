@@ -6,9 +6,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rootless.runtime import network, process
+from rootless.runtime.lazyns import LazyStoreNamespace
+
+__all__ = ["LazyStoreNamespace", "run"]  # LazyStoreNamespace: kept importable from here
 
 if TYPE_CHECKING:
     from rootless.context import Context, Log
@@ -42,31 +45,6 @@ def remove_files(spec: Spec) -> None:
         os.rmdir(spec.rundir)
     except OSError:
         pass
-
-
-class LazyStoreNamespace:
-    """storage's NamespaceRunner that starts the store's namespace only when first called:
-    preparing and removing a container layer usually needs none, and importing
-    rootless.runtime.userns alone costs milliseconds of start-up."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.ns: Any = None
-
-    def call(self, func: str, **kwargs: Any) -> Any:
-        if self.ns is None:
-            from rootless.runtime.userns import StoreNamespace
-
-            self.ns = StoreNamespace(self.ctx.layout, self.ctx.log)
-        return self.ns.call(func, **kwargs)
-
-    def __enter__(self) -> LazyStoreNamespace:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.ns is not None:
-            self.ns.close()
-            self.ns = None
 
 
 def check_cgroups(spec: Spec) -> None:
