@@ -66,10 +66,12 @@ def volume_ls(ctx: Context, a: Args) -> int:
 
 @table.command("volume inspect", "Show volumes' records as JSON.",
                args=[arg("VOLUME", many=True, optional=True, help="Volumes to show.")],
-               options=[flag("-a", "--all", help="Show every volume.")])
+               options=[flag("-a", "--all", help="Show every volume."),
+                        value("-f", "--format", help="json, or a Go template run once per volume "
+                              "(`{{.Mountpoint}}`).")])
 def volume_inspect(ctx: Context, a: Args) -> int:
     from rootless import volumes
-    from rootless.commands.images import echo_json
+    from rootless.commands.images import emit_objects
 
     counts = {v.name: n for v, n in volumes.listing(ctx)}
     if a.all:
@@ -85,7 +87,7 @@ def volume_inspect(ctx: Context, a: Args) -> int:
             out.append(volumes.inspect(ctx, volumes.find(ctx, n), counts.get(n, 0)))
         except RootlessError as e:
             errors.append(e)
-    echo_json(out)
+    emit_objects("inspect", a.format, out)
     return _report(errors)
 
 

@@ -490,3 +490,13 @@ def test_cp_tar_streams_and_between_containers(rl: RootlessEnv, tmp_path_factory
         assert p.returncode == 125 and rl("exec", "cpb", "test", "-e", "/etc/evil").returncode != 0
     finally:
         rl("rm", "-f", "cpa", "cpb")
+
+
+def test_volume_templates(rl: RootlessEnv) -> None:
+    rl("volume", "create", "--label", "k=v", "fmtvol", check=True)
+    try:
+        assert "fmtvol v\n" in rl("volume", "ls", "--format", "{{.Name}} {{.Labels.k}}", check=True).stdout
+        mp = rl("volume", "inspect", "-f", "{{.Mountpoint}}", "fmtvol", check=True).stdout.strip()
+        assert mp.startswith("/") and "fmtvol" in mp
+    finally:
+        rl("volume", "rm", "fmtvol")
