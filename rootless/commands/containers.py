@@ -95,6 +95,9 @@ RUN_OPTIONS = (
     value("--group-add", many=True, help="Add a supplementary group (a number)."),
     value("--shm-size", help="Size of /dev/shm (64m)."),
     value("-a", "--attach", many=True, help="Attach to STDIN, STDOUT or STDERR only (repeatable)."),
+    value("--device", many=True, complete="file", help="Add a host device the user may open: "
+          "HOST[:CONTAINER][:PERMISSIONS]."),
+    value("--uts", help="host: share the host's UTS namespace (its host name); private (the default)."),
     flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container (=false is "
          "not supported)."),
 )

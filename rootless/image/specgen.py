@@ -108,6 +108,8 @@ class RunOptions:
     log_opt: tuple[str, ...] = ()
     rmi: bool = False
     # what the engine does around the container
+    device: tuple[str, ...] = ()
+    uts: str | None = None
     cidfile: str | None = None
     replace: bool = False
     attach: tuple[str, ...] = ()
@@ -761,6 +763,30 @@ def cgroup_settings(opts: RunOptions) -> tuple[Resources | None, int | None, str
 
 
 
+def device_mount(text: str) -> Mount:
+    """--device HOST[:CONTAINER][:PERMISSIONS]: the host's node bound in, as rootless Podman
+    does (a user namespace cannot make device nodes that work); only one the user may open."""
+    import stat
+
+    parts = text.split(":")
+    host = parts[0]
+    dest = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
+    perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
+    if not set(perms) <= set("rwm") or len(parts) > 3:
+        raise RootlessError(f"--device {text!r}: not HOST[:CONTAINER][:PERMISSIONS]", hint="for example /dev/fuse")
+    try:
+        st = os.stat(host)
+    except OSError as e:
+        raise RootlessError(f"--device {host}: {e.strerror}", hint="give a device node of the host") from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise RootlessError(f"--device {host}: not a device node")
+    want = (os.R_OK if "r" in perms else 0) | (os.W_OK if "w" in perms else 0)
+    if want and not os.access(host, want):
+        raise RootlessError(f"--device {host}: you may not open it ({perms})",
+                            hint="a rootless container gets only the devices its user may open (see ls -l)")
+    return Mount(dest, "bind", host, ("bind",) if "w" in perms else ("bind", "ro"))
+
+
 def check_unique_destinations(destinations: Sequence[str]) -> None:
     """Two mounts on one container path: Podman refuses them (exit 125), as the second would
     hide the first."""
@@ -843,7 +869,9 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     mode, slirp = parse_network(opts.network)
     argv = command(image_config, opts.command, opts.entrypoint)
     name = opts.name or container_id[:12]
-    hostname = opts.hostname or (host.hostname if mode == "host" else container_id[:12])
+    if opts.uts == "host" and opts.hostname:
+        raise RootlessError("conflicting options: --hostname and --uts host", hint="drop one of them")
+    hostname = opts.hostname or (host.hostname if mode == "host" or opts.uts == "host" else container_id[:12])
 
     env = merge_env(
         _pairs(DEFAULT_ENV, "default environment"),
@@ -934,9 +962,14 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         mounts = [shm_mount(m, opts.shm_size) if m.destination == "/dev/shm" else m for m in mounts]
     if opts.privileged:
         mounts += [Mount(d, "bind", d, ("bind",)) for d in host_devices()]
+    mounts += [device_mount(d) for d in opts.device]
     mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts
 
     namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"}
+    if opts.uts == "host":
+        namespaces.discard("uts")  # the host's name, which the container cannot change
+    elif opts.uts not in (None, "", "private"):
+        raise RootlessError(f"--uts {opts.uts!r} is not supported", hint="supported: host, private")
     if mode != "host":
         namespaces.add("network")
     rootfs = replace(plan, readonly=True) if opts.read_only else plan

@@ -500,3 +500,16 @@ def test_volume_templates(rl: RootlessEnv) -> None:
         assert mp.startswith("/") and "fmtvol" in mp
     finally:
         rl("volume", "rm", "fmtvol")
+
+
+def test_device_and_uts_host(rl: RootlessEnv) -> None:
+    import socket
+
+    from tests.integration.harness import assert_clean_error
+
+    out = rl("run", "--rm", "--device", "/dev/fuse", "--device", "/dev/net/tun:/dev/tun0:r", BUSYBOX, "sh", "-c",
+             "ls -l /dev/fuse /dev/tun0", check=True).stdout
+    assert out.count("10,") == 2, out
+    assert_clean_error(rl("run", "--rm", "--device", "/etc/passwd", BUSYBOX, "true"), 125, "not a device node")
+    assert_clean_error(rl("run", "--rm", "--device", "/dev/no-such", BUSYBOX, "true"), 125, "--device /dev/no-such")
+    assert rl("run", "--rm", "--uts", "host", BUSYBOX, "hostname", check=True).stdout.strip() == socket.gethostname()
