@@ -673,11 +673,30 @@ def copy(ctx: Context, src: str, dest: str) -> None:
         if sname is not None:
             nsexec.copy_out(c.config.spec, c.state.pid, spath, dpath)
         else:
-            nsexec.copy_in(c.config.spec, c.state.pid, spath, dpath)
+            nsexec.copy_in(c.config.spec, c.state.pid, spath, dpath, owner=_user_ids(c))
     elif sname is not None:
         nsexec.copy_out_stopped(c.config.spec, spath, dpath)
     else:
         nsexec.copy_in_stopped(c.config.spec, spath, dpath)
+
+
+def _user_ids(c: Container) -> tuple[int, int]:
+    """The running container's user (its --user or the image's USER) as (uid, gid) inside it."""
+    from rootless.runtime import users
+
+    p = c.config.spec.process
+    if p.user is None:
+        return p.uid, p.gid
+
+    def read(rel: str) -> str | None:
+        try:
+            with open(f"/proc/{c.state.pid}/root/{rel}") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    who = users.resolve(p.user, read("etc/passwd"), read("etc/group"))
+    return who.uid, who.gid
 
 
 def _copy_between(ctx: Context, src: str, dest: str) -> None:

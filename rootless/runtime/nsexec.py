@@ -233,8 +233,9 @@ def _safe_members(tf: object, base: str, rename: str | None) -> int:
     return n
 
 
-def copy_in(spec: Spec, pid: int, src: str, dest: str) -> None:
-    """Host *src* → container *dest*, modes kept; files become the container root's."""
+def copy_in(spec: Spec, pid: int, src: str, dest: str, owner: tuple[int, int] = (0, 0)) -> None:
+    """Host *src* → container *dest*, modes kept; files become *owner*'s (uid, gid as the
+    container sees them: its user's, as Podman gives them)."""
     import tarfile
 
     if not os.path.lexists(src):
@@ -254,14 +255,14 @@ def copy_in(spec: Spec, pid: int, src: str, dest: str) -> None:
     os.close(err_w)
     close_target(t)
 
-    def owned_by_root(ti: tarfile.TarInfo) -> tarfile.TarInfo:
-        ti.uid = ti.gid = 0
+    def owned(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uid, ti.gid = owner
         ti.uname = ti.gname = ""
         return ti
 
     try:
         with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
-            tf.add(src, arcname=os.path.basename(os.path.normpath(src)), filter=owned_by_root)
+            tf.add(src, arcname=os.path.basename(os.path.normpath(src)), filter=owned)
     except BrokenPipeError:
         pass
     _finish(child, err_r, f"copy {src} to {spec.name}:{dest}")

@@ -513,3 +513,14 @@ def test_device_and_uts_host(rl: RootlessEnv) -> None:
     assert_clean_error(rl("run", "--rm", "--device", "/etc/passwd", BUSYBOX, "true"), 125, "not a device node")
     assert_clean_error(rl("run", "--rm", "--device", "/dev/no-such", BUSYBOX, "true"), 125, "--device /dev/no-such")
     assert rl("run", "--rm", "--uts", "host", BUSYBOX, "hostname", check=True).stdout.strip() == socket.gethostname()
+
+
+def test_cp_gives_files_to_the_containers_user(rl: RootlessEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = tmp_path_factory.mktemp("cpown")
+    (d / "f.txt").write_text("x\n")
+    rl("run", "-d", "--name", "cpu", "--user", "1234:2345", BUSYBOX, "sleep", "300", check=True)
+    try:
+        rl("cp", str(d / "f.txt"), "cpu:/tmp/", check=True)
+        assert rl("exec", "cpu", "stat", "-c", "%u:%g", "/tmp/f.txt", check=True).stdout == "1234:2345\n"
+    finally:
+        rl("rm", "-f", "cpu")
