@@ -98,6 +98,8 @@ RUN_OPTIONS = (
     value("--device", many=True, complete="file", help="Add a host device the user may open: "
           "HOST[:CONTAINER][:PERMISSIONS]."),
     value("--uts", help="host: share the host's UTS namespace (its host name); private (the default)."),
+    value("--pid", help="host: share the host's PID namespace (its processes); private (the default)."),
+    value("--ipc", help="private (the default; host is not supported rootless)."),
     flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container (=false is "
          "not supported)."),
 )

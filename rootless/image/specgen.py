@@ -110,6 +110,8 @@ class RunOptions:
     # what the engine does around the container
     device: tuple[str, ...] = ()
     uts: str | None = None
+    pid: str | None = None
+    ipc: str | None = None
     cidfile: str | None = None
     replace: bool = False
     attach: tuple[str, ...] = ()
@@ -966,6 +968,18 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts
 
     namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"}
+    if opts.pid == "host":
+        # no PID namespace: a new proc instance would need one of ours, so the host's /proc
+        # is bound in (as rootless Podman does); the masked paths still cover it
+        namespaces.discard("pid")
+        mounts = [Mount("/proc", "bind", "/proc", ("rbind", "nosuid", "noexec", "nodev")) if m.destination == "/proc"
+                  else m for m in mounts]
+    elif opts.pid not in (None, "", "private"):
+        raise RootlessError(f"--pid {opts.pid!r} is not supported", hint="supported: host, private")
+    if opts.ipc not in (None, "", "private", "shareable"):
+        raise RootlessError(f"--ipc {opts.ipc!r} is not supported",
+                            hint="private: the host's IPC namespace would need its /dev/mqueue, which a user "
+                            "namespace cannot mount")
     if opts.uts == "host":
         namespaces.discard("uts")  # the host's name, which the container cannot change
     elif opts.uts not in (None, "", "private"):

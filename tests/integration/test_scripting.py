@@ -524,3 +524,10 @@ def test_cp_gives_files_to_the_containers_user(rl: RootlessEnv, tmp_path_factory
         assert rl("exec", "cpu", "stat", "-c", "%u:%g", "/tmp/f.txt", check=True).stdout == "1234:2345\n"
     finally:
         rl("rm", "-f", "cpu")
+
+
+def test_pid_host(rl: RootlessEnv) -> None:
+    out = rl("run", "--rm", "--pid", "host", BUSYBOX, "sh", "-c", "echo $$; test -d /proc/1", check=True).stdout
+    assert int(out) != 1  # the host's PID, not 1 in a namespace of its own
+    cp = rl("run", "--rm", "--ipc", "host", BUSYBOX, "true")
+    assert cp.returncode == 125 and "--ipc 'host' is not supported" in cp.stderr
