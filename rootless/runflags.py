@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from rootless.errors import RootlessError
-from rootless.lifecycle import parse_duration, parse_signal
 
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 HEALTH_ACTIONS = ("none", "kill", "restart", "stop")
@@ -49,6 +48,8 @@ def read_labels(files: list[str], labels: list[str], base: dict[str, str]) -> di
 def _seconds(text: str | None, flag: str, default: float) -> float:
     if text is None or text == "":
         return default
+    from rootless.lifecycle import parse_duration  # only for health flags: lifecycle is off run's path
+
     v = parse_duration(text, flag)
     if v < 0:
         raise RootlessError(f"{flag} {text!r}: must not be negative")
@@ -118,6 +119,8 @@ def record_options(a: Any, image_config: dict[str, Any], detach: bool = False) -
         raise RootlessError("the --rm option conflicts with --restart", hint="drop one of them")
     stop_signal = a.stop_signal or image_config.get("StopSignal")
     if a.stop_signal:
+        from rootless.lifecycle import parse_signal
+
         parse_signal(a.stop_signal)
     try:
         stop_timeout = int(a.stop_timeout) if a.stop_timeout is not None else 10
