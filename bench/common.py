@@ -276,8 +276,11 @@ class Podman:
         os.chmod(self.runtime_dir, 0o700)
         self.mount_program = mount_program
         c = self.config / "containers"
-        (c / "containers.conf").write_text(
-            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        conf = '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        if os.path.exists("/usr/lib/podman/netavark"):
+            # Podman 4's own backend for user networks (with aardvark-dns), not the CNI fallback
+            conf += '\n[network]\nnetwork_backend = "netavark"\n'
+        (c / "containers.conf").write_text(conf)
         storage = '[storage]\ndriver = "overlay"\n'
         if mount_program:
             storage += f'\n[storage.options.overlay]\nmount_program = "{mount_program}"\n'

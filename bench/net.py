@@ -21,8 +21,13 @@ What it does, all on 127.0.0.1 with a real docker-registry started for the run:
      container → host: the client in a container with
        `--network slirp4netns:allow_host_loopback=true`, the server on the host's
        127.0.0.1 reached at 10.0.2.2;
+ * user networks (`network create --subnet 10.99.0.0/24 rlbench`, Podman on netavark and
+   aardvark-dns when installed): start-up of `run --rm --network rlbench busybox true`, first
+   on the network and beside a running member; container → container iperf3 (server at a
+   fixed --ip); the latency of looking up a peer's name;
  * prints medians and the ratios against the goals: network adds at most 30 ms to a run;
-   published-port throughput at least Podman's.
+   published-port throughput at least Podman's; user-network start-up at most 0.5x Podman's,
+   container-to-container throughput at least Podman's.
 
 It exits 0 whatever the figures (benchmarks report, tests assert); non-zero only when it
 could not measure.
@@ -221,6 +226,57 @@ def _timer(argv: list[str], env: dict[str, str]) -> Callable[[], float]:
     return lambda: c.timed(argv, env)
 
 
+# --------------------------------------------------------------------------- user networks
+
+NET = "rlbench"
+SUBNET, SERVER_IP = "10.99.0.0/24", "10.99.0.10"
+
+
+def container_to_container(cli: Callable[..., list[str]], env: dict[str, str], seconds: int) -> float:
+    """iperf3 server in a container on the user network (a fixed --ip), the client in another."""
+    name = f"iperf-srv-{os.getpid()}"
+    c.run_checked(cli("run", "-d", "--rm", "--name", name, "--network", NET, "--ip", SERVER_IP, "iperf3",
+                      "iperf3", "-s", "-1"), env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            cp = subprocess.run(cli("run", "--rm", "--network", NET, "iperf3", "iperf3", "-c", SERVER_IP, "-t",
+                                    str(seconds), "-J"), env=env, capture_output=True, text=True,
+                                timeout=seconds + 120)
+            bps = _bits_per_second(cp.stdout) if cp.returncode == 0 else 0.0
+            if bps > 0:
+                return bps
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 between containers failed: {cp.stdout[-300:]} {cp.stderr[-300:]}")
+            time.sleep(0.2)
+    finally:
+        subprocess.run(cli("rm", "-f", name), env=env, capture_output=True)
+
+
+def dns_latency(cli: Callable[..., list[str]], env: dict[str, str], rounds: int = 200) -> float | None:
+    """Seconds per lookup of a peer's name (busybox nslookup, a process each), less the same
+    loop looking up nothing; None when the peer's name does not resolve (no name server)."""
+    peer = f"peer-{os.getpid()}"
+    c.run_checked(cli("run", "-d", "--name", peer, "--network", NET, "busybox", "sleep", "600"), env)
+    try:
+        loop = f"i=0; while [ $i -lt {rounds} ]; do {{cmd}}; i=$((i+1)); done"
+        # busybox date has no %N: /proc/uptime's centiseconds
+        script = ("t() { read u _ </proc/uptime; echo ${u%.*}${u#*.}; }; "
+                  f"nslookup {peer} >/dev/null || exit 3; "
+                  f"a=$(t); {loop.format(cmd='nslookup ' + peer + ' >/dev/null')}; b=$(t); "
+                  f"{loop.format(cmd='busybox true >/dev/null')}; d=$(t); echo $((b-a)) $((d-b))")
+        cp = subprocess.run(cli("run", "--rm", "--network", NET, "busybox", "sh", "-c", script), env=env,
+                            capture_output=True, text=True, timeout=300)
+        if cp.returncode == 3:
+            return None
+        if cp.returncode != 0:
+            raise RuntimeError(f"nslookup loop failed: {cp.stdout[-200:]} {cp.stderr[-300:]}")
+        looked, empty = (int(x) for x in cp.stdout.split())
+        return max(looked - empty, 0) / rounds / 100
+    finally:
+        subprocess.run(cli("rm", "-f", peer), env=env, capture_output=True)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
@@ -247,7 +303,11 @@ def main(argv: list[str]) -> int:
         def rl_run(*a: str) -> list[str]:
             return rl.argv("run", "--rm", *a)
 
+        def rl_cli(*a: str) -> list[str]:
+            return rl.argv(*a)
+
         tools: dict[str, tuple[Callable[..., list[str]], dict[str, str]]] = {"rootless": (rl_run, rl.env)}
+        clis: dict[str, Callable[..., list[str]]] = {"rootless": rl_cli}
         if not args.no_podman and c.Podman.installed():
             pm = c.Podman(work, [registry.host])
             removers.append(pm.stop)
@@ -263,19 +323,45 @@ def main(argv: list[str]) -> int:
             def pm_run(*a: str) -> list[str]:
                 return pm.argv("run", "--rm", *a, root=root, runroot=runroot)
 
+            def pm_cli(*a: str) -> list[str]:
+                return pm.argv(*a, root=root, runroot=runroot)
+
             tools["podman"] = (pm_run, pm.env)
+            clis["podman"] = pm_cli
             c.log(pm.describe())
+            info = subprocess.run(pm_cli("info", "--format", "{{.Host.NetworkBackend}}"), env=pm.env,
+                                  capture_output=True, text=True)
+            results["podman_network_backend"] = info.stdout.strip()
+            c.log(f"podman network backend: {info.stdout.strip()}")
+        for name, cli in clis.items():
+            env = tools[name][1]
+            subprocess.run(cli("network", "rm", "-f", NET), env=env, capture_output=True)
+            c.run_checked(cli("network", "create", "--subnet", SUBNET, NET), env)
 
         # 1. start-up with and without the network
         measures: dict[str, c.Measure] = {}
         for name, (run, env) in tools.items():
-            for net in ("none", "slirp4netns"):
+            for net in ("none", "slirp4netns", NET):
                 argv_ = run("--network", net, "busybox", "true")
                 measures[f"{name}/{net}"] = _timer(argv_, env)
         for m in measures.values():  # warm-up
             m()
         series = c.interleave(measures, args.runs, label="start-up ")
         med = {k: s.median * 1000 for k, s in series.items()}
+        # with another container on the network already (its shared namespace and helpers up)
+        for name, cli in clis.items():
+            c.run_checked(cli("run", "-d", "--name", "resident", "--network", NET, "busybox", "sleep", "3600"),
+                          tools[name][1])
+        try:
+            warm = {f"{name}/{NET}+resident": _timer(run("--network", NET, "busybox", "true"), env)
+                    for name, (run, env) in tools.items()}
+            for m in warm.values():
+                m()
+            series = c.interleave(warm, args.runs, label="start-up (resident) ")
+            med.update({k: s.median * 1000 for k, s in series.items()})
+        finally:
+            for name, cli in clis.items():
+                subprocess.run(cli("rm", "-f", "resident"), env=tools[name][1], capture_output=True)
         results["startup_ms"] = med
 
         # 2. throughput
@@ -289,7 +375,23 @@ def main(argv: list[str]) -> int:
                     c.log(f"  {name} {label} #{i + 1}: {v / 1e9:.2f} Gbit/s")
                     vals.append(v)
                 tput[name][label] = statistics.median(vals)
+        for name, cli in clis.items():
+            vals = []
+            for _ in range(3):
+                v = container_to_container(cli, tools[name][1], args.seconds)
+                c.log(f"  {name} container->container: {v / 1e9:.2f} Gbit/s")
+                vals.append(v)
+            tput[name]["container->container"] = statistics.median(vals)
         results["throughput_bps"] = tput
+
+        # 3. a peer's name
+        dns: dict[str, float | None] = {}
+        for name, cli in clis.items():
+            dns[name] = dns_latency(cli, tools[name][1])
+            c.log(f"  {name} peer lookup: {dns[name]}")
+        results["dns_lookup_s"] = dns
+        for name, cli in clis.items():
+            subprocess.run(cli("network", "rm", "-f", NET), env=tools[name][1], capture_output=True)
 
     # report
     print("\nrun --rm busybox true, median of", args.runs, "(ms)")
@@ -301,9 +403,22 @@ def main(argv: list[str]) -> int:
     added = med["rootless/slirp4netns"] - med["rootless/none"]
     print(f"goal: the network adds <= {GOAL_ADDED_MS:.0f} ms: {added:.0f} ms, "
           f"{'met' if added <= GOAL_ADDED_MS else 'NOT met'}")
+    print(f"\nrun --rm --network {NET} busybox true, median of", args.runs, "(ms)")
+    rows = []
+    for name in tools:
+        rows.append([name, f"{med[f'{name}/{NET}']:.0f}", f"{med[f'{name}/{NET}+resident']:.0f}"])
+    if "podman" in tools:
+        rows.append(["rootless/podman"] + [f"{c.ratio(med[f'rootless/{k}'], med[f'podman/{k}']):.2f}x"
+                                           for k in (NET, f"{NET}+resident")])
+    print(c.table(["tool", "first on the network", "beside a running member"], rows))
+    if "podman" in tools:
+        print(f"podman network backend: {results.get('podman_network_backend')}; goal: start-up <= 0.5x Podman's")
+    print("\npeer name lookup (busybox nslookup, a process each, the bare loop subtracted), ms")
+    print(c.table(["tool", "per lookup"], [[n, "no name server" if v is None else f"{v * 1000:.2f}"]
+                                           for n, v in dns.items()]))
     print(f"\niperf3 throughput, median of 3 x {args.seconds} s (Gbit/s)")
     rows = []
-    for label in ("host->container", "container->host"):
+    for label in ("host->container", "container->host", "container->container"):
         row = [label] + [f"{tput[n][label] / 1e9:.2f}" for n in tools]
         if "podman" in tools:
             r = c.ratio(tput["rootless"][label], tput["podman"][label])

@@ -254,6 +254,38 @@ def _slirp_check() -> Check:
                  None if path else "as root: apt-get install slirp4netns")
 
 
+def _user_network_check(slirp_ok: bool) -> Check:
+    """What `run --network NAME` needs: slirp4netns (the shared namespace's way out), iptables
+    (its NAT), pyroute2 and dnslib (the daemon), and a bridge made in a user+network namespace."""
+    import importlib.util
+    import shutil
+
+    name = "user networks"
+    fix = "as root: apt-get install slirp4netns iptables; and pip install pyroute2 dnslib"
+    missing = [m for m in ("pyroute2", "dnslib") if importlib.util.find_spec(m) is None]
+    ipt = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if not slirp_ok or ipt is None or missing:
+        what = [w for w, bad in (("slirp4netns", not slirp_ok), ("iptables", ipt is None)) if bad] + missing
+        return Check(name, False, False, "missing: " + ", ".join(what), fix)
+    uid, gid = os.geteuid(), os.getegid()
+    ip_tool = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "ip"
+
+    def child() -> None:
+        import subprocess
+
+        syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
+        _write_own_maps(uid, gid)
+        for argv in ([ip_tool, "link", "add", "rlprobe0", "type", "bridge"],
+                     [ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "rlprobe0", "-j", "MASQUERADE"]):
+            r = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise OSError(f"{' '.join(argv[:3])}: {r.stderr.strip() or r.returncode}")
+
+    err = _fork_check(child)
+    return Check(name, err is None, False, err or f"bridges and NAT work in a user namespace ({ipt})",
+                 None if err is None else "a kernel with bridge, veth and nf_tables (iptables-nft) support")
+
+
 def _runtime_dir_check(uid: int, user: str) -> Check:
     name = "XDG_RUNTIME_DIR"
     create = (f"log in through a PAM session with pam_systemd (or `loginctl enable-linger {user}` as root); "
@@ -333,7 +365,9 @@ def checks(ctx: Context) -> list[Check]:
             out.append(Check("store id mapping", False, True, e.message, e.hint))
         out.append(_overlay_check(ctx.layout))
     out += _fuse_checks()
-    out.append(_slirp_check())
+    slirp = _slirp_check()
+    out.append(slirp)
+    out.append(_user_network_check(slirp.ok and ns.ok))
     out.append(_runtime_dir_check(uid, user))
     out.append(_cgroup_check(ctx))
     out.append(_nfs_check(ctx.layout))

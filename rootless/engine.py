@@ -112,14 +112,35 @@ def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: st
     return do_pull(ctx, ref, platform=platform)
 
 
+def _user_networks(ctx: Context, opts: RunOptions, start_soon: bool) -> RunOptions:
+    """``opts`` with its user networks resolved (mode "bridge" and their records), or as they were
+    for a network mode; with ``start_soon`` the user-network daemon starts now, while the rest of
+    `run` proceeds (rootless.runtime.usernet)."""
+    from rootless.image.specgen import NETWORK_MODES, OTHER_MODES
+
+    nets = opts.networks
+    if nets and (len(nets) > 1 or opts.network_alias or opts.ip
+                 or nets[0].partition(":")[0] not in NETWORK_MODES + OTHER_MODES):
+        from rootless import networks
+        from rootless.record import replace
+
+        mode, attached = networks.for_run(ctx, nets, opts.network_alias, opts.ip)
+        if start_soon:
+            networks.prestart(ctx)
+        return replace(opts, network=mode, user_networks=attached)
+    if opts.network_alias or opts.ip:
+        raise RootlessError("--network-alias and --ip need a user network", "add --network NAME")
+    return opts
+
+
 def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
            storage_driver: str | None = None, record: bool | None = True, runtime: Runtime = RUNTIME,
-           detach: bool = False) -> Created:
+           detach: bool = False, start_soon: bool = False) -> Created:
     """Make a container from ``opts``: the image, its layer, its volumes, its spec and (with ``record``)
     the record that ps, logs, exec and start read. ``record=None``: recorded unless it is an anonymous
     ``--rm`` container without volumes (a volume's users must be known to `volume rm`), which spares
-    a foreground `run --rm` the record. Nothing is left behind on failure."""
-    from rootless.image import specgen
+    a foreground `run --rm` the record. Nothing is left behind on failure. ``start_soon``: it is about
+    to start, so a user-network daemon it needs starts now."""
     from rootless.record import replace
 
     if not opts.network:
@@ -133,6 +154,23 @@ def create(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: s
     if opts.cidfile and os.path.exists(opts.cidfile):
         raise RootlessError(f"container ID file {opts.cidfile} exists",
                             hint="another container may be using it: remove the file first")
+    opts = _user_networks(ctx, opts, start_soon)
+    try:
+        return _create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=record,
+                       runtime=runtime, detach=detach)
+    except BaseException:
+        if opts.user_networks:
+            from rootless import networks
+
+            networks.abandon()  # a daemon started for this run and never used
+        raise
+
+
+def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, storage_driver: str | None,
+            record: bool | None, runtime: Runtime, detach: bool) -> Created:
+    from rootless.image import specgen
+    from rootless.record import replace
+
     host = specgen.HostInfo.read(opts.network)
 
     # 1. the image: from the store, else pulled
@@ -257,9 +295,13 @@ def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platf
                  storage_driver: str | None = None, runtime: Runtime = RUNTIME) -> str:
     """`run -d`: create, then start under a monitor; the container's ID."""
     made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, runtime=runtime,
-                  detach=True)
+                  detach=True, start_soon=True)
     try:
         runtime.start(ctx, made.id)
+        if made.spec.network.mode == "bridge":
+            from rootless import networks
+
+            networks.release()  # the monitor took the daemon started for it over
     except RootlessError:
         if opts.rm:
             from rootless import lifecycle
@@ -276,7 +318,7 @@ def run(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str 
     An anonymous ``--rm`` container without volumes is not recorded (ps never sees it), which keeps
     the start-up budget; any other is, with a name held unique."""
     made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, record=None,
-                  runtime=runtime)
+                  runtime=runtime, start_soon=True)
     if opts.attach:
         _attach_streams(opts.attach)
     try:

@@ -99,6 +99,11 @@ class Layout:
         return self.root / "volumes"
 
     @property
+    def networks(self) -> Path:
+        """User networks' records (slirp.usernet)."""
+        return self.root / "networks"
+
+    @property
     def locks(self) -> Path:
         return self.root / "locks"
 

@@ -100,7 +100,9 @@ class PortMapping:
 
 @dataclass(frozen=True)
 class Network:
-    mode: Literal["none", "host", "slirp4netns"] = "none"
+    # "bridge": user networks (rootless.runtime.usernet); each option ("attach", JSON) names
+    # one: {"net": its record (slirp.usernet.NetworkConfig), "ip": IP or null, "aliases": [...]}
+    mode: Literal["none", "host", "slirp4netns", "bridge"] = "none"
     options: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortMapping, ...] = ()
 

@@ -24,7 +24,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "ps": ("containers",), "stats": ("containers",), "logs": ("containers",), "exec": ("containers",),
     "inspect": ("containers",), "port": ("containers",), "cp": ("containers",),
     "container": ("containers", "scripting"),
-    "volume": ("volumes",),
+    "volume": ("volumes",), "network": ("networks",),
     "info": ("system",), "doctor": ("system",), "unshare": ("system",), "completion": ("system",),
     "version": ("scripting",), "events": ("scripting",), "rename": ("scripting",), "pause": ("scripting",),
     "unpause": ("scripting",), "top": ("scripting",), "diff": ("scripting",), "healthcheck": ("scripting",),

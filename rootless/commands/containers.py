@@ -41,8 +41,11 @@ RUN_OPTIONS = (
     value("--cap-drop", many=True, help="Drop a capability (or ALL)."),
     value("--security-opt", many=True, help="no-new-privileges."),
     flag("--privileged", help="All capabilities of the user namespace, no masked or read-only paths."),
-    value("--network", "--net", help="slirp4netns[:mtu=N,cidr=CIDR,allow_host_loopback=true,enable_ipv6=true,"
-          "outbound_addr=IP] (the default), none or host."),
+    value("--network", "--net", dest="networks", many=True, help="slirp4netns[:mtu=N,cidr=CIDR,"
+          "allow_host_loopback=true,enable_ipv6=true,outbound_addr=IP] (the default), none, host, or a user "
+          "network's name (repeatable)."),
+    value("--network-alias", many=True, help="Another name of the container on its user networks."),
+    value("--ip", help="The container's address on its (first) user network."),
     value("-p", "--publish", many=True, help="Publish a port: [IP:][HOST-PORT:]CONTAINER-PORT[/tcp|udp]; "
           "ranges FIRST-LAST."),
     flag("-P", "--publish-all", help="Publish the image's exposed ports on free host ports."),
@@ -115,7 +118,7 @@ def run_options(a: Args) -> RunOptions:
     from rootless.image.specgen import RunOptions
 
     kw = {o.dest: getattr(a, o.dest) for o in RUN_OPTIONS if o.dest not in RUN_ONLY}
-    kw["network"] = kw["network"] or ""  # "": the config's
+    kw["network"] = kw["networks"][-1] if kw["networks"] else ""  # "": the config's
     return RunOptions(image=a.image, command=a.command, **kw)
 
 

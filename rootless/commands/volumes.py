@@ -15,7 +15,7 @@ table = Table()
 table.group("volume", "Manage volumes.")
 
 
-def _report(errors: list[RootlessError]) -> int:
+def report(errors: list[RootlessError]) -> int:
     """Every error but the last as a line; the last one raised (it picks the exit status)."""
     for err in errors[:-1]:
         print(f"Error: {err.message}", file=sys.stderr)
@@ -88,7 +88,7 @@ def volume_inspect(ctx: Context, a: Args) -> int:
         except RootlessError as e:
             errors.append(e)
     emit_objects("inspect", a.format, out)
-    return _report(errors)
+    return report(errors)
 
 
 @table.command("volume rm", "Remove volumes (exit 1: no such volume, 2: in use by a container).",
@@ -112,7 +112,7 @@ def volume_rm(ctx: Context, a: Args) -> int:
             print(n)
         except RootlessError as e:
             errors.append(e)
-    return _report(errors)
+    return report(errors)
 
 
 @table.command("volume prune", "Remove every volume no container uses; print their names.",

@@ -38,6 +38,7 @@ TMPFS_DEFAULT_OPTIONS = ("rw", "noexec", "nosuid", "nodev")
 CAP_NAMES = CAPABILITIES
 CAP_NUMBERS = {name: i for i, name in enumerate(CAP_NAMES)}
 NETWORK_MODES = ("slirp4netns", "none", "host")
+OTHER_MODES = ("bridge", "pasta", "private", "container", "ns", "pod")  # Podman's, refused by slirp.config
 _PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 
 
@@ -63,6 +64,12 @@ class RunOptions:
     security_opt: tuple[str, ...] = ()
     privileged: bool = False
     network: str = "none"
+    networks: tuple[str, ...] = ()  # every --network given, in order (user networks may be several)
+    network_alias: tuple[str, ...] = ()
+    ip: str | None = None
+    # with network "bridge": the user networks, each {"net": record, "ip": IP|None, "aliases": [...]}
+    # as JSON (rootless.networks.for_run), in the order given
+    user_networks: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     mounts: tuple[str, ...] = ()
     tmpfs: tuple[str, ...] = ()
@@ -715,9 +722,10 @@ def network_spec(mode: str, slirp: SlirpOptions | None, opts: RunOptions,
                  image_config: Mapping[str, Any]) -> Network:
     """Spec.network: the mode, slirp4netns's options and the published ports, the host ports
     given checked free now, before anything starts (host port 0: the runtime chooses one)."""
+    pairs = slirp.pairs() if slirp is not None else tuple(("attach", a) for a in opts.user_networks)
     if not (opts.publish or opts.publish_all):
-        return Network(mode=mode, options=slirp.pairs() if slirp is not None else ())  # type: ignore[arg-type]
-    if mode != "slirp4netns":
+        return Network(mode=mode, options=pairs)  # type: ignore[arg-type]
+    if mode not in ("slirp4netns", "bridge"):
         why = ("the container has no network" if mode == "none" else
                "with --network host the container's ports are the host's already")
         raise RootlessError(f"-p/--publish needs the container's own network: {why}",
@@ -729,7 +737,7 @@ def network_spec(mode: str, slirp: SlirpOptions | None, opts: RunOptions,
         taken = {(p.container_port, p.protocol) for p in wanted}
         wanted += [p for p in ports.exposed(image_config) if (p.container_port, p.protocol) not in taken]
     resolved = ports.resolve(wanted)
-    return Network(mode="slirp4netns", options=slirp.pairs() if slirp is not None else (),
+    return Network(mode=mode, options=pairs,  # type: ignore[arg-type]
                    ports=tuple(PortMapping(p.host_ip, p.host_port, p.container_port,
                                            "udp" if p.protocol == "udp" else "tcp") for p in resolved))
 
@@ -868,7 +876,13 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
 
     if opts.expose:
         image_config = {**image_config, "ExposedPorts": exposed_ports(image_config, opts.expose)}
-    mode, slirp = parse_network(opts.network)
+    if opts.network == "bridge" and opts.user_networks:
+        mode, slirp = "bridge", None
+        if opts.userns == "keep-id":
+            raise RootlessError("--userns keep-id cannot be combined with a user network: the container joins "
+                                "the user networks' shared user namespace", "drop one of them")
+    else:
+        mode, slirp = parse_network(opts.network)
     argv = command(image_config, opts.command, opts.entrypoint)
     name = opts.name or container_id[:12]
     if opts.uts == "host" and opts.hostname:
@@ -945,8 +959,15 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         raise RootlessError("conflicting options: --dns, --dns-search and --dns-option need a network, and "
                             "the network mode is none", "drop them, or use --network slirp4netns")
     gateway = slirp.gateway if slirp is not None and slirp.allow_host_loopback else None
-    resolv = resolv_conf(host.resolv_conf, mode, dns=opts.dns, search=opts.dns_search, options=opts.dns_option,
-                         slirp_dns=slirp.dns if slirp is not None else None)
+    if mode == "bridge":
+        # the name server on the gateway of the first network that has one (slirp.netd), else
+        # the shared namespace's slirp4netns forwarder, reached through its NAT
+        servers = [a["net"]["gateway"] for a in map(json.loads, opts.user_networks) if a["net"].get("dns_enabled")]
+        resolv = resolv_conf(host.resolv_conf, "slirp4netns", dns=opts.dns or servers[:1] or ["10.0.2.3"],
+                             search=opts.dns_search, options=opts.dns_option)
+    else:
+        resolv = resolv_conf(host.resolv_conf, mode, dns=opts.dns, search=opts.dns_search, options=opts.dns_option,
+                             slirp_dns=slirp.dns if slirp is not None else None)
     hosts = hosts_file(hostname, name, mode, host.hosts, extra=add_hosts(opts.add_host, gateway),
                        own_address=slirp.guest if slirp is not None else "127.0.0.1", host_gateway=gateway)
     wanted = [("/run/.containerenv", File(".containerenv", containerenv(

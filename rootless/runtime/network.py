@@ -11,6 +11,7 @@ exit pipe: whoever holds ``Slirp.exit_fd`` keeps them alive.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import socket
 
     from rootless.context import Log
+    from rootless.runtime.usernet import UserNet
     from rootless.spec import PortMapping, Spec
     from slirp.supervisor import Slirp
 
@@ -31,6 +33,68 @@ def prepare(spec: Spec) -> str | None:
     from slirp.supervisor import find_binary
 
     return find_binary()
+
+
+class Joined:
+    """A container on user networks before it starts: the daemon's connection and its user
+    namespace, which the container's first process joins (rootless.runtime.usernet)."""
+
+    def __init__(self, spec: Spec, runroot: str) -> None:
+        from rootless.runtime import idmap, usernet
+
+        self.client = usernet.connect(runroot, idmap.current_store_maps())
+        self.userns_fd = os.open(f"/proc/{self.client.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self.userns_fd >= 0:
+            os.close(self.userns_fd)
+            self.userns_fd = -1
+        self.client.close()
+
+
+def join(spec: Spec, runroot: str | None) -> Joined | None:
+    if spec.network.mode != "bridge":
+        return None
+    if runroot is None:
+        raise RootlessError("user networks need the run root", "this is a bug: report it")
+    return Joined(spec, runroot)
+
+
+def attach_user_networks(spec: Spec, joined: Joined, pid: int, log: Log) -> UserNet:
+    """Connect the container *pid* to its user networks (eth0, eth1, ... in the order given;
+    the default route through the first that is not internal), then forward its ports."""
+    import json
+
+    from rootless.runtime.usernet import UserNet
+
+    helper = UserNet()
+    try:
+        routed = False
+        nets = [json.loads(v) for k, v in spec.network.options if k == "attach"]
+        for i, a in enumerate(nets):
+            default = not routed and not a["net"].get("internal")
+            routed = routed or default
+            reply = joined.client.call("attach", pid=pid, cid=spec.id, name=spec.name, aliases=a.get("aliases") or [],
+                                       net=a["net"], ip=a.get("ip"), ifname=f"eth{i}", default_route=default)
+            helper.addresses[a["net"]["name"]] = reply["ip"]
+            log.debug(f"container {spec.id[:12]}: {reply['ip']} on network {a['net']['name']}")
+        if helper.addresses:
+            _own_address(spec, next(iter(helper.addresses.values())))
+        tcp = [p for p in spec.network.ports if p.protocol == "tcp"]
+        if spec.network.ports and len(tcp) != len(spec.network.ports):
+            raise RootlessError("-p with udp on a user network is not supported yet", "publish TCP ports only")
+        listeners = _listen(tcp) if tcp else []
+        try:
+            if listeners:
+                helper.helpers.append(_start_forwarder(listeners, helper.exit_r, pid))
+            helper.published += [q for q, _ in listeners]
+        finally:
+            for _, sock in listeners:
+                sock.close()
+    except BaseException:
+        helper.stop()
+        raise
+    return helper
 
 
 def _arm_death_signal() -> None:
@@ -77,6 +141,25 @@ def attach(spec: Spec, binary: str, pid: int, log: Log) -> Slirp:
     log.debug(f"container {spec.id[:12]}: slirp4netns pid {helper.pid} serves its network "
               f"(up in {(time.monotonic() - t0) * 1000:.1f} ms)")
     return helper
+
+
+def _own_address(spec: Spec, ip: str) -> None:
+    """The container's /etc/hosts names its own address once the daemon has chosen it: the
+    file is rewritten in place (the container has it bind-mounted, its command not yet run)."""
+    path = os.path.join(spec.rundir, "hosts")
+    try:
+        with open(path, "r+") as f:
+            lines = f.read().split("\n")
+            for i in range(len(lines) - 1, -1, -1):
+                ip_, _, names = lines[i].partition("\t")
+                if ip_ == "127.0.0.1" and spec.hostname in names.split():
+                    lines[i] = f"{ip}\t{names}"
+                    break
+            f.seek(0)
+            f.write("\n".join(lines))
+            f.truncate()
+    except OSError:
+        pass
 
 
 def _listen(ports: list[PortMapping]) -> list[tuple[PortMapping, socket.socket]]:
@@ -149,12 +232,12 @@ def _forward(helper: Slirp, p: PortMapping) -> PortMapping:
     raise AssertionError("unreachable")
 
 
-def published(started_network: Slirp | None) -> list[PortMapping]:
+def published(started_network: Slirp | UserNet | None) -> list[PortMapping]:
     """The ports a started container's slirp4netns forwards, host ports chosen (for `rootless port`)."""
     return list(started_network.published) if started_network is not None else []
 
 
-def detach(helper: Slirp | None) -> None:
+def detach(helper: Slirp | UserNet | None) -> None:
     if helper is not None:
         helper.stop(wait=False)
 

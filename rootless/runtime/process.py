@@ -35,6 +35,7 @@ from rootless.spec import CAPABILITIES, Process, Spec
 if TYPE_CHECKING:
     from rootless.context import Log
     from rootless.runtime.cgroups import Cgroup
+    from rootless.runtime.usernet import UserNet
     from slirp.supervisor import Slirp
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -46,7 +47,7 @@ _EXIT_SETUP = 125
 class Started:
     pid: int  # the container's PID 1 as we see it; our child once C1 has exited
     master: int | None  # the pty master (-t), opened in the container's devpts
-    network: Slirp | None = None  # slirp4netns serving its network: network.detach() once it has exited
+    network: Slirp | UserNet | None = None  # its network's helpers: network.detach() once it has exited
     cgroup: Cgroup | None = None  # its own cgroup: read, then release() once it has exited
 
 
@@ -56,6 +57,7 @@ class _Fds:
     go: int  # read end: "G" once the maps are written
     go2: int  # read end: C2 may go on once C1 has been reaped
     sock: int  # our end of the socketpair carrying the pty master (-1 without -t)
+    userns: int = -1  # a user namespace to join instead of making one (user networks)
 
 
 # --------------------------------------------------------------------------- child side
@@ -96,6 +98,12 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             stage = "oom_score_adj"
             _set_oom_score_adj(spec.process.oom_score_adj)
         flags = namespaces.flags(spec.namespaces)
+        if fds.userns >= 0:
+            # user networks: the namespace that owns the shared network namespace, already
+            # mapped as ours would be (rootless.runtime.usernet)
+            syscalls.setns(fds.userns, syscalls.CLONE_NEWUSER, "join the user networks' user namespace")
+            os.close(fds.userns)
+            flags &= ~syscalls.CLONE_NEWUSER
         # CLONE_NEWCGROUP waits too: the CLI first moves us into the container's own cgroup,
         # which must become the root of the namespace's view.
         syscalls.unshare(flags & ~(syscalls.CLONE_NEWPID | syscalls.CLONE_NEWCGROUP))
@@ -518,6 +526,17 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
     """
     maps = _maps(spec)
     slirp_binary = network.prepare(spec)
+    # the run root holds the containers' run directories (rootless.layout)
+    joined = network.join(spec, os.path.dirname(os.path.dirname(spec.rundir)) if spec.rundir else None)
+    try:
+        return _start(spec, log, maps, slirp_binary, joined, winsize, place)
+    finally:
+        if joined is not None:
+            joined.close()
+
+
+def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, joined: network.Joined | None,
+           winsize: bytes | None, place: Callable[[int], Cgroup | None] | None) -> Started:
     cap_last = cap_last_cap()
     syscalls.set_child_subreaper()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -533,7 +552,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
         os.close(go2_w)
         if sock_parent >= 0:
             os.close(sock_parent)
-        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child), winsize, cap_last)
+        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, joined.userns_fd if joined else -1), winsize, cap_last)
     os.close(report_w)
     os.close(go_r)
     os.close(go2_r)
@@ -541,7 +560,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
         os.close(sock_child)
     lines = Lines(report_r)
     container = -1
-    helper = None
+    helper: Slirp | UserNet | None = None
     cgroup = None
     try:
         first = lines.line()
@@ -550,7 +569,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
             raise child_error(spec.process.args[0], first) if first.startswith(b"E") else \
                 NamespaceError(f"the container's first process exited before its namespaces existed ({first!r})")
         try:
-            if not _apply_maps_fast(pid1, maps):
+            if joined is None and not _apply_maps_fast(pid1, maps):
                 # diagnose: the same writes one at a time, with idmap's explanations
                 idmap.apply(pid1, maps)
             if place is not None:
@@ -568,6 +587,8 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
         container = int(second[1:])
         if slirp_binary is not None:
             helper = network.attach(spec, slirp_binary, container, log)
+        elif joined is not None:
+            helper = network.attach_user_networks(spec, joined, container, log)
         os.write(go2_w, b"G")
         master = None
         if sock_parent >= 0:

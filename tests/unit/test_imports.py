@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout", "rootless.config",
         "rootless.context", "rootless.units")
 ENGINE = ("rootless.engine", "rootless.lifecycle", "rootless.image", "rootless.runtime", "storage", "slirp",
-          "rootless.events", "rootless.doctor", "rootless.volumes", "rootless.runflags", "rootless.supervise")
+          "rootless.events", "rootless.doctor", "rootless.volumes", "rootless.runflags", "rootless.supervise",
+          "rootless.networks")
 FRONT = (*BASE, *ENGINE, "rootless.options", "rootless.gotemplate", "rootless.views")
 
 # Module (or package) → the project's modules it may import, top level or inside functions (the
@@ -41,6 +42,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rootless.gotemplate": ("rootless.errors",),
     "rootless.views": (),
     "rootless.volumes": (*BASE, "rootless.lifecycle", "rootless.runtime", "storage"),
+    "rootless.networks": (*BASE, "rootless.lifecycle", "rootless.runtime", "storage", "slirp", "rootless.image"),
     "rootless.doctor": (*BASE, "rootless.runtime"),
     # below the engine
     "rootless.image": (*BASE, "rootless.image", "storage", "rootless.runtime.userns", "rootless.runtime.idmap",
@@ -247,9 +249,10 @@ def test_run_path_modules_do_not_import_network_or_ui_libraries(module: str) -> 
 RUN_PATH = ("rootless.cli", "rootless.options", "rootless.commands", "rootless.commands.containers",
             "rootless.engine", "rootless.config", "rootless.context", "rootless.layout",
             "rootless.image.present", "rootless.image.specgen", "rootless.runtime.run", "rootless.runtime.process",
-            "storage.rootfs", "storage.images", "storage.drivers.overlay", "storage.drivers.vfs", "slirp.config")
+            "storage.rootfs", "storage.images", "storage.drivers.overlay", "storage.drivers.vfs", "slirp.config",
+            "rootless.runtime.network")
 SLOW = ("dataclasses", "inspect", "tomllib", "threading", "socket", "subprocess", "datetime", "typer", "httpx",
-        "rich", "pydantic")
+        "rich", "pydantic", "pyroute2", "dnslib")
 
 
 def test_run_path_imports_nothing_slow() -> None:

@@ -36,10 +36,12 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
     **{("container", c): (c,) for c in ("run", "start", "stop", "kill", "restart", "rm", "wait", "stats",
                                         "logs", "exec", "inspect", "port", "cp", "rename", "pause", "unpause", "top",
                                         "diff", "attach")},
+    ("network", "list"): ("network", "ls"),
+    ("network", "remove"): ("network", "rm"),
 }
 
 # Pages that document no command of their own.
-NON_COMMAND_PAGES = {"rootless.1", "rootless.conf.5", "rootless-volume.1"}
+NON_COMMAND_PAGES = {"rootless.1", "rootless.conf.5", "rootless-volume.1", "rootless-network.1"}
 
 REQUIRED_SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "SEE ALSO")
 

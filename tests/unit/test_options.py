@@ -34,8 +34,8 @@ def run_args(*argv: str) -> Args:
 
 def test_run_defaults() -> None:
     a = run_args("busybox")
-    assert (a.image, a.command, a.rm, a.detach, a.env, a.network, a.pull, a.read_only_tmpfs) == \
-        ("busybox", (), False, False, (), None, "missing", True)
+    assert (a.image, a.command, a.rm, a.detach, a.env, a.networks, a.pull, a.read_only_tmpfs) == \
+        ("busybox", (), False, False, (), (), "missing", True)
 
 
 def test_everything_after_the_image_is_the_command() -> None:
@@ -147,6 +147,10 @@ def test_run_table_matches_the_engine_input() -> None:
     assert (opts.volumes, opts.mounts, opts.env_files, opts.network, opts.command) == \
         (("/a:/b",), ("type=tmpfs,target=/t",), ("f",), "none", ("true",))
     assert containers.run_options(run_args("img")).network == ""  # the engine takes the config's
+    opts = containers.run_options(run_args("--network", "app", "--net=db", "--network-alias", "web", "--ip",
+                                           "10.89.0.5", "img"))
+    assert (opts.networks, opts.network, opts.network_alias, opts.ip) == (("app", "db"), "db", ("web",),
+                                                                          "10.89.0.5")
 
 
 def test_create_takes_runs_options_but_detach() -> None:

@@ -1,0 +1,259 @@
+"""User networks as the unprivileged user with the real kernel and slirp4netns: containers reach
+each other by IP, name and alias; other networks neither resolve nor reach them; connect and
+disconnect at run time; --internal; outbound through the shared namespace; -p; the shared
+namespace and its helpers gone after the last container, also after kill -9 of `rootless`.
+
+Servers are busybox httpd, clients busybox nc (busybox-static's wget segfaults here). The
+outbound target is a server this test runs on the host's own address, never an outside one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TestImages, need
+from tests.integration.harness import RootlessEnv, assert_clean_error, free_port
+
+pytestmark = pytest.mark.integration
+
+BUSYBOX = "busybox"
+HTTPD = "mkdir -p /w && echo hello-$0 > /w/index.html && exec httpd -f -p 80 -h /w"
+
+
+def get(host: str, port: int = 80, timeout: int = 5) -> str:
+    """A shell command fetching http://HOST:PORT/ with nc; prints the body's last line."""
+    return f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {host} {port} | tail -n 1"
+
+
+@pytest.fixture(scope="module")
+def rl(rl_shared: RootlessEnv, images: TestImages) -> Iterator[RootlessEnv]:
+    need(os.path.exists("/usr/bin/slirp4netns"), "slirp4netns is not installed (apt-get install slirp4netns)")
+    need(os.path.exists("/usr/sbin/iptables"), "iptables is not installed (apt-get install iptables)")
+    images.require("library/busybox:latest")
+    rl_shared("pull", "-q", BUSYBOX, check=True)
+    yield rl_shared
+    rl_shared("rm", "-f", "-a")
+    rl_shared("network", "prune", "-f")
+
+
+def helpers(rl: RootlessEnv) -> list[int]:
+    """The user-network daemon and slirp4netns processes this environment started."""
+    out = []
+    for pid in rl.processes():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if b"slirp.netd" in cmd or comm == "slirp4netns":
+            out.append(pid)
+    return out
+
+
+def wait_no_helpers(rl: RootlessEnv, timeout: float = 15) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = helpers(rl)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = helpers(rl)
+    return left
+
+
+def serve(rl: RootlessEnv, name: str, *args: str) -> str:
+    cid = rl("run", "-d", "--name", name, *args, BUSYBOX, "sh", "-c", HTTPD, name, check=True).stdout.strip()
+    return cid
+
+
+def sh(rl: RootlessEnv, *args: str, check: bool = True) -> str:
+    cp = rl("run", "--rm", *args, check=check)
+    return cp.stdout
+
+
+def wait_http(rl: RootlessEnv, net: str, host: str, want: str) -> None:
+    deadline = time.monotonic() + 20
+    out = ""
+    while time.monotonic() < deadline:
+        out = sh(rl, "--network", net, BUSYBOX, "sh", "-c", get(host))
+        if out.strip() == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"http://{host}/ on {net}: {out!r}")
+
+
+def host_address() -> str:
+    """This host's own first global IPv4 address (a local target, reached without leaving it)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    addrs = [w.split("/")[0] for i, w in enumerate(out) if i and out[i - 1] == "inet"]
+    need(bool(addrs), "the host has no global IPv4 address to serve the outbound test on")
+    return addrs[0]
+
+
+@pytest.fixture
+def host_server() -> Iterator[tuple[str, int]]:
+    """An HTTP server of this test on the host's own address."""
+    import http.server
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"outbound-ok\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer((host_address(), 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[0], srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_containers_reach_each_other_by_ip_name_and_alias(rl: RootlessEnv) -> None:
+    rl("network", "create", "app", check=True)
+    rl("network", "create", "elsewhere", check=True)
+    try:
+        serve(rl, "db", "--network", "app", "--network-alias", "database")
+        wait_http(rl, "app", "db", "hello-db")
+        out = sh(rl, "--network", "app", "--name", "client", BUSYBOX, "sh", "-c",
+                 f"{get('database')}; ip=$(nslookup db | awk '/^Address: /{{print $2}}' | tail -n 1); echo $ip; "
+                 f"{get('$ip')}; nslookup client >/dev/null && echo self-resolves")
+        lines = out.splitlines()
+        assert lines[0] == "hello-db" and lines[1].startswith("10.89.") and lines[2] == "hello-db", out
+        assert lines[3] == "self-resolves", out
+        inspect = json.loads(rl("network", "inspect", "app", check=True).stdout)[0]
+        addr = next(m["ip"] for m in inspect["containers"].values() if m["name"] == "db")
+        assert addr == lines[1]
+        # another network: the name does not resolve, the address is not reached
+        out = sh(rl, "--network", "elsewhere", BUSYBOX, "sh", "-c",
+                 f"nslookup db >/dev/null 2>&1 && echo resolved; nc -w 2 {addr} 80 </dev/null && echo reached; "
+                 "echo done", check=False)
+        assert out.split() == ["done"], out
+        # connect and disconnect at run time
+        rl("run", "-d", "--name", "roamer", "--network", "elsewhere", BUSYBOX, "sleep", "300", check=True)
+        assert rl("exec", "roamer", "sh", "-c", get("db", timeout=2)).stdout.strip() == ""
+        rl("network", "connect", "--alias", "wanderer", "app", "roamer", check=True)
+        assert rl("exec", "roamer", "sh", "-c", get("db"), check=True).stdout.strip() == "hello-db"
+        assert sh(rl, "--network", "app", BUSYBOX, "sh", "-c", "nslookup wanderer >/dev/null && echo yes"
+                  ).strip() == "yes"
+        rl("network", "disconnect", "app", "roamer", check=True)
+        assert rl("exec", "roamer", "sh", "-c", get("db", timeout=2)).stdout.strip() == ""
+        assert_clean_error(rl("network", "rm", "app"), 2, "app")
+    finally:
+        rl("rm", "-f", "db", "roamer")
+    rl("network", "rm", "app", "elsewhere", check=True)
+    assert wait_no_helpers(rl) == []
+
+
+def test_internal_network_has_no_way_out(rl: RootlessEnv, host_server: tuple[str, int]) -> None:
+    ip, port = host_server
+    rl("network", "create", "--internal", "sealed", check=True)
+    rl("network", "create", "open", check=True)
+    try:
+        out = sh(rl, "--network", "open", BUSYBOX, "sh", "-c", get(ip, port))
+        assert out.strip() == "outbound-ok"
+        serve(rl, "inner", "--network", "sealed")
+        wait_http(rl, "sealed", "inner", "hello-inner")
+        out = sh(rl, "--network", "sealed", BUSYBOX, "sh", "-c",
+                 f"ip route; nc -w 2 {ip} {port} </dev/null && echo escaped; echo done", check=False)
+        assert "default" not in out and "escaped" not in out and out.split()[-1] == "done", out
+    finally:
+        rl("rm", "-f", "inner")
+        rl("network", "rm", "sealed", "open")
+
+
+def test_publish_on_a_user_network(rl: RootlessEnv) -> None:
+    rl("network", "create", "pub", check=True)
+    port = free_port()
+    try:
+        serve(rl, "pubweb", "--network", "pub", "-p", f"127.0.0.1:{port}:80")
+        deadline = time.monotonic() + 15
+        body = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body == "hello-pubweb\n"
+        assert rl("port", "pubweb", check=True).stdout.strip() == f"80/tcp -> 127.0.0.1:{port}"
+    finally:
+        rl("rm", "-f", "pubweb")
+        rl("network", "rm", "pub")
+
+
+def test_helpers_end_with_the_last_container_also_after_kill_9(rl: RootlessEnv) -> None:
+    rl("network", "create", "brief", check=True)
+    try:
+        assert rl("run", "--rm", "--network", "brief", BUSYBOX, "true").returncode == 0
+        assert wait_no_helpers(rl) == []
+        # a foreground `rootless run` killed with SIGKILL: its container dies, then the daemon
+        p = rl.popen("run", "--rm", "--network", "brief", BUSYBOX, "sleep", "300", start_new_session=True)
+        deadline = time.monotonic() + 20
+        while len(helpers(rl)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(helpers(rl)) >= 2
+        p.kill()
+        p.wait(timeout=10)
+        assert wait_no_helpers(rl) == []
+        # a killed daemon is not reused: the next container gets a fresh one
+        rl("run", "-d", "--name", "holder", "--network", "brief", BUSYBOX, "sleep", "300", check=True)
+        netd = [p for p in helpers(rl) if b"slirp.netd" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(netd) == 1
+        os.kill(netd[0], 9)
+        rl("rm", "-f", "holder", check=True)
+        assert sh(rl, "--network", "brief", BUSYBOX, "sh", "-c", "ip -4 -o addr show eth0 | wc -l").strip() == "1"
+        assert wait_no_helpers(rl) == []
+    finally:
+        rl("rm", "-f", "holder")
+        rl("network", "rm", "brief")
+    assert not (rl.runroot / "netns" / "netd.sock").exists()
+
+
+def test_network_commands_and_bad_input(rl: RootlessEnv) -> None:
+    assert rl("network", "create", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--label", "k=v",
+              "cmd1", check=True).stdout == "cmd1\n"
+    try:
+        data = json.loads(rl("network", "inspect", "cmd1", check=True).stdout)[0]
+        assert data["subnets"] == [{"subnet": "10.77.0.0/24", "gateway": "10.77.0.254"}]
+        assert data["labels"] == {"k": "v"} and data["dns_enabled"] and not data["internal"]
+        assert rl("network", "ls", "-q", "--filter", "label=k=v", check=True).stdout.split() == ["cmd1"]
+        assert rl("network", "exists", "cmd1").returncode == 0
+        assert rl("network", "exists", "nope").returncode == 1
+        assert_clean_error(rl("network", "create", "cmd1"), 125, "already")
+        assert_clean_error(rl("network", "create", "--subnet", "10.77.0.128/25", "x1"), 125, "overlaps", "cmd1")
+        assert_clean_error(rl("network", "create", "--subnet", "10.0.2.0/24", "x2"), 125, "overlaps")
+        assert_clean_error(rl("network", "create", "--subnet", "10.78.0.0/24", "--gateway", "10.79.0.1", "x3"),
+                           125, "gateway")
+        assert_clean_error(rl("run", "--rm", "--network", "nosuchnet", BUSYBOX, "true"), 125, "nosuchnet")
+        assert_clean_error(rl("run", "--rm", "--network", "none", "--network", "cmd1", BUSYBOX, "true"), 125,
+                           "none")
+        assert_clean_error(rl("run", "--rm", "--network", "cmd1", "--ip", "10.78.0.5", BUSYBOX, "true"), 125,
+                           "10.78.0.5")
+        rl("run", "-d", "--name", "fixed", "--network", "cmd1", "--ip", "10.77.0.9", BUSYBOX, "sleep", "300",
+           check=True)
+        assert "10.77.0.9/24" in rl("exec", "fixed", "ip", "-4", "-o", "addr", "show", "eth0", check=True).stdout
+        cp = rl("run", "--rm", "--name", "clash", "--network", "cmd1", "--ip", "10.77.0.9", BUSYBOX, "true")
+        assert_clean_error(cp, 125, "taken")
+        assert "clash" not in rl("ps", "-a", "--format", "json").stdout
+        rl("rm", "-f", "fixed", check=True)
+        for name in ("x1", "x2", "x3"):
+            assert rl("network", "exists", name).returncode == 1
+    finally:
+        rl("rm", "-f", "fixed")
+        rl("network", "rm", "cmd1")
+    assert_clean_error(rl("network", "rm", "cmd1"), 1, "cmd1")
