@@ -29,6 +29,7 @@ class Config:
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
     storage_driver: str | None = None
     network: str = "slirp4netns"
+    network_host_loopback: bool = False  # user networks' slirp4netns: allow_host_loopback
     max_parallel_downloads: int = 6
     cgroup_manager: str = ""  # "systemd", "cgroupfs"; empty: the first that works
     events_logger: str = "file"  # "file" (the events log) or "none"
@@ -117,7 +118,11 @@ def parse(text: str, path: Path) -> Config:
         if storage["driver"] not in STORAGE_DRIVERS:
             raise c.fail("driver", f"storage.driver must be one of {', '.join(STORAGE_DRIVERS)}")
         kw["storage_driver"] = storage["driver"]
-    network = c.table(data.get("network", {}), "network", {"default"})
+    network = c.table(data.get("network", {}), "network", {"default", "host-loopback"})
+    if "host-loopback" in network:
+        if not isinstance(network["host-loopback"], bool):
+            raise c.fail("host-loopback", "network.host-loopback must be true or false")
+        kw["network_host_loopback"] = network["host-loopback"]
     if "default" in network:
         mode = network["default"]
         if not isinstance(mode, str) or mode.split(":", 1)[0] not in NETWORK_MODES:

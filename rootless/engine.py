@@ -127,7 +127,8 @@ def _user_networks(ctx: Context, opts: RunOptions, start_soon: bool) -> RunOptio
         mode, attached = networks.for_run(ctx, nets, opts.network_alias, opts.ip)
         if start_soon:
             networks.prestart(ctx)
-        return replace(opts, network=mode, user_networks=attached)
+        return replace(opts, network=mode, user_networks=attached,
+                       host_loopback=ctx.config.network_host_loopback)
     if opts.network_alias or opts.ip:
         raise RootlessError("--network-alias and --ip need a user network", "add --network NAME")
     return opts

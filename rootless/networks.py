@@ -71,7 +71,8 @@ def prestart(ctx: Context) -> None:
     from rootless.runtime import idmap, usernet
 
     ctx.layout.ensure_runroot()
-    usernet.prestart(str(ctx.layout.runroot), idmap.current_store_maps())
+    usernet.prestart(str(ctx.layout.runroot), idmap.current_store_maps(),
+                     host_loopback=ctx.config.network_host_loopback)
 
 
 def abandon() -> None:
@@ -261,7 +262,8 @@ def connect(ctx: Context, name: str, ref: str, aliases: Sequence[str], ip: str |
         if _alive(st):
             from rootless.runtime import idmap, usernet
 
-            c = usernet.connect(str(ctx.layout.runroot), idmap.current_store_maps())
+            c = usernet.connect(str(ctx.layout.runroot), idmap.current_store_maps(),
+                                host_loopback=ctx.config.network_host_loopback)
             try:
                 c.call("attach", pid=st.pid, cid=cid, name=conf.name, aliases=list(aliases), net=cfg.to_dict(),
                        ip=ip, ifname=f"eth{_next_if(st.pid, len(current))}", default_route=False)

@@ -42,7 +42,8 @@ class Joined:
     def __init__(self, spec: Spec, runroot: str) -> None:
         from rootless.runtime import idmap, usernet
 
-        self.client = usernet.connect(runroot, idmap.current_store_maps())
+        self.client = usernet.connect(runroot, idmap.current_store_maps(),
+                                      host_loopback=("host_loopback", "true") in spec.network.options)
         self.userns_fd = os.open(f"/proc/{self.client.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self) -> None:

@@ -165,7 +165,7 @@ def _locked(d: str) -> int:
     return lock
 
 
-def prestart(runroot: str, maps: IdMaps) -> None:
+def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False) -> None:
     """Start the daemon now when none runs, without waiting for it: its imports (pyroute2)
     overlap the rest of `run` (image, layer, spec); ``connect`` then waits for it."""
     global _pending
@@ -179,7 +179,7 @@ def prestart(runroot: str, maps: IdMaps) -> None:
             c.close()
             os.close(lock)
             return
-        pid, report = _spawn_start(d, maps)
+        pid, report = _spawn_start(d, maps, host_loopback)
     except BaseException:
         os.close(lock)
         raise
@@ -206,8 +206,10 @@ def release() -> None:
         p.close()
 
 
-def connect(runroot: str, maps: IdMaps) -> Client:
-    """A connection to the user's network daemon, started when none runs."""
+def connect(runroot: str, maps: IdMaps, host_loopback: bool = False) -> Client:
+    """A connection to the user's network daemon, started when none runs (*host_loopback*: its
+    slirp4netns lets containers reach the host's 127.0.0.1 at 10.0.2.2; it applies to a daemon
+    started now, as with ``[network] host-loopback`` in the config)."""
     global _pending
     d = _dir(runroot)
     p, _pending = _pending, None
@@ -220,7 +222,7 @@ def connect(runroot: str, maps: IdMaps) -> Client:
             c = _connect(d)
             if c is not None:
                 return c
-            pid, report = _spawn_start(d, maps)
+            pid, report = _spawn_start(d, maps, host_loopback)
         except BaseException:
             os.close(lock)
             raise
@@ -235,7 +237,7 @@ def connect(runroot: str, maps: IdMaps) -> Client:
         p.close()
 
 
-def _spawn_start(d: str, maps: IdMaps) -> tuple[int, int]:
+def _spawn_start(d: str, maps: IdMaps, host_loopback: bool) -> tuple[int, int]:
     """Fork the daemon and map its user namespace; (its PID, the pipe its verdict comes on)."""
     from rootless.runtime import idmap, syscalls
     from rootless.runtime.nsworker import become_root
@@ -259,7 +261,7 @@ def _spawn_start(d: str, maps: IdMaps) -> tuple[int, int]:
                 os._exit(1)
             become_root()
             os.chdir("/")
-            _daemon(sock_path, slirp, rep_w)
+            _daemon(sock_path, slirp, rep_w, host_loopback)
         except BaseException as e:
             try:
                 os.write(rep_w, json.dumps({"error": f"start the user-network daemon: {e}"}).encode())
@@ -330,7 +332,7 @@ def _read_verdict(fd: int) -> dict[str, Any]:
         raise NetdError(f"the user-network daemon: {data.decode(errors='replace').strip()}") from None
 
 
-def _daemon(sock_path: str, slirp: str, report: int) -> None:  # pragma: no cover - execs
+def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool) -> None:  # pragma: no cover - execs
     """In U, still in the host's network namespace: fork slirp4netns's process, make N, exec
     the daemon."""
     from rootless.runtime import syscalls
@@ -350,7 +352,9 @@ def _daemon(sock_path: str, slirp: str, report: int) -> None:  # pragma: no cove
                 os.dup2(src, dst)
             os.closerange(5, 1 << 16)
             os.setpgid(0, 0)
-            os.execv(slirp, [slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+            # slirp4netns(1) --disable-host-loopback: 10.0.2.2 does not reach the host's 127.0.0.1
+            loopback = [] if host_loopback else ["--disable-host-loopback"]
+            os.execv(slirp, [slirp, "--configure", "--mtu=65520", *loopback,
                              "--enable-sandbox", "--enable-seccomp", "--ready-fd=3", "--exit-fd=4",
                              "--netns-type=path", f"/proc/{me}/ns/net", "tap0"])
         finally:

@@ -26,6 +26,7 @@ driver = "fuse-overlayfs"
 
 [network]
 default = "none"
+host-loopback = true
 
 [pull]
 max-parallel = 3
@@ -36,6 +37,7 @@ max-parallel = 3
     assert c.registry("localhost:5000").insecure is True
     assert c.registry("quay.io").insecure is False and c.registry("quay.io").mirrors == ()
     assert (c.storage_driver, c.network, c.max_parallel_downloads) == ("fuse-overlayfs", "none", 3)
+    assert c.network_host_loopback is True and Config().network_host_loopback is False
 
 
 def test_defaults_when_missing(tmp_path: Path) -> None:
@@ -54,6 +56,7 @@ def test_defaults_when_missing(tmp_path: Path) -> None:
     ('[registry."a b"]\n', 1, "host name"),
     ('[engine]\ncgroup-manager = "cgmanager"\n', 2, "systemd or cgroupfs"),
     ('[engine]\nruntime = "crun"\n', 2, "unknown key"),
+    ('[network]\nhost-loopback = "yes"\n', 2, "host-loopback must be true or false"),
 ])
 def test_bad_values_name_file_and_line(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as e:
