@@ -33,6 +33,7 @@ class Config:
     max_parallel_downloads: int = 6
     cgroup_manager: str = ""  # "systemd", "cgroupfs"; empty: the first that works
     events_logger: str = "file"  # "file" (the events log) or "none"
+    default_ulimits: tuple[str, ...] = ()  # [containers] default-ulimits: NAME=SOFT[:HARD] for every container
     source: Path | None = None
 
     def registry(self, host: str) -> RegistryConfig:
@@ -95,7 +96,7 @@ def parse(text: str, path: Path) -> Config:
         # tomllib's message ends with "(at line N, column M)"
         raise ConfigError(f"{path}: invalid TOML: {e}", "fix the syntax at the line named") from None
     c = _Checker(path, text)
-    c.table(data, "", {"unqualified-search", "registry", "storage", "network", "pull", "engine"})
+    c.table(data, "", {"unqualified-search", "registry", "storage", "network", "pull", "engine", "containers"})
     kw: dict[str, Any] = {"source": path}
     if "unqualified-search" in data:
         kw["unqualified_search"] = c.strings(data["unqualified-search"], "unqualified-search")
@@ -143,6 +144,15 @@ def parse(text: str, path: Path) -> Config:
         if engine["cgroup-manager"] not in ("systemd", "cgroupfs"):
             raise c.fail("cgroup-manager", "engine.cgroup-manager must be systemd or cgroupfs")
         kw["cgroup_manager"] = engine["cgroup-manager"]
+    containers = c.table(data.get("containers", {}), "containers", {"default-ulimits"})
+    if "default-ulimits" in containers:
+        ulimits = c.strings(containers["default-ulimits"], "containers.default-ulimits")
+        for u in ulimits:
+            name, sep, value = u.partition("=")
+            if not sep or not name or not value:
+                raise c.fail("default-ulimits", f"containers.default-ulimits: {u!r} is not NAME=SOFT[:HARD]",
+                             "e.g. default-ulimits = [\"nofile=1024:2048\"]")
+        kw["default_ulimits"] = ulimits
     return Config(**kw)
 
 

@@ -430,7 +430,7 @@ def info(ctx: Context) -> dict[str, Any]:
     uid, gid = os.getuid(), os.getgid()
     user = idmap.current_user()
     uname = os.uname()
-    from rootless.runtime import cgroups
+    from rootless.runtime import cgroups, seccomp
 
     cg = cgroups.probe(ctx.config.cgroup_manager)
     try:
@@ -458,6 +458,7 @@ def info(ctx: Context) -> dict[str, Any]:
             "user": user,
             "uid": uid,
             "gid": gid,
+            "security": {"rootless": True, **seccomp.status()},
         },
         "store": {
             "root": str(ctx.layout.root),

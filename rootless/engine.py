@@ -84,11 +84,12 @@ class Runtime:
 
         return run_process(ctx, spec)
 
-    def start(self, ctx: Context, cid: str) -> int:
-        """The recorded container under a new monitor; its PID (0: it was running)."""
+    def start(self, ctx: Context, cid: str, stdin: int | None = None) -> int:
+        """The recorded container under a new monitor; its PID (0: it was running). ``stdin``:
+        what a container made with -i reads (`start -a`), else /dev/null."""
         from rootless import lifecycle
 
-        return lifecycle.start(ctx, cid)
+        return lifecycle.start(ctx, cid, stdin=stdin)
 
 
 RUNTIME = Runtime()
@@ -172,6 +173,8 @@ def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, 
     from rootless.image import specgen
     from rootless.record import replace
 
+    if ctx.config.default_ulimits and not opts.default_ulimits:
+        opts = replace(opts, default_ulimits=ctx.config.default_ulimits)
     host = specgen.HostInfo.read(opts.network)
 
     # 1. the image: from the store, else pulled
@@ -199,7 +202,12 @@ def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, 
     uid_map, gid_map = runtime.store_maps()
     from contextlib import AbstractContextManager, nullcontext
 
-    claim: AbstractContextManager[str | None] = nullcontext(opts.name)
+    if record:
+        claim: AbstractContextManager[str | None] = nullcontext(opts.name)
+    else:  # a name for /etc/hosts and .containerenv as Podman gives every container; no record to hold it
+        from rootless.names import random_name
+
+        claim = nullcontext(random_name())
     if record:
         from rootless import lifecycle
 
@@ -218,11 +226,16 @@ def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, 
             ctx.layout.ensure_runroot()
             spec = specgen.build(config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
                                  uid_map=uid_map, gid_map=gid_map, image_name=image_name, image_id=image.id,
-                                 host=host, volume_mounts=vol_mounts)
+                                 host=host, volume_mounts=vol_mounts, seccomp_cache=str(ctx.layout.seccomp))
             if spec.resources is not None:
                 from rootless.runtime.run import check_cgroups
 
                 check_cgroups(spec)
+            if spec.seccomp is not None and spec.seccomp.profile is not None:
+                # a profile of the user's own is checked (and compiled) before anything is recorded
+                from rootless.runtime.process import seccomp_filter
+
+                seccomp_filter(spec, ctx.log)
             if record:
                 lifecycle.save(ctx, spec, image_name, image.id, extra.pop("stop_signal"), opts.rm, **extra)
         except BaseException:
@@ -285,11 +298,13 @@ def _discard_anonymous_volumes(ctx: Context, made: Created) -> None:
         volumes.discard(ctx, volumes.anonymous_in(ctx, made.spec))
 
 
-def start(ctx: Context, ref: str, *, runtime: Runtime = RUNTIME) -> int:
-    """Start a created or exited container under its monitor; the container's PID (0: already running)."""
+def start(ctx: Context, ref: str, *, stdin: int | None = None, runtime: Runtime = RUNTIME) -> int:
+    """Start a created or exited container under its monitor; the container's PID (0: already running).
+    ``stdin``: a descriptor a container made with -i reads (`start -a`), as under Podman."""
     from rootless import lifecycle
 
-    return runtime.start(ctx, lifecycle.resolve(ctx, ref))
+    cid = lifecycle.resolve(ctx, ref)
+    return runtime.start(ctx, cid, stdin)
 
 
 def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,

@@ -108,6 +108,11 @@ class Layout:
         return self.root / "locks"
 
     @property
+    def seccomp(self) -> Path:
+        """Compiled seccomp filters, one file per (profile, capabilities, kernel, libseccomp)."""
+        return self.root / "seccomp"
+
+    @property
     def store_meta(self) -> Path:
         return self.root / "store.json"
 

@@ -107,9 +107,10 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
         event(ctx, cfg, "died", exit_code=code)
 
 
-def start(ctx: Context, cid: str, keep_count: bool = False) -> int:
+def start(ctx: Context, cid: str, keep_count: bool = False, stdin: int | None = None) -> int:
     """Start a created or exited container under a monitor; its PID (0 when already running).
-    *keep_count*: a restart by the restart policy (the count of restarts goes on)."""
+    *keep_count*: a restart by the restart policy (the count of restarts goes on). *stdin*: what a
+    container made with -i reads (`start -a`), else /dev/null."""
     from rootless.runtime import launcher
 
     cfg = state.load_config(ctx.layout, cid)
@@ -135,7 +136,8 @@ def start(ctx: Context, cid: str, keep_count: bool = False) -> int:
         events.log_path(ctx.layout).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         died = (str(events.log_path(ctx.layout)), json.dumps(ev, separators=(",", ":")))
     pid = launcher.launch(ctx.layout, ctx.log, cfg.spec, rm_argv, died=died,
-                          log_file=os.devnull if cfg.log_driver == "none" else None, log_max_size=cfg.log_max_size)
+                          log_file=os.devnull if cfg.log_driver == "none" else None, log_max_size=cfg.log_max_size,
+                          stdin=stdin if cfg.spec.process.interactive and not cfg.spec.process.terminal else None)
     event(ctx, cfg, "start")
     spawn_health_loop(ctx, cfg)
     return pid
@@ -327,13 +329,15 @@ def published(c: Container) -> tuple[PortMapping, ...]:
 
 def ports(c: Container) -> list[str]:
     """Podman's `port` lines: 80/tcp -> 0.0.0.0:8080."""
-    return [f"{p.container_port}/{p.protocol} -> {p.host_ip or '0.0.0.0'}:{p.host_port}"
-            for p in published(c)]
+    from rootless.runtime.network import host_side
+
+    return [f"{p.container_port}/{p.protocol} -> {host_side(p)}" for p in published(c)]
 
 
 def ports_column(c: Container) -> str:
-    return ", ".join(f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/{p.protocol}"
-                     for p in published(c))
+    from rootless.runtime.network import host_side
+
+    return ", ".join(f"{host_side(p)}->{p.container_port}/{p.protocol}" for p in published(c))
 
 
 def ago(seconds: float) -> str:
@@ -668,16 +672,21 @@ def copy(ctx: Context, src: str, dest: str) -> None:
     ref, what = (sname, "copy from") if sname is not None else (dname, "copy into")
     assert ref is not None
     c = load(ctx, resolve(ctx, ref))
-    if c.state.running:
-        c = _running(ctx, c.id, what)
-        if sname is not None:
-            nsexec.copy_out(c.config.spec, c.state.pid, spath, dpath)
-        else:
-            nsexec.copy_in(c.config.spec, c.state.pid, spath, dpath, owner=_user_ids(c))
-    elif sname is not None:
-        nsexec.copy_out_stopped(c.config.spec, spath, dpath)
+    if not c.state.running:
+        # Held for the copy, so a `start` (which takes it first) waits: the container never
+        # runs on a rootfs half-written, nor is it removed under the copy.
+        with state.locked(ctx.layout, c.id):
+            if not state.read_state(ctx.layout, c.id).running:
+                if sname is not None:
+                    nsexec.copy_out_stopped(c.config.spec, spath, dpath)
+                else:
+                    nsexec.copy_in_stopped(c.config.spec, spath, dpath)
+                return
+    c = _running(ctx, c.id, what)
+    if sname is not None:
+        nsexec.copy_out(c.config.spec, c.state.pid, spath, dpath)
     else:
-        nsexec.copy_in_stopped(c.config.spec, spath, dpath)
+        nsexec.copy_in(c.config.spec, c.state.pid, spath, dpath, owner=_user_ids(c))
 
 
 def _user_ids(c: Container) -> tuple[int, int]:

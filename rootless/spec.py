@@ -47,6 +47,11 @@ class RootfsPlan:
     upper: str | None = None
     work: str | None = None
     readonly: bool = False
+    # fuse-overlayfs's uidmapping/gidmapping (ID as stored, seen from the container's user
+    # namespace → ID shown), so a --userns keep-id container sees the image's owners (root as
+    # root) without the chown'ed copy of its layers Podman makes.
+    uid_shift: tuple[IdMap, ...] = ()
+    gid_shift: tuple[IdMap, ...] = ()
 
 
 # A bind Mount with the option "copyup" (a new named volume) gets the image's content at its
@@ -62,6 +67,28 @@ class Mount:
     type: str  # "bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", ...
     source: str = ""
     options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    """setrlimit(2) for the container's process: ``type`` is RLIMIT_NOFILE, RLIMIT_NPROC, ..."""
+
+    type: str
+    soft: int  # -1: unlimited (RLIM_INFINITY, all bits of rlim_t set; Python's resource module spells it -1)
+    hard: int
+
+
+@dataclass(frozen=True)
+class Seccomp:
+    """The seccomp filter every process entering the container loads last before execve(2).
+
+    ``profile``: a Docker/Podman JSON profile, None for the built-in default (Podman's). It
+    is evaluated for Process.capabilities and compiled once into ``cache``, a directory of the
+    store (rootless.runtime.seccomp).
+    """
+
+    profile: str | None = None
+    cache: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,10 @@ class Process:
     ambient_capabilities: tuple[str, ...] = ()
     # written to /proc/self/oom_score_adj before execve (--oom-score-adj); None: inherited
     oom_score_adj: int | None = None
+    rlimits: tuple[Rlimit, ...] = ()  # set before execve; those not named are inherited
+    # The name the passwd and group entries added for a user the image does not list carry
+    # (--userns keep-id: yours, as Podman adds them); None: the uid, "container user".
+    user_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,3 +183,6 @@ class Spec:
     annotations: tuple[tuple[str, str], ...] = ()
     rundir: str = ""  # volatile per-container directory, removed when the container ends
     files: tuple[File, ...] = ()
+    # written under /proc/sys once the namespaces exist (net.ipv4.ping_group_range = "0 0")
+    sysctls: tuple[tuple[str, str], ...] = ()
+    seccomp: Seccomp | None = None  # None: unconfined (--privileged, seccomp=unconfined)

@@ -30,10 +30,15 @@ class Listener:
 
 
 def listen(host_ip: str, host_port: int) -> socket.socket:
-    """A listening TCP socket on the host (port 0: the kernel chooses); OSError as bind(2) fails."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening TCP socket on the host (port 0: the kernel chooses), IPv6 for an address with
+    colons; OSError as bind(2) fails."""
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # [::] means IPv6 only, as Podman binds it: the IPv4 side is -p without an address
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((host_ip or "0.0.0.0", host_port))
         s.listen(128)
     except BaseException:

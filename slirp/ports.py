@@ -60,12 +60,23 @@ def parse_publish(spec: str) -> list[Publish]:
         raise _fail(spec, f"unknown protocol {proto!r} (tcp or udp)")
     host_ip = ""
     if text.startswith("["):
-        raise RootlessError(f"-p {spec}: IPv6 host addresses are not supported",
-                            "leave the address out (every address) or give an IPv4 one")
-    parts = text.split(":")
+        # [IPv6]:HOST-PORT:CONTAINER-PORT (podman-run(1) --publish)
+        addr, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise _fail(spec, "expected [IPv6-ADDRESS]:[HOST-PORT]:CONTAINER-PORT")
+        host_ip = _check_ipv6(addr, spec)
+        if proto == "udp":
+            raise RootlessError(f"-p {spec}: slirp4netns forwards UDP on IPv4 host addresses only",
+                                "publish the UDP port without an address, or with an IPv4 one")
+        parts = rest[1:].split(":")
+        if len(parts) != 2 or not parts[-1]:
+            raise _fail(spec, "expected [IPv6-ADDRESS]:[HOST-PORT]:CONTAINER-PORT")
+        parts = [addr, *parts]
+    else:
+        parts = text.split(":")
     if len(parts) > 3 or not parts[-1]:
         raise _fail(spec, "expected [IP:][HOST-PORT:]CONTAINER-PORT")
-    if len(parts) == 3:
+    if len(parts) == 3 and not host_ip:
         host_ip = parts[0]
         _check_ipv4(host_ip, spec)
     host_text = parts[-2] if len(parts) >= 2 else ""
@@ -78,6 +89,20 @@ def parse_publish(spec: str) -> list[Publish]:
             raise _fail(spec, f"host port {host_text} is one port but container ports {parts[-1]} are a range")
         raise _fail(spec, f"host range {host_text} and container range {parts[-1]} differ in length")
     return [Publish(host_ip, hlo + i, clo + i, proto, spec) for i in range(chi - clo + 1)]
+
+
+def host_address(ip: str) -> str:
+    """How Podman shows a published port's host address: 0.0.0.0 for every one, [::1] for IPv6."""
+    return f"[{ip}]" if ":" in ip else ip or "0.0.0.0"
+
+
+def _check_ipv6(ip: str, spec: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv6Address(ip))
+    except ValueError:
+        raise _fail(spec, f"host address {ip!r} is not an IPv6 address") from None
 
 
 def _check_ipv4(ip: str, spec: str) -> None:
@@ -118,9 +143,12 @@ def _bind(p: Publish) -> int:
     import socket
 
     kind = socket.SOCK_STREAM if p.protocol == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
+    family = socket.AF_INET6 if ":" in p.host_ip else socket.AF_INET
+    with socket.socket(family, kind) as s:
         if p.protocol == "tcp":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((p.host_ip or "0.0.0.0", p.host_port))
         port: int = s.getsockname()[1]
         return port

@@ -7,9 +7,11 @@ devices overlayfs reads natively. This module imports only the stdlib, zstandard
 rootless.errors/layout and storage's stdlib-only helpers, so a worker loads it quickly.
 
 Safety policy (what Podman's containers-storage does too: a malicious layer fails the
-pull, it is not "repaired"): a member whose name is absolute or holds a ``..``
-component, whose parent is a symlink or a non-directory, or a hardlink whose target is
-unsafe, missing or a directory raises StorageError naming the member. Nothing is ever
+pull, it is not "repaired"): a member whose name holds a ``..`` component, whose
+parent is a symlink or a non-directory, or a hardlink whose target is unsafe, missing or
+a directory raises StorageError naming the member. A leading ``/`` (``tar -P``) is read
+relative to the layer's root, as Docker and GNU tar read it, for names and hardlink
+targets alike. Nothing is ever
 resolved through a symlink: every directory is opened relative to its parent's file
 descriptor with O_NOFOLLOW, so a symlink planted earlier in the layer cannot redirect a
 write outside the layer. Symlink *targets* are only data and may point anywhere.
@@ -323,8 +325,8 @@ class _Unpacker:
 
     # ---- names
     def clean(self, name: str, what: str = "path") -> str:
-        if name.startswith("/"):
-            raise self.fail(name, f"absolute {what}")
+        # A leading "/" (as `tar -P` writes) names a path from the layer's root, as Docker and
+        # GNU tar read it: dropping it cannot reach outside, so it is no reason to refuse.
         parts = [p for p in name.split("/") if p and p != "."]
         if ".." in parts:
             raise self.fail(name, f"{what} has a '..' component")

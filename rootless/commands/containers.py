@@ -25,7 +25,7 @@ FORMAT = value("--format", default="table", help="table, json, or a Go template 
 RUN_OPTIONS = (
     flag("--rm", help="Remove the container's layer when it exits."),
     flag("-d", "--detach", help="Run in the background under a monitor and print the container ID."),
-    value("--name", help="Container name (default: the ID's first 12 hex digits)."),
+    value("--name", help="Container name (default: a generated adjective_noun)."),
     flag("-i", "--interactive", help="Keep standard input open."),
     flag("-t", "--tty", help="Allocate a pseudo-terminal."),
     value("-e", "--env", many=True, help="Set KEY=VALUE; KEY alone takes the host's value; KEY* takes every "
@@ -39,7 +39,7 @@ RUN_OPTIONS = (
     flag("--init", help="Run a reaping PID 1 that forwards signals to the command."),
     value("--cap-add", many=True, help="Add a capability (or ALL)."),
     value("--cap-drop", many=True, help="Drop a capability (or ALL)."),
-    value("--security-opt", many=True, help="no-new-privileges."),
+    value("--security-opt", many=True, help="no-new-privileges; seccomp=unconfined or seccomp=PROFILE.json."),
     flag("--privileged", help="All capabilities of the user namespace, no masked or read-only paths."),
     value("--network", "--net", dest="networks", many=True, help="slirp4netns[:mtu=N,cidr=CIDR,"
           "allow_host_loopback=true,enable_ipv6=true,outbound_addr=IP] (the default), none, host, or a user "
@@ -105,6 +105,9 @@ RUN_OPTIONS = (
     value("--ipc", help="private (the default; host is not supported rootless)."),
     flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container (=false is "
          "not supported)."),
+    value("--ulimit", many=True, help="NAME=SOFT[:HARD] resource limit (nofile=1024:2048), or host."),
+    value("--sysctl", many=True, help="Namespaced sysctl KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, "
+          "fs.mqueue.*)."),
 )
 # what the engine takes beside RunOptions (or, for -d, which engine call)
 RUN_ONLY = ("detach", "pull", "storage_driver", "platform", "help")
@@ -189,7 +192,8 @@ def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
 
 @table.command("start", "Start created or stopped containers under a monitor, as `podman start` does.",
                args=_containers("Containers to start (names, IDs or ID prefixes)."),
-               options=[flag("-a", "--attach", help="Follow the container's output and exit with its status."),
+               options=[flag("-a", "--attach", help="Follow the container's output and exit with its status; a "
+                             "container made with -i reads this standard input."),
                         flag("--all", help="Start every container that is not running.")])
 def start(ctx: Context, a: Args) -> int:
     from rootless import engine
@@ -207,7 +211,7 @@ def start(ctx: Context, a: Args) -> int:
 
         cid = engine.resolve(ctx, a.container[0])
         since = time.time()
-        engine.start(ctx, cid)
+        engine.start(ctx, cid, stdin=0)  # a container made with -i reads ours, as under Podman
         print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
         code = engine.wait(ctx, cid)
         return EXIT_TOOL if code is None else code

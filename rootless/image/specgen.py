@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
+from rootless.image import confine
 from rootless.record import dataclass, field, replace
 
 if TYPE_CHECKING:
@@ -124,6 +125,9 @@ class RunOptions:
     replace: bool = False
     attach: tuple[str, ...] = ()
     sig_proxy: bool = True
+    ulimit: tuple[str, ...] = ()
+    sysctl: tuple[str, ...] = ()
+    default_ulimits: tuple[str, ...] = ()  # the config's [containers] default-ulimits
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,9 @@ class HostInfo:
     cap_last: int = 40
     cgroup2: bool = False
     version: str = ""
+    host_ip: str | None = None  # the host's first non-loopback IPv4 address (host.containers.internal)
+    user_name: str | None = None  # yours, for the passwd entry --userns keep-id adds (None: looked up then)
+    limits: confine.HostLimits = field(default_factory=confine.HostLimits)
 
     @classmethod
     def read(cls, network: str) -> HostInfo:
@@ -162,7 +169,33 @@ class HostInfo:
                    resolv_conf=text("/etc/resolv.conf") if network.partition(":")[0] != "none" else "",
                    hosts=text("/etc/hosts"),
                    cap_last=min(cap_last, len(CAP_NAMES) - 1), cgroup2=_is_cgroup2("/sys/fs/cgroup"),
-                   version=version)
+                   version=version, host_ip=_host_ip(text("/proc/net/fib_trie")), limits=confine.HostLimits.read())
+
+
+def _user_name() -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
+
+
+def _host_ip(fib_trie: str) -> str | None:
+    """The host's first non-loopback IPv4 address, from /proc/net/fib_trie's local routes (each
+    address is a line followed by one reading ``/32 host LOCAL``): what Podman names
+    host.containers.internal, read without the socket module's import cost."""
+    prev = ""
+    found: list[str] = []
+    for line in fib_trie.splitlines():
+        s = line.strip()
+        if s.startswith("/32 host LOCAL") and prev and not prev.startswith("127."):
+            found.append(prev)
+        if s.startswith(("|--", "+--")):
+            prev = s[3:].strip().split()[0]
+    if not found:
+        return None
+    return min(found, key=lambda a: tuple(int(x) for x in a.split(".")))
 
 
 def _is_cgroup2(path: str) -> bool:
@@ -367,6 +400,26 @@ def keep_id_map(store: Sequence[IdMap], own: int) -> tuple[IdMap, ...]:
         out.append(IdMap(cid, host, n))
         cid += n
     return tuple(out)
+
+
+def keep_id_shift(store: Sequence[IdMap], own: int) -> tuple[IdMap, ...]:
+    """fuse-overlayfs's mapping for a --userns keep-id rootfs: the ID a file is stored with, as
+    the keep-id namespace sees it → the ID the image gave it (the store's numbering), so the
+    image's root shows as root and not as you: keep_id_map in the store's numbering (the
+    direction fuse-overlayfs 1.10 applies uidmapping= in, checked by the integration test)."""
+    total = sum(m.size for m in store)
+    if total <= 1:
+        return ()
+    return keep_id_map((IdMap(0, 0, total),), own)
+
+
+def fuse_overlayfs_usable() -> bool:
+    """fuse-overlayfs installed and /dev/fuse open to us (storage.drivers.fuse_overlayfs checks
+    the same, without the import on the run path)."""
+    if not any(os.access(os.path.join(d, "fuse-overlayfs"), os.X_OK)
+               for d in ("/usr/bin", "/usr/local/bin", "/bin")):
+        return False
+    return os.access("/dev/fuse", os.R_OK | os.W_OK)
 
 
 # --------------------------------------------------------------------------- mounts
@@ -636,16 +689,18 @@ def host_devices(root: str = "/dev") -> list[str]:
 def hosts_file(hostname: str, name: str, network: str, host_hosts: str, *,
                extra: Sequence[tuple[str, str]] = (), own_address: str = "127.0.0.1",
                host_gateway: str | None = None) -> str:
-    """--add-host entries first (the first match wins in every resolver), the host's /etc/hosts,
-    the container's own names (Podman's layout) and, when the host's loopback is reachable
-    (slirp4netns allow_host_loopback), ``host.containers.internal``."""
-    base = host_hosts.rstrip("\n") or "127.0.0.1\tlocalhost\n::1\tlocalhost"
-    lines = [f"{ip}\t{names}" for names, ip in extra] + [base]
+    """Podman's layout: --add-host entries first (the first match wins in every resolver), the
+    host's /etc/hosts, ``host.containers.internal`` (the host as the container reaches it) and
+    the container's own address, host name and name (not with --network host)."""
+    # the host's entries rewritten as Podman writes them: "IP<TAB>NAMES", comments and blanks dropped
+    base = [f"{w[0]}\t{' '.join(w[1:])}" for w in (ln.split("#", 1)[0].split() for ln in host_hosts.splitlines())
+            if len(w) > 1] or ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
+    lines = [f"{ip}\t{names}" for names, ip in extra] + base
+    if host_gateway:
+        lines.append(f"{host_gateway}\thost.containers.internal")
     if network != "host":
         names = " ".join(dict.fromkeys(n for n in (hostname, name) if n))
         lines.append(f"{own_address}\t{names}")
-    if host_gateway:
-        lines.append(f"{host_gateway}\thost.containers.internal")
     return "\n".join(lines) + "\n"
 
 
@@ -655,15 +710,15 @@ def _is_loopback(addr: str) -> bool:
 
 def resolv_conf(host_text: str, network: str, *, dns: Sequence[str] = (), search: Sequence[str] = (),
                 options: Sequence[str] = (), slirp_dns: str | None = None) -> str | None:
-    """resolv.conf(5) for the container; None (no file, as Podman) without a network.
+    """resolv.conf(5) for the container as Podman writes it; None (no file, the image's own
+    stays) without a network or with ``--dns none``.
 
-    --network host keeps the host's file. slirp4netns keeps the host's nameservers unless
-    they are on loopback, which is not the host's from inside: then slirp4netns's own DNS
-    forwarder (*slirp_dns*) answers. --dns, --dns-search ("." for none) and --dns-option
-    replace the corresponding lines.
+    --network host keeps the host's file. slirp4netns puts its own DNS forwarder (*slirp_dns*)
+    first, then the host's nameservers but those on loopback, which is not the host's from
+    inside. --dns, --dns-search ("." for none) and --dns-option replace the corresponding lines.
     """
     mode = network.partition(":")[0]
-    if mode == "none":
+    if mode == "none" or list(dns) == ["none"]:
         return None
     if mode == "host" and not (dns or search or options):
         return host_text if host_text.endswith("\n") or not host_text else host_text + "\n"
@@ -681,16 +736,15 @@ def resolv_conf(host_text: str, network: str, *, dns: Sequence[str] = (), search
         elif words[0] == "options":
             opts += words[1:]
     if mode == "slirp4netns":
-        servers = [s for s in servers if not _is_loopback(s)] or ([slirp_dns] if slirp_dns else [])
+        servers = ([slirp_dns] if slirp_dns else []) + [s for s in servers if not _is_loopback(s)]
     if dns:
         servers = list(dns)
     if search:
         domains = [] if list(search) == ["."] else list(search)
     if options:
         opts = list(options)
-    out = [f"nameserver {s}" for s in servers]
-    if domains:
-        out.append("search " + " ".join(domains))
+    out = ["search " + " ".join(domains)] if domains else []
+    out += [f"nameserver {s}" for s in servers]
     if opts:
         out.append("options " + " ".join(opts))
     return "\n".join(out) + "\n" if out else ""
@@ -869,7 +923,7 @@ def shm_mount(m: Mount, size: str) -> Mount:
 def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *,
           container_id: str, rundir: str, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap],
           image_name: str = "", image_id: str = "", host: HostInfo | None = None,
-          volume_mounts: Sequence[Mount] = ()) -> Spec:
+          volume_mounts: Sequence[Mount] = (), seccomp_cache: str = "") -> Spec:
     """The Spec for ``rootless run`` of an image whose container config (the ``config``
     object of the image config: Env, Entrypoint, Cmd, WorkingDir, User) is *image_config*;
     *volume_mounts* are the run's volumes (``volume_refs``) as the volume store resolved them."""
@@ -913,21 +967,27 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         key, _, value = so.partition("=") if "=" in so else so.partition(":")
         if key in ("no-new-privileges", "no_new_privileges") and (not value or _truthy(value, so)):
             no_new_privs = True
-        elif key in ("label", "seccomp", "apparmor", "mask", "unmask", "proc-opts"):
+        elif key == "seccomp" or so.startswith("seccomp:"):
+            continue  # confine.seccomp
+        elif key in ("label", "apparmor", "mask", "unmask", "proc-opts"):
             raise RootlessError(f"--security-opt {so!r} is not supported yet",
-                                "supported: no-new-privileges")
+                                "supported: no-new-privileges, seccomp=unconfined|PROFILE.json")
         else:
-            raise RootlessError(f"--security-opt {so!r}: unknown option", "supported: no-new-privileges")
+            raise RootlessError(f"--security-opt {so!r}: unknown option",
+                                "supported: no-new-privileges, seccomp=unconfined|PROFILE.json")
+    seccomp = confine.seccomp(opts.security_opt, opts.privileged, host.cwd, seccomp_cache)
 
     caps = capabilities(opts.cap_add, opts.cap_drop, privileged=opts.privileged, cap_last=host.cap_last)
     resources, oom_score_adj, cgroups = cgroup_settings(opts)
 
+    user_name: str | None = None
     if opts.userns in (None, "", "host"):
         umap, gmap = tuple(uid_map), tuple(gid_map)
         user = opts.user if opts.user is not None else (image_config.get("User") or "")
     elif opts.userns == "keep-id":
         umap, gmap = keep_id_map(uid_map, host.uid), keep_id_map(gid_map, host.gid)
         user = opts.user if opts.user is not None else f"{host.uid}:{host.gid}"
+        user_name = (host.user_name or _user_name()) if opts.user is None else None
     else:
         raise RootlessError(f"--userns {opts.userns!r} is not supported", "supported: keep-id")
 
@@ -945,6 +1005,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         oom_score_adj=oom_score_adj,
         umask=parse_umask(opts.umask) if opts.umask is not None else 0o022,
         additional_gids=group_ids(opts.group_add),
+        rlimits=confine.rlimits(opts.ulimit, opts.default_ulimits, host.limits),
+        user_name=user_name,
     )
 
     given = [parse_volume(v, host.cwd) for v in opts.volumes] + [parse_mount(m, host.cwd) for m in opts.mounts]
@@ -957,10 +1019,13 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     user_mounts.sort(key=_depth)
     taken = {m.destination for m in user_mounts}
 
-    if mode == "none" and (opts.dns or opts.dns_search or opts.dns_option):
+    if mode == "none" and ((opts.dns and list(opts.dns) != ["none"]) or opts.dns_search or opts.dns_option):
         raise RootlessError("conflicting options: --dns, --dns-search and --dns-option need a network, and "
                             "the network mode is none", "drop them, or use --network slirp4netns")
     gateway = slirp.gateway if slirp is not None and slirp.allow_host_loopback else None
+    # host.containers.internal: the host's loopback through slirp4netns when that is allowed,
+    # else the host's own address (which slirp4netns also reaches), as Podman writes it
+    host_address = gateway or host.host_ip
     if mode == "bridge":
         # the name server on the gateway of the first network that has one (slirp.netd), else
         # the shared namespace's slirp4netns forwarder, reached through its NAT
@@ -971,7 +1036,7 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         resolv = resolv_conf(host.resolv_conf, mode, dns=opts.dns, search=opts.dns_search, options=opts.dns_option,
                              slirp_dns=slirp.dns if slirp is not None else None)
     hosts = hosts_file(hostname, name, mode, host.hosts, extra=add_hosts(opts.add_host, gateway),
-                       own_address=slirp.guest if slirp is not None else "127.0.0.1", host_gateway=gateway)
+                       own_address=slirp.guest if slirp is not None else "127.0.0.1", host_gateway=host_address)
     wanted = [("/run/.containerenv", File(".containerenv", containerenv(
                   host.version, name, container_id, image_name, image_id, opts.privileged))),
               ("/etc/hostname", File("hostname", hostname + "\n")),
@@ -1010,6 +1075,10 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     if mode != "host":
         namespaces.add("network")
     rootfs = replace(plan, readonly=True) if opts.read_only else plan
+    if opts.userns == "keep-id" and rootfs.driver != "vfs" and len(uid_map) > 1 and fuse_overlayfs_usable():
+        # the same upper and lower directories, read through fuse-overlayfs's ID mapping
+        rootfs = replace(rootfs, driver="fuse-overlayfs", uid_shift=keep_id_shift(uid_map, host.uid),
+                         gid_shift=keep_id_shift(gid_map, host.gid))
     return Spec(
         id=container_id,
         name=name,
@@ -1028,4 +1097,6 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         annotations=(("io.rootless.image", image_name), ("io.rootless.image-id", image_id)),
         rundir=rundir,
         files=tuple(files),
+        sysctls=confine.sysctls(opts.sysctl, own_network=mode != "host"),
+        seccomp=seccomp,
     )

@@ -33,8 +33,11 @@ ARGS_FILE = "monitor.args"
 
 
 def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = None, *,
-           died: tuple[str, str] | None = None, log_file: str | None = None, log_max_size: int = 0) -> int:
+           died: tuple[str, str] | None = None, log_file: str | None = None, log_max_size: int = 0,
+           stdin: int | None = None) -> int:
     """Start ``spec`` under a new monitor; the container's PID once its command is exec'd.
+    ``stdin``: a descriptor the container reads as its standard input (`start -a` of a container
+    made with -i), instead of /dev/null.
 
     Raises the error that stopped it (CommandNotFoundError → 127, NotExecutableError → 126,
     RootlessError → 125), as `run` would. ``rm_argv`` is exec'd by the monitor at the end (--rm,
@@ -58,7 +61,7 @@ def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = Non
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _start(layout, log, spec, ready_w, rm_argv, extra)
+            _start(layout, log, spec, ready_w, rm_argv, extra, stdin)
         except BaseException as e:
             childerr.report(ready_w, "monitor", e)
         os._exit(125)
@@ -95,7 +98,7 @@ def write_args(path: str, lines: list[tuple[str, str]]) -> None:
 
 
 def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] | None,
-           extra: list[tuple[str, str]]) -> None:
+           extra: list[tuple[str, str]], stdin: int | None = None) -> None:
     """In the monitor (the session leader's child): start the container, report, become the loop."""
     import dataclasses
     import json
@@ -108,7 +111,7 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
     for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(s, signal.SIG_IGN)
     null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
+    os.dup2(null if stdin is None else stdin, 0)
     fds: dict[str, int] = {}
     if spec.process.terminal:
         os.dup2(null, 1)
@@ -128,7 +131,8 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
     except RootlessError as e:
         childerr.report(ready, "start", e)
         os._exit(1)
-    # Our copies of the pipes' write ends go: the container holds the only ones now.
+    # Our copies of the pipes' write ends (and of the caller's stdin) go: the container holds them now.
+    os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)

@@ -42,8 +42,10 @@ _LOCKED = ((os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEX
            (os.ST_RELATIME, sc.MS_RELATIME), (os.ST_RDONLY, sc.MS_RDONLY))
 _ATTRS = ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
           (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV), (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC))
+# The OCI runtime-spec's default /dev links, without Docker's old /dev/core -> /proc/kcore,
+# which runc and crun no longer make (and /proc/kcore is masked anyway).
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-             ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore"), ("ptmx", "pts/ptmx"))
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
 _MAX_SYMLINKS = 40  # path_resolution(7)
 
 
@@ -336,6 +338,9 @@ def _fuse_overlayfs(plan: RootfsPlan) -> None:
     opts = "lowerdir=" + ":".join(plan.lower)
     if plan.upper and plan.work:
         opts += f",upperdir={plan.upper},workdir={plan.work}"
+    for key, shift in (("uidmapping", plan.uid_shift), ("gidmapping", plan.gid_shift)):
+        if shift:  # fuse-overlayfs(1): ID:MAPPED-ID:LEN triples, colon-separated
+            opts += f",{key}=" + ":".join(f"{m.container_id}:{m.host_id}:{m.size}" for m in shift)
     # As root of the namespace fuse-overlayfs mounts through mount(2) itself; allow_other
     # lets container processes running as other users through the FUSE permission check.
     # The daemon outlives us: it must not inherit the signals our caller blocked, or the

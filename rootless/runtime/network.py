@@ -243,12 +243,18 @@ def detach(helper: Slirp | UserNet | None) -> None:
         helper.stop(wait=False)
 
 
+def host_side(p: PortMapping) -> str:
+    """``0.0.0.0:8080``, ``[::1]:8080``: a published port's host address as Podman shows it."""
+    from slirp.ports import host_address
+
+    return f"{host_address(p.host_ip)}:{p.host_port}"
+
+
 def describe(p: PortMapping) -> str:
     """``0.0.0.0:8080 -> 80/tcp``"""
-    return f"{p.host_ip or '0.0.0.0'}:{p.host_port} -> {p.container_port}/{p.protocol}"
+    return f"{host_side(p)} -> {p.container_port}/{p.protocol}"
 
 
 def port_lines(spec: Spec) -> list[str]:
     """The container's published ports as `podman port` lists them: ``80/tcp -> 0.0.0.0:8080``."""
-    return [f"{p.container_port}/{p.protocol} -> {p.host_ip or '0.0.0.0'}:{p.host_port}"
-            for p in spec.network.ports]
+    return [f"{p.container_port}/{p.protocol} -> {host_side(p)}" for p in spec.network.ports]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from rootless.context import Log
+    from rootless.runtime.seccomp import Filter
     from rootless.spec import Process, Spec
 
 # /proc/PID/ns names in join order, with their CLONE_* types (setns(2))
@@ -86,6 +87,8 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, st
     the container's (path, manager, unit), which the process joins first."""
     from rootless.runtime import tty
 
+    # the container's own filter (built for its capabilities), as Podman's exec inherits it
+    filt = process.seccomp_filter(spec, log)
     t = open_target(pid, spec.name)
     p = dataclasses.replace(spec, process=proc, rundir="")
     cap_last = process.cap_last_cap()
@@ -102,7 +105,7 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, st
             os.close(report_r)
             if sock_parent >= 0:
                 os.close(sock_parent)
-            _exec_child(p, t, report_w, sock_child, winsize, cap_last, cgroup, log)
+            _exec_child(p, t, report_w, sock_child, winsize, cap_last, cgroup, log, filt)
         os.close(report_w)
         close_target(t)
         if sock_child >= 0:
@@ -142,7 +145,7 @@ def exec_in(spec: Spec, pid: int, proc: Process, log: Log, cgroup: tuple[str, st
 
 
 def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | None, cap_last: int,
-                cgroup: tuple[str, str, str] | None, log: Log) -> NoReturn:
+                cgroup: tuple[str, str, str] | None, log: Log, filt: Filter | None) -> NoReturn:
     stage = "setup"
     try:
         if cgroup is not None and cgroup[0]:
@@ -168,7 +171,7 @@ def _exec_child(spec: Spec, t: Target, report: int, sock: int, winsize: bytes | 
         if gpid == 0:
             os.setsid()
             process.exec_process(spec.process, who, report, slave, winsize, cap_last,
-                          single_gid_map=len(spec.gid_map) <= 1)
+                                 single_gid_map=len(spec.gid_map) <= 1, seccomp=filt)
         os.write(report, b"P%d\n" % gpid)
     except BaseException as e:
         _report_fail(report, stage, e)
@@ -381,9 +384,12 @@ def _in_rootfs(spec: Spec, func: Callable[[], None], what: str) -> None:
 
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
 
+    # the store's own mapping shows the files as stored: no keep-id shift (spec.RootfsPlan)
+    plan = dataclasses.replace(spec.rootfs, uid_shift=(), gid_shift=())
+
     def child() -> None:
         namespaces.private_root()
-        mounts.mount_rootfs(spec.rootfs)
+        mounts.mount_rootfs(plan)
         try:
             # chroot(2) in a child of ours: we stay outside to unmount, which ends a
             # fuse-overlayfs daemon that would otherwise keep the namespace alive

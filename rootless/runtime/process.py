@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource  # imported before any child enters a container's mount namespace (exec)
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from rootless.spec import CAPABILITIES, Process, Spec
 if TYPE_CHECKING:
     from rootless.context import Log
     from rootless.runtime.cgroups import Cgroup
+    from rootless.runtime.seccomp import Filter
     from rootless.runtime.usernet import UserNet
     from slirp.supervisor import Slirp
 
@@ -58,6 +60,7 @@ class _Fds:
     go2: int  # read end: C2 may go on once C1 has been reaped
     sock: int  # our end of the socketpair carrying the pty master (-1 without -t)
     userns: int = -1  # a user namespace to join instead of making one (user networks)
+    seccomp: Filter | None = None  # compiled by the CLI before forking, loaded last before execve
 
 
 # --------------------------------------------------------------------------- child side
@@ -118,6 +121,10 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
         namespaces.private_root()
         if "uts" in spec.namespaces:
             namespaces.set_hostname(spec.hostname)
+        if spec.sysctls:
+            stage = "sysctl"
+            write_sysctls(spec.sysctls)
+            stage = "setup"
         if "network" in spec.namespaces:
             namespaces.loopback_up()
             if spec.network.mode == "slirp4netns":
@@ -188,13 +195,15 @@ def _c2(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
         stage = "mounts"
         mounts.pivot(root)
         if spec.process.init:
-            _init(spec, who, fds.report, slave, winsize, cap_last)
-        exec_process(spec.process, who, fds.report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
+            _init(spec, who, fds.report, slave, winsize, cap_last, fds.seccomp)
+        exec_process(spec.process, who, fds.report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1,
+                     seccomp=fds.seccomp)
     except BaseException as e:
         fail(fds.report, stage, e)
 
 
-def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, cap_last: int) -> NoReturn:
+def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, cap_last: int,
+          seccomp: Filter | None) -> NoReturn:
     """--init: stay PID 1, reap every orphan, forward signals to the command, exit with its status.
 
     As PID 1 the command would ignore every signal it has no handler for
@@ -203,7 +212,8 @@ def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, 
     pid = os.fork()
     if pid == 0:
         os.setsid()
-        exec_process(spec.process, who, report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1)
+        exec_process(spec.process, who, report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1,
+                     seccomp=seccomp)
     os.close(report)
     if slave >= 0:
         os.close(slave)
@@ -325,11 +335,14 @@ def resolve_user(spec: Spec, root: str) -> Who:
     primary = (eu.gid,) if p.user else ()
     groups = tuple(dict.fromkeys((*primary, *eu.additional_gids, *p.additional_gids)))
     if spec.rundir:
+        # Podman's entries: "container user" for a bare uid, an empty comment for keep-id's own user
+        name, comment = (p.user_name, "") if p.user_name else (str(eu.uid), "container user")
         if eu.name is None and passwd is not None:
             _add_line(spec.rundir, "passwd", passwd_path, passwd,
-                      f"{eu.uid}:*:{eu.uid}:{eu.gid}:container user:{eu.home}:/bin/sh")
+                      f"{name}:*:{eu.uid}:{eu.gid}:{comment}:{eu.home}:/bin/sh")
         if group is not None and eu.gid not in {g.gid for g in users.parse_group(group)}:
-            _add_line(spec.rundir, "group", group_path, group, f"{eu.gid}:x:{eu.gid}:{eu.name or eu.uid}")
+            _add_line(spec.rundir, "group", group_path, group,
+                      f"{p.user_name or eu.gid}:x:{eu.gid}:{eu.name or p.user_name or eu.uid}")
     return Who(eu.uid, eu.gid, groups, eu.home)
 
 
@@ -341,8 +354,34 @@ def _add_line(rundir: str, name: str, target: str, text: str, line: str) -> None
     syscalls.mount(copy, target, None, syscalls.MS_BIND)
 
 
+def write_sysctls(sysctls: Sequence[tuple[str, str]]) -> None:
+    """Write each sysctl under /proc/sys: the namespaced ones (net.*, the IPC ones) reach the
+    namespaces this process has just made, whose owner (our user namespace) may set them."""
+    for key, value in sysctls:
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, f"sysctl {key}") from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, f"sysctl {key}={value}") from None
+        finally:
+            os.close(fd)
+
+
+def _rlimits(p: Process) -> None:
+    for r in p.rlimits:
+        try:
+            resource.setrlimit(getattr(resource, r.type), (r.soft, r.hard))
+        except (OSError, ValueError) as e:
+            raise RootlessError(f"set {r.type} to {r.soft}:{r.hard}: {e}",
+                                "raising a hard limit needs root on the host: see `ulimit -H -a`") from None
+
+
 def exec_process(p: Process, who: Who, report: int, slave: int, winsize: bytes | None, cap_last: int, *,
-          single_gid_map: bool) -> NoReturn:
+                 single_gid_map: bool, seccomp: Filter | None = None) -> NoReturn:
     stage = "user"
     try:
         uid, gid, groups = who.uid, who.gid, who.groups
@@ -374,17 +413,51 @@ def exec_process(p: Process, who: Who, report: int, slave: int, winsize: bytes |
         stage = "exec"
         path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
         exe = find_executable(p.args[0], path)
-        stage = "credentials"
-        _credentials(p, uid, gid, groups, cap_last, single_gid_map)
+        stage = "rlimits"
+        _rlimits(p)
         os.umask(p.umask)
         # Python ignores SIGPIPE and SIGXFSZ; an exec'd program must start from the defaults.
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        envp = dict(_env_pairs(env))
+        argv = list(p.args)
+        # Loading a filter needs no_new_privs or CAP_SYS_ADMIN in our user namespace
+        # (seccomp(2)): without no_new_privs it is loaded while we are still namespace root,
+        # before the capabilities go, and the calls left (capset, setresuid, execve) must be
+        # allowed by it, as with runc and crun.
+        if seccomp is not None and not p.no_new_privileges:
+            stage = "seccomp"
+            _load_seccomp(seccomp)
+        stage = "credentials"
+        _credentials(p, uid, gid, groups, cap_last, single_gid_map)
+        if seccomp is not None and p.no_new_privileges:
+            stage = "seccomp"
+            _load_seccomp(seccomp)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         stage = "exec"
-        os.execve(exe, list(p.args), dict(_env_pairs(env)))
+        os.execve(exe, argv, envp)
     except BaseException as e:
         fail(report, stage, e)
+
+
+def _load_seccomp(f: Filter) -> None:
+    syscalls.seccomp_load(f.program, f.flags)
+
+
+def seccomp_filter(spec: Spec, log: Log) -> Filter | None:
+    """*spec*'s seccomp filter, compiled (or read from the store's cache) before any fork so
+    a bad profile is reported once, by the CLI."""
+    if spec.seccomp is None:
+        return None
+    from rootless.runtime import seccomp
+
+    try:
+        return seccomp.program(spec.seccomp.profile, spec.seccomp.cache, spec.process.capabilities, warn=log.warn)
+    except seccomp.NoLibseccomp as e:
+        if spec.seccomp.profile is not None:
+            raise
+        log.warn_once("seccomp", f"{e.message}: the container runs without a seccomp filter ({e.hint})")
+        return None
 
 
 def _env_pairs(env: Sequence[str]) -> list[tuple[str, str]]:
@@ -446,7 +519,9 @@ def child_error(name: str, raw: bytes) -> RootlessError:
     return RootlessError(f"{_STAGES.get(str(kind), 'start the container')}: {text}", hint)
 
 
-_STAGES = {"setup": "set up the container namespaces", "rootfs": "mount the container's rootfs",
+_STAGES = {"setup": "set up the container namespaces", "sysctl": "set the container's sysctls",
+           "rlimits": "set the container's resource limits", "seccomp": "load the container's seccomp filter",
+           "rootfs": "mount the container's rootfs",
            "mounts": "mount the container's file systems", "terminal": "open the container's terminal",
            "user": "resolve the container user", "stdio": "set up the container's stdio",
            "cwd": "change to the working directory", "credentials": "switch to the container user"}
@@ -537,6 +612,7 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
 
 def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, joined: network.Joined | None,
            winsize: bytes | None, place: Callable[[int], Cgroup | None] | None) -> Started:
+    filt = seccomp_filter(spec, log)
     cap_last = cap_last_cap()
     syscalls.set_child_subreaper()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -552,7 +628,8 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
         os.close(go2_w)
         if sock_parent >= 0:
             os.close(sock_parent)
-        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, joined.userns_fd if joined else -1), winsize, cap_last)
+        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, joined.userns_fd if joined else -1, filt), winsize,
+            cap_last)
     os.close(report_w)
     os.close(go_r)
     os.close(go2_r)

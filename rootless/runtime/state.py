@@ -26,7 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import NotFoundError, RootlessError
 from rootless.record import dataclass, field, replace
-from rootless.spec import File, IdMap, Mount, Network, PortMapping, Process, Resources, RootfsPlan, Spec
+from rootless.spec import (
+    File,
+    IdMap,
+    Mount,
+    Network,
+    PortMapping,
+    Process,
+    Resources,
+    Rlimit,
+    RootfsPlan,
+    Seccomp,
+    Spec,
+)
 
 if TYPE_CHECKING:
     from rootless.layout import Layout
@@ -62,10 +74,13 @@ def spec_from_dict(d: dict[str, Any]) -> Spec:
     p = dict(d["process"])
     for k in ("args", "env", "additional_gids", "capabilities", "ambient_capabilities"):
         p[k] = tuple(p.get(k) or ())
+    p["rlimits"] = tuple(Rlimit(**r) for r in p.get("rlimits") or ())
     net = d.get("network") or {}
     return Spec(
-        id=d["id"], name=d["name"], process=Process(**p), rootfs=RootfsPlan(**{**d["rootfs"],
-                                                                             "lower": tuple(d["rootfs"]["lower"])}),
+        id=d["id"], name=d["name"], process=Process(**p), rootfs=RootfsPlan(**{
+            **d["rootfs"], "lower": tuple(d["rootfs"]["lower"]),
+            "uid_shift": tuple(IdMap(**m) for m in d["rootfs"].get("uid_shift", ())),
+            "gid_shift": tuple(IdMap(**m) for m in d["rootfs"].get("gid_shift", ()))}),
         mounts=tuple(Mount(**{**m, "options": tuple(m["options"])}) for m in d.get("mounts", ())),
         uid_map=tuple(IdMap(**m) for m in d.get("uid_map", ())),
         gid_map=tuple(IdMap(**m) for m in d.get("gid_map", ())),
@@ -76,7 +91,9 @@ def spec_from_dict(d: dict[str, Any]) -> Spec:
         resources=Resources(**d["resources"]) if d.get("resources") else None,
         cgroups=d.get("cgroups", "enabled"),
         annotations=_tuple(d.get("annotations", ())), rundir=d.get("rundir", ""),
-        files=tuple(File(**f) for f in d.get("files", ())))
+        files=tuple(File(**f) for f in d.get("files", ())),
+        sysctls=_tuple(d.get("sysctls", ())),
+        seccomp=Seccomp(**d["seccomp"]) if d.get("seccomp") else None)
 
 
 # --------------------------------------------------------------------------- records
@@ -319,30 +336,15 @@ def resolve(layout: Layout, ref: str) -> str:
                           hint="`rootless ps -a` lists the containers")
 
 
-_ADJECTIVES = (
-    "agile", "amber", "bold", "brave", "brisk", "calm", "clever", "cosmic", "crisp", "daring", "eager", "fancy",
-    "gentle", "happy", "hardy", "jolly", "keen", "lively", "lucid", "merry", "mellow", "nimble", "noble",
-    "patient", "plucky", "proud", "quiet", "rapid", "serene", "sharp", "shiny", "silent", "sleepy", "sturdy",
-    "sunny", "swift", "tender", "tidy", "vivid", "witty", "zealous", "zen",
-)
-_NOUNS = (
-    "albatross", "badger", "beaver", "bison", "cobra", "condor", "coyote", "crane", "dolphin", "falcon",
-    "ferret", "gecko", "heron", "ibis", "jackal", "koala", "lemur", "lynx", "marmot", "narwhal", "ocelot",
-    "otter", "panda", "pelican", "puffin", "quokka", "raven", "salmon", "seal", "sparrow", "tapir", "tern",
-    "toucan", "turtle", "walrus", "weasel", "wombat", "yak", "zebra",
-)
-
-
 def new_name(taken: set[str] | dict[str, str]) -> str:
     """An adjective_noun name not in *taken*, as Podman generates them."""
-    import random
+    from rootless.names import random_name
 
-    rng = random.SystemRandom()
     for _ in range(200):
-        name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}"
+        name = random_name()
         if name not in taken:
             return name
-    return f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}_{os.urandom(3).hex()}"
+    return f"{random_name()}_{os.urandom(3).hex()}"
 
 
 def check_name(name: str) -> None:

@@ -281,3 +281,117 @@ def statfs_type(path: str) -> int:
     if _libc().statfs(os.fsencode(path), buf) != 0:
         raise _fail(f"statfs {path}")
     return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+# --------------------------------------------------------------------------- seccomp
+
+# prctl(2) PR_SET_SECCOMP with SECCOMP_MODE_FILTER, and seccomp(2)'s SECCOMP_SET_MODE_FILTER
+# for filters with flags (<linux/seccomp.h>; the flags are rootless.runtime.seccomp's)
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER = 22, 2, 1
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog (<linux/filter.h>): the program is an array of 8-byte struct sock_filter
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_load(program: bytes, flags: int = 0) -> None:
+    """Install the classic BPF *program* (struct sock_filter[]) as this thread's seccomp filter.
+
+    The kernel accepts it only with no_new_privs set or CAP_SYS_ADMIN in the caller's user
+    namespace (seccomp(2) "SECCOMP_SET_MODE_FILTER"); it stays across fork and execve.
+    """
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    if flags:
+        nr = _SYS_SECCOMP.get(os.uname().machine)
+        if nr is None:
+            raise OSError(38, os.strerror(38), f"seccomp(2) with flags on {os.uname().machine}")
+        rc = _libc().syscall(ctypes.c_long(nr), ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                             ctypes.byref(prog))
+    else:
+        rc = _libc().prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                           ctypes.c_void_p(ctypes.addressof(prog)), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if rc != 0:
+        raise _fail("load the seccomp filter")
+
+
+class _ArgCmp(ctypes.Structure):
+    # struct scmp_arg_cmp (<seccomp.h>)
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+class Libseccomp:
+    """libseccomp 2.x (seccomp_init(3) and friends): it knows every architecture's syscall
+    numbers and multiplexed calls and emits the BPF; we keep only its output.
+
+    Functions return negative errno values rather than setting errno (seccomp_rule_add(3));
+    each method turns one into ``OSError(-rc, ..., what)``.
+    """
+
+    # scmp_compare
+    OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
+           "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+    NR_ERROR = -1  # __NR_SCMP_ERROR: a name libseccomp does not know
+    ATTR_OPTIMIZE = 8  # SCMP_FLTATR_CTL_OPTIMIZE: 2 sorts the syscalls into a binary tree
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_release.argtypes = [ctypes.c_void_p]
+        lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                               ctypes.POINTER(_ArgCmp)]
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.seccomp_version.restype = ctypes.POINTER(_Version)
+        self.lib = lib
+
+    def version(self) -> str:
+        v = self.lib.seccomp_version().contents
+        return f"{v.major}.{v.minor}.{v.micro}"
+
+    def _check(self, rc: int, what: str) -> None:
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc), what)
+
+    def init(self, default_action: int) -> int:
+        ctx = self.lib.seccomp_init(default_action)
+        if not ctx:
+            raise OSError(22, os.strerror(22), "seccomp_init")
+        self.lib.seccomp_attr_set(ctx, self.ATTR_OPTIMIZE, 2)  # libseccomp < 2.5 lacks it: harmless
+        return int(ctx)
+
+    def release(self, ctx: int) -> None:
+        self.lib.seccomp_release(ctx)
+
+    def arch(self, name: str) -> int:
+        """The AUDIT_ARCH token for libseccomp's name ("x86_64", "x32", "aarch64"); 0 if unknown."""
+        return int(self.lib.seccomp_arch_resolve_name(name.encode()))
+
+    def arch_add(self, ctx: int, token: int, what: str) -> None:
+        rc = self.lib.seccomp_arch_add(ctx, token)
+        if rc != -17:  # EEXIST: the native architecture is always there
+            self._check(rc, what)
+
+    def syscall(self, name: str) -> int:
+        """The native number of *name* (a negative pseudo-number for one that only other
+        architectures have), NR_ERROR when libseccomp does not know it."""
+        return int(self.lib.seccomp_syscall_resolve_name(name.encode()))
+
+    def rule_add(self, ctx: int, action: int, nr: int, conds: list[tuple[int, str, int, int]], what: str) -> None:
+        arr = (_ArgCmp * max(1, len(conds)))(*[_ArgCmp(i, self.OPS[op], a, b) for i, op, a, b in conds])
+        self._check(self.lib.seccomp_rule_add_array(ctx, action, nr, len(conds), arr), what)
+
+    def export_bpf(self, ctx: int, fd: int, what: str) -> None:
+        self._check(self.lib.seccomp_export_bpf(ctx, fd), what)

@@ -54,7 +54,7 @@ class FakeRuntime(engine.Runtime):
             raise self.fail_run
         return self.exit
 
-    def start(self, ctx: Context, cid: str) -> int:
+    def start(self, ctx: Context, cid: str, stdin: int | None = None) -> int:
         self.calls.append(("start", cid))
         return 4242
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The modules every layer may use: errors, the data types, paths, the config and the context.
 BASE = ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout", "rootless.config",
-        "rootless.context", "rootless.units")
+        "rootless.context", "rootless.units", "rootless.names")
 ENGINE = ("rootless.engine", "rootless.lifecycle", "rootless.image", "rootless.runtime", "storage", "slirp",
           "rootless.events", "rootless.doctor", "rootless.volumes", "rootless.runflags", "rootless.supervise",
           "rootless.networks")
@@ -56,6 +56,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rootless.errors": (),
     "rootless.record": (),
     "rootless.units": (),
+    "rootless.names": (),
     "rootless.spec": ("rootless.record",),
     "rootless.layout": ("rootless.record",),
     "rootless.config": ("rootless.errors", "rootless.record"),

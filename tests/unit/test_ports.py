@@ -28,9 +28,16 @@ def _triples(spec: str) -> list[tuple[str, int, int, str]]:
     ("8000-8002:80-82", [("", 8000, 80, "tcp"), ("", 8001, 81, "tcp"), ("", 8002, 82, "tcp")]),
     ("80-81", [("", 0, 80, "tcp"), ("", 0, 81, "tcp")]),
     ("9000:9000/tcp", [("", 9000, 9000, "tcp")]),
+    ("[::1]:8080:80", [("::1", 8080, 80, "tcp")]),
+    ("[::]::80", [("::", 0, 80, "tcp")]),
+    ("[0:0::1]:8080:80/tcp", [("::1", 8080, 80, "tcp")]),
 ])
 def test_parse_publish(spec: str, want: list[tuple[str, int, int, str]]) -> None:
     assert _triples(spec) == want
+
+
+def test_host_address_as_podman_shows_it() -> None:
+    assert [ports.host_address(a) for a in ("", "127.0.0.1", "::1")] == ["0.0.0.0", "127.0.0.1", "[::1]"]
 
 
 @pytest.mark.parametrize(("spec", "needle"), [
@@ -45,7 +52,9 @@ def test_parse_publish(spec: str, want: list[tuple[str, int, int, str]]) -> None
     ("8000:80-81", "one port"),
     ("90-80", "ends before"),
     ("1.2.3:80:80", "not an IPv4"),
-    ("[::1]:80:80", "IPv6"),
+    ("[::1]:80:80/udp", "IPv4 host addresses only"),
+    ("[::1:80:80", "IPv6-ADDRESS"),
+    ("[nope]:80:80", "not an IPv6"),
     ("a:b:c:d", "expected"),
 ])
 def test_parse_publish_errors(spec: str, needle: str) -> None:
@@ -144,16 +153,18 @@ def test_missing_binary_names_the_package(tmp_path: object) -> None:
 
 def test_resolv_conf_for_slirp4netns() -> None:
     host = "# generated\nnameserver 127.0.0.53\nsearch lan example.com\noptions edns0\n"
+    # Podman's order: search, then slirp4netns's forwarder and the host's non-loopback servers, options
     assert specgen.resolv_conf(host, "slirp4netns", slirp_dns="10.0.2.3") == (
-        "nameserver 10.0.2.3\nsearch lan example.com\noptions edns0\n")
+        "search lan example.com\nnameserver 10.0.2.3\noptions edns0\n")
     remote = "nameserver 192.168.1.1\nnameserver ::1\nnameserver 9.9.9.9\n"
     assert specgen.resolv_conf(remote, "slirp4netns", slirp_dns="10.0.2.3") == (
-        "nameserver 192.168.1.1\nnameserver 9.9.9.9\n")
+        "nameserver 10.0.2.3\nnameserver 192.168.1.1\nnameserver 9.9.9.9\n")
+    assert specgen.resolv_conf(remote, "slirp4netns", dns=("none",), slirp_dns="10.0.2.3") is None
     got = specgen.resolv_conf(host, "slirp4netns", dns=("1.1.1.1",), search=(".",), options=("ndots:2",),
                               slirp_dns="10.0.2.3")
     assert got == "nameserver 1.1.1.1\noptions ndots:2\n"
     assert specgen.resolv_conf(host, "host", dns=("8.8.8.8",)) == (
-        "nameserver 8.8.8.8\nsearch lan example.com\noptions edns0\n")
+        "search lan example.com\nnameserver 8.8.8.8\noptions edns0\n")
     assert specgen.resolv_conf(host, "none") is None
 
 
@@ -161,8 +172,8 @@ def test_hosts_file_with_slirp4netns() -> None:
     text = specgen.hosts_file("box", "web", "slirp4netns", "127.0.0.1 localhost\n",
                               extra=specgen.add_hosts(["db:10.1.1.1", "a;b:10.2.2.2"], None),
                               own_address="10.0.2.100", host_gateway="10.0.2.2")
-    assert text.splitlines() == ["10.1.1.1\tdb", "10.2.2.2\ta b", "127.0.0.1 localhost", "10.0.2.100\tbox web",
-                                 "10.0.2.2\thost.containers.internal"]
+    assert text.splitlines() == ["10.1.1.1\tdb", "10.2.2.2\ta b", "127.0.0.1\tlocalhost",
+                                 "10.0.2.2\thost.containers.internal", "10.0.2.100\tbox web"]
     assert specgen.add_hosts(["gw:host-gateway"], "10.0.2.2") == [("gw", "10.0.2.2")]
     for bad, needle in (("nocolon", "NAME:IP"), ("x:notanip", "not an IP"), ("gw:host-gateway", "host-gateway")):
         with pytest.raises(RootlessError, match=needle):

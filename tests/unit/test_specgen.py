@@ -195,8 +195,8 @@ def test_system_mount_order() -> None:
 
 
 def test_hosts_file() -> None:
-    text = specgen.hosts_file("box", "web", "none", "127.0.0.1 localhost\n10.1.1.1 db\n")
-    assert text == "127.0.0.1 localhost\n10.1.1.1 db\n127.0.0.1\tbox web\n"
+    text = specgen.hosts_file("box", "web", "none", "# the host's\n127.0.0.1 localhost\n\n10.1.1.1  db  db.lan # x\n")
+    assert text == "127.0.0.1\tlocalhost\n10.1.1.1\tdb db.lan\n127.0.0.1\tbox web\n"
     assert specgen.hosts_file("h", "h", "none", "") == "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\th\n"
 
 
@@ -310,3 +310,38 @@ def test_keep_id_map() -> None:
     assert specgen.keep_id_map(split, 15) == (
         IdMap(0, 100000, 10), IdMap(10, 200000, 5), IdMap(15, 1000, 1), IdMap(16, 200005, 95))
     assert specgen.keep_id_map((IdMap(0, 1000, 1),), 1000) == (IdMap(1000, 1000, 1),)
+
+
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+     +-- 192.0.2.0/24 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+"""
+
+
+def test_host_containers_internal_is_the_hosts_address() -> None:
+    assert specgen._host_ip(FIB_TRIE) == "192.0.2.2"
+    assert specgen._host_ip("") is None
+    files = {f.name: f.content for f in build(network="slirp4netns", host=HostInfo(host_ip="192.0.2.2")).files}
+    lines = files["hosts"].splitlines()
+    assert lines[-2] == "192.0.2.2\thost.containers.internal" and lines[-1].startswith("10.0.2.100\t")
+    files = {f.name: f.content for f in build(network="host", host=HostInfo(host_ip="192.0.2.2")).files}
+    assert files["hosts"].splitlines()[-1] == "192.0.2.2\thost.containers.internal"
+
+
+def test_keep_id_shift_shows_the_images_owners() -> None:
+    shift = specgen.keep_id_shift(STORE_UIDS, 1000)
+    # keep-id's 1000 is stored as the image's root (store 0), its 0..999 as 1..1000, the rest the same
+    assert shift == (IdMap(0, 1, 1000), IdMap(1000, 0, 1), IdMap(1001, 1001, 64536))
+    assert specgen.keep_id_shift((IdMap(0, 1000, 1),), 1000) == ()
