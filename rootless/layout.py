@@ -91,6 +91,16 @@ class Layout:
         return self.root / "containers"
 
     @property
+    def build_cache(self) -> Path:
+        """What each build step's cache key made (rootless.build.builder)."""
+        return self.root / "build-cache"
+
+    @property
+    def build_mounts(self) -> Path:
+        """RUN --mount=type=cache directories, kept between builds."""
+        return self.root / "build-mounts"
+
+    @property
     def tmp(self) -> Path:
         return self.root / "tmp"
 

@@ -897,6 +897,36 @@ class LayerStore:
                     raise StorageError(f"store layer {diff_id}: {e.strerror}", hint=errno_hint(e)) from e
             return meta
 
+    @contextlib.contextmanager
+    def new_entry(self) -> Iterator[Path]:
+        """A fresh tmp/ directory for a layer made here (build, commit): fill its ``diff/``,
+        then ``register`` it; whatever is not registered is removed on the way out."""
+        with self._tmp_entry("layer") as tmp:
+            yield tmp
+
+    def register(self, tmp: Path, diff_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """Store the finished directory ``tmp`` (from ``new_entry``, holding ``diff/``) as the
+        layer ``diff_id``: a rename, no re-extraction. If the store has that layer already,
+        it is kept and ``tmp`` is left to ``new_entry`` to remove."""
+        check_digest(diff_id)
+        with self._lock(diff_id):
+            if self.has(diff_id):
+                return self.meta(diff_id)
+            final = self.layout.layer(diff_id)
+            write_atomic(tmp / "meta.json", json.dumps(meta, indent=1).encode())
+            try:
+                if os.path.lexists(final):
+                    # left without meta.json by something other than us: not trusted
+                    with self._tmp_entry("rm") as doomed:
+                        os.rename(final, doomed / "old")
+                        self.runner.call("storage.layers:remove_tree", path=str(doomed / "old"))
+                self.layout.layers.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.rename(tmp, final)
+                fsync_dir(self.layout.layers)
+            except OSError as e:
+                raise StorageError(f"store layer {diff_id}: {e.strerror}", hint=errno_hint(e)) from e
+            return meta
+
     def remove(self, diff_id: str) -> None:
         with self._lock(diff_id):
             final = self.layout.layer(diff_id)

@@ -25,7 +25,9 @@ class SubstitutionError(RootlessError):
 
 
 class _Lexer:
-    def __init__(self, text: str, env: Mapping[str, str], escape: str, used: set[str] | None) -> None:
+    def __init__(self, text: str, env: Mapping[str, str], escape: str, used: set[str] | None,
+                 quotes: bool = True) -> None:
+        self.quotes = quotes
         self.s = text
         self.i = 0
         self.env = env
@@ -137,6 +139,10 @@ class _Lexer:
 
     def atom(self, ch: str) -> str:
         """What the unquoted character ``ch`` (already taken) and what it introduces stand for."""
+        if not self.quotes:
+            if ch == self.esc and self.peek() in ("$", self.esc):
+                return self.take()
+            return self.dollar() if ch == "$" else ch
         if ch == self.esc:
             return self.take() or ch
         if ch == "'":
@@ -157,6 +163,11 @@ def process_words(text: str, env: Mapping[str, str], escape: str = "\\",
                   used: set[str] | None = None) -> list[str]:
     """``text`` split at unquoted white space, each word processed as ``process_word`` does."""
     return _Lexer(text, env, escape, used).words(split=True)
+
+
+def expand_heredoc(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
+    """A heredoc body with an unquoted delimiter: variables substituted, quotes kept as text."""
+    return _Lexer(text, env, escape, None, quotes=False).words(split=False)[0]
 
 
 def split_quoted(text: str, escape: str = "\\") -> list[str]:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # first word of a command → the module (in this package) that declares it
 INDEX: dict[str, tuple[str, ...]] = {
     "pull": ("images",), "images": ("images",), "rmi": ("images",), "tag": ("images",), "login": ("images",),
-    "logout": ("images",), "image": ("images", "scripting"),
+    "logout": ("images",), "image": ("images", "scripting", "build"),
+    "build": ("build",), "history": ("build",), "commit": ("build",),
     "run": ("containers",), "create": ("containers",), "start": ("containers",), "stop": ("containers",),
     "kill": ("containers",), "restart": ("containers",), "rm": ("containers",), "wait": ("containers",),
     "ps": ("containers",), "stats": ("containers",), "logs": ("containers",), "exec": ("containers",),

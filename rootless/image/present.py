@@ -42,11 +42,20 @@ def find(ctx: Context, text: str, store: ImageStore | None = None) -> ImageRecor
     names = [c.tagged_name if not c.digest else str(c) for c in cands]
     if ref.digest:
         names += [f"{c.name}@{c.digest}" for c in cands]
+    first = text.split("/", 1)[0]
+    if "/" not in text or not ("." in first or ":" in first or first == "localhost"):
+        # images built or committed here are named localhost/NAME, as Podman names them
+        names.append(f"localhost/{text}" if _has_tag(text) else f"localhost/{text}:latest")
     rec = store.lookup_candidates(names)
     if rec is None:
         raise NotFoundError(f"{text}: image not known", "list images with `rootless images`, "
                             "or pull it with `rootless pull`")
     return rec
+
+
+def _has_tag(text: str) -> bool:
+    last = text.rsplit("/", 1)[-1]
+    return ":" in last or "@" in last
 
 
 def split_name(name: str) -> tuple[str, str]:
