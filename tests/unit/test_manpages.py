@@ -38,6 +38,8 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
                                         "diff", "attach")},
     ("network", "list"): ("network", "ls"),
     ("network", "remove"): ("network", "rm"),
+    ("image", "build"): ("build",),
+    ("image", "history"): ("history",),
 }
 
 # Pages that document no command of their own.
