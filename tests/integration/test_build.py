@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import need
 from tests.integration.harness import RootlessEnv, assert_clean_error
 
 pytestmark = pytest.mark.integration
@@ -433,8 +434,8 @@ def podman(rl: RootlessEnv, registry: object, tmp_path: Path) -> Iterator[object
     (runc, cgroupfs, file events, overlay, the test registry as insecure), with its own store."""
     import shutil
 
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed")
+    need(shutil.which("podman") is not None and shutil.which("runc") is not None,
+         "podman and runc are not installed (apt-get install podman runc)")
     host = registry.host  # type: ignore[attr-defined]
     # containers.conf and storage.conf are read from $XDG_CONFIG_HOME, registries.conf from $HOME/.config
     for conf in {Path(rl.env.get("XDG_CONFIG_HOME") or rl.home / ".config") / "containers",
