@@ -399,7 +399,8 @@ def test_interrupt_mid_run_leaves_nothing(rl: RootlessEnv, tmp_path: Path) -> No
 
 LISTING = (
     "cd / && find . -xdev \\( -path ./proc -o -path ./sys -o -path ./dev -o -path ./run -o -path ./etc/hosts "
-    "-o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./etc/passwd -o -path ./etc/group -o -path ./etc/mtab \\) "
+    "-o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./etc/passwd -o -path ./etc/group "
+    "-o -path ./etc/mtab \\) "
     "-prune -o -print | sort | while IFS= read -r f; do "
     "t=$(stat -c '%F %a %u %g' \"$f\"); case \"$t\" in 'regular file'*|'regular empty file'*) "
     "s=$(md5sum < \"$f\" | cut -d' ' -f1);; 'symbolic link'*) s=$(readlink \"$f\");; *) s=;; esac; "
