@@ -170,12 +170,10 @@ def run_step(b: Builder, state: State, ins: Instruction) -> None:
 
 def _execute(b: Builder, state: State, ins: Instruction, argv: list[str], extra_env: dict[str, str],
              volumes: list[str], tmpfs: list[str], network: str) -> str:
+    """The step's container through the engine's runtime seam (rootless.engine.RUNTIME: the layer,
+    the foreground process, the discard), over the state's layers rather than a stored image."""
+    from rootless.engine import RUNTIME
     from rootless.image import specgen
-    from rootless.runtime import idmap
-    from rootless.runtime.run import mount_probe
-    from rootless.runtime.run import run as run_container
-    from rootless.spec import IdMap
-    from storage import rootfs
     from storage.images import ImageRecord, LayerEntry
     from storage.layers import LayerStore
 
@@ -185,7 +183,7 @@ def _execute(b: Builder, state: State, ins: Instruction, argv: list[str], extra_
     cfg = dict(state.c)
     cfg.pop("Entrypoint", None)
     cfg["Cmd"] = argv
-    plan = rootfs.prepare(ctx, b.runner, record, cid, b.opts.storage_driver, mount_probe=mount_probe, durable=False)
+    plan = RUNTIME.prepare(ctx, record, cid, b.opts.storage_driver, False)
     try:
         ctx.layout.ensure_runroot()
         opts = specgen.RunOptions(image=b.df.path, command=tuple(argv), entrypoint="",
@@ -195,11 +193,10 @@ def _execute(b: Builder, state: State, ins: Instruction, argv: list[str], extra_
                                   # ignore it (pid_namespaces(7)) and the build could not be stopped
                                   init=True,
                                   cgroup_manager=ctx.config.cgroup_manager)
-        maps = idmap.current_store_maps()
+        uid_map, gid_map = RUNTIME.store_maps()
         spec = specgen.build(cfg, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
-                             uid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.uid_map),
-                             gid_map=tuple(IdMap(m.container_id, m.host_id, m.size) for m in maps.gid_map),
-                             image_name=state.base_name, image_id="", host=specgen.HostInfo.read(network))
+                             uid_map=uid_map, gid_map=gid_map, image_name=state.base_name, image_id="",
+                             host=specgen.HostInfo.read(network))
         top = plan.upper if plan.upper else plan.target
         lowers = b.lowers(state)
         workdir = spec.process.cwd
@@ -217,7 +214,7 @@ def _execute(b: Builder, state: State, ins: Instruction, argv: list[str], extra_
         if close is not None:
             close(None, None, None)
         with _stdio(b.opts.quiet):
-            status = run_container(ctx, spec)
+            status = RUNTIME.run(ctx, spec, False)
         if status != 0:
             raise RunFailed(f"{b.where(ins)}: building at STEP \"{ins.original}\": the command exited with "
                             f"status {status}", status)
@@ -232,8 +229,4 @@ def _execute(b: Builder, state: State, ins: Instruction, argv: list[str], extra_
             return b.store_layer(store, tmp)
     finally:
         with contextlib.suppress(RootlessError, OSError):
-            rootfs.remove(ctx, b.runner, cid)
-
-
-
-
+            RUNTIME.discard(ctx, cid)
