@@ -109,7 +109,7 @@ class State:
         self.c["Env"] = env
 
 
-def _now() -> str:
+def now_rfc3339() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
@@ -319,7 +319,7 @@ class Builder:
         """A step that changes only the config: its key is its (expanded) text."""
         key = _chain(state.key, text)
         hit = self.cached(key)
-        created = hit["created"] if hit else _now()
+        created = hit["created"] if hit else now_rfc3339()
         if hit:
             self.say(f"--> Using cache {key}")
         elif self.cache:
@@ -338,7 +338,7 @@ class Builder:
             diff_id, created = hit["diff_id"], hit["created"]
         else:
             diff_id = make(state)
-            created = _now()
+            created = now_rfc3339()
             self.remember(key, {"created": created, "diff_id": diff_id})
         state.layers.append(diff_id)
         self.history(state, created_by, False, created)
@@ -714,7 +714,7 @@ class Builder:
             k, _, v = item.partition("=")
             c["Labels"] = {**(c.get("Labels") or {}), k: v}
         self.say(f"COMMIT {self.opts.tags[0] if self.opts.tags else ''}".rstrip())
-        names = tuple(_tag_name(t) for t in self.opts.tags)
+        names = tuple(tag_name(t) for t in self.opts.tags)
         image_id = record_image(self.ctx, self.runner, state.config, state.layers, names,
                                 docker=self.opts.format == "docker",
                                 annotations=dict(a.partition("=")[::2] for a in self.opts.annotations))
@@ -742,7 +742,7 @@ def record_image(ctx: Context, runner: NamespaceRunner, cfg: dict[str, Any], lay
     cfg["rootfs"] = {"type": "layers", "diff_ids": list(layers)}
     cfg.setdefault("architecture", platform_args()["TARGETARCH"])
     cfg.setdefault("os", "linux")
-    cfg.setdefault("created", _now())
+    cfg.setdefault("created", now_rfc3339())
     for k in ("container", "container_config", "docker_version", "parent", "id"):
         cfg.pop(k, None)
     ls = LayerStore(ctx.layout, runner)
@@ -771,7 +771,7 @@ def record_image(ctx: Context, runner: NamespaceRunner, cfg: dict[str, Any], lay
     return image_id
 
 
-def _tag_name(tag: str) -> str:
+def tag_name(tag: str) -> str:
     from rootless.image.reference import parse_reference
 
     try:

@@ -24,7 +24,7 @@ _CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNA
 def commit(ctx: Context, container: str, image: str | None, *, changes: Sequence[str], message: str,
            author: str, fmt: str, quiet: bool) -> str:
     from rootless import lifecycle
-    from rootless.build.builder import Builder, BuildOptions, State, _now, _tag_name, record_image
+    from rootless.build.builder import Builder, BuildOptions, State, now_rfc3339, tag_name, record_image
     from rootless.build.dockerfile import Dockerfile, parse
     from rootless.runtime.run import LazyStoreNamespace
     from storage.blobs import BlobStore
@@ -46,7 +46,7 @@ def commit(ctx: Context, container: str, image: str | None, *, changes: Sequence
     spec = c.config.spec
     rec = ImageStore(ctx.layout).get(c.config.image_id)
     cfg = json.loads(BlobStore(ctx.layout).read_bytes(rec.config_digest))
-    names = (_tag_name(image),) if image else ()
+    names = (tag_name(image),) if image else ()
     gc_lock = FileLock(ctx.layout.locks / "gc.lock", shared=True)
     gc_lock.acquire()
     try:
@@ -78,7 +78,7 @@ def commit(ctx: Context, container: str, image: str | None, *, changes: Sequence
                     state.c["WorkingDir"] = b.expand(state, ins, ins.args)
                 else:
                     b.step(state, ins)
-            now = _now()
+            now = now_rfc3339()
             history = [h for h in cfg.get("history", []) if isinstance(h, dict)]
             state.config["history"] = [*history, {"created": now, "created_by": " ".join(spec.process.args),
                                         **({"comment": message} if message else {}),

@@ -23,8 +23,8 @@ table = Table()
                               "NAME to take it from the environment."),
                         value("--target", metavar="STAGE", help="Build this stage and what it needs."),
                         flag("--no-cache", help="Do not use cached steps."),
-                        value("--pull", default="missing", help="Pull base images: always, missing (default), "
-                              "never."),
+                        value("--pull", default="missing", choices=("missing", "always", "never"),
+                              help="Pull base images: always, missing (default), never."),
                         value("--network", help="RUN's network: slirp4netns, none or host (default: as for "
                               "run)."),
                         value("--label", many=True, metavar="KEY=VALUE", help="Add a label."),

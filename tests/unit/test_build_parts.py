@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rootless.build import ignore
-from rootless.build.builder import _archive_kind, _duration, _tag_name
+from rootless.build.builder import _archive_kind, _duration, tag_name
 from rootless.build.context import Context, ContextError, digest_sources
 from rootless.build.dockerfile import DockerfileError
 from rootless.build.layerfs import View, _union_names
@@ -80,10 +80,10 @@ def test_digest_covers_content_and_mode_not_times(tmp_path: Path) -> None:
 
 
 def test_names_durations_archives(tmp_path: Path) -> None:
-    assert _tag_name("app") == "localhost/app:latest"
-    assert _tag_name("app:1") == "localhost/app:1"
-    assert _tag_name("quay.io/org/app") == "quay.io/org/app:latest"
-    assert _tag_name("localhost:5000/app:2") == "localhost:5000/app:2"
+    assert tag_name("app") == "localhost/app:latest"
+    assert tag_name("app:1") == "localhost/app:1"
+    assert tag_name("quay.io/org/app") == "quay.io/org/app:latest"
+    assert tag_name("localhost:5000/app:2") == "localhost:5000/app:2"
     assert _duration("1m30s", "D:1", "--interval") == 90 * 10**9
     assert _duration("500ms", "D:1", "--timeout") == 5 * 10**8
     with pytest.raises(DockerfileError, match="D:1: --interval '10' is not a duration"):
