@@ -24,7 +24,7 @@ _CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNA
 def commit(ctx: Context, container: str, image: str | None, *, changes: Sequence[str], message: str,
            author: str, fmt: str, quiet: bool) -> str:
     from rootless import lifecycle
-    from rootless.build.builder import Builder, BuildOptions, State, now_rfc3339, tag_name, record_image
+    from rootless.build.builder import Builder, BuildOptions, State, now_rfc3339, record_image, tag_name
     from rootless.build.dockerfile import Dockerfile, parse
     from rootless.runtime.run import LazyStoreNamespace
     from storage.blobs import BlobStore
