@@ -194,6 +194,8 @@ def main(argv: list[str]) -> int:
             if key == "a" and "floor" in s:
                 f = s["floor"].median
                 row += [f"{f:.2f} s", f"{c.ratio(r, f):.2f}×"]
+            else:
+                row += ["", ""]
             rows.append(row)
         out = ["", f"== build: FROM debian:bookworm, COPY of {args.files} files + {args.big_mb} MB, 3 RUN steps; "
                f"{args.runs} interleaved rounds, medians ==",
