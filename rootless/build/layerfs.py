@@ -280,7 +280,9 @@ def copy(layer: str, lowers: list[str], items: list[dict[str, Any]], chown: list
                 for d, dst_st in dirs:  # deepest first: writing into a directory changes its mtime
                     _finish(d, dst_st, owner, chmod)
                 if not existed:
-                    _finish(target, st, owner, chmod)
+                    # the destination made for the contents keeps the source directory's mode:
+                    # --chmod is for what is copied, as with Buildah
+                    _finish(target, st, owner, None)
             else:
                 _copy_file(item["src"], st, target)
                 _finish(target, st, owner, chmod)
