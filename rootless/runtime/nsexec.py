@@ -206,9 +206,10 @@ def _dest_mapping(dest: str) -> tuple[str, str | None]:
     return parent, os.path.basename(dest.rstrip("/"))
 
 
-def _safe_members(tf: object, base: str, rename: str | None) -> int:
+def _safe_members(tf: object, base: str, rename: str | None, root_owned: bool = False) -> int:
     """Members renamed to their destination; a name leaving *base* (absolute, "..", or through
-    a symbolic link extracted earlier) stops the copy (Python 3.11 tarfile has no filters)."""
+    a symbolic link extracted earlier) stops the copy (Python 3.11 tarfile has no filters).
+    *root_owned*: every member becomes the container root's."""
     import tarfile
 
     assert isinstance(tf, tarfile.TarFile)
@@ -231,6 +232,8 @@ def _safe_members(tf: object, base: str, rename: str | None) -> int:
         parent = os.path.realpath(os.path.join(base, os.path.dirname(m.name)))
         if parent != real_base and not parent.startswith(real_base + os.sep):
             raise RootlessError(f"copy: refusing archive member {m.name!r}: it leaves the destination")
+        if root_owned:
+            m.uid = m.gid = 0
         tf.extract(m, base, set_attrs=True, numeric_owner=True)
         n += 1
     return n
@@ -457,17 +460,96 @@ def copy_out_stopped(spec: Spec, src: str, dest: str) -> None:
     import tarfile
 
     base, rename = _dest_mapping(dest)
-    buf = os.memfd_create("rootless-cp")
+    buf = archive_out(spec, None, src, top="root", what=f"copy {spec.name}:{src} to {dest}")
     try:
-        def archive() -> None:
-            if not os.path.lexists(src):
-                raise FileNotFoundError(2, "no such file or directory", src)
-            with os.fdopen(os.dup(buf), "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
-                tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
-
-        _in_rootfs(spec, archive, f"copy {spec.name}:{src} to {dest}")
-        os.lseek(buf, 0, os.SEEK_SET)
         with os.fdopen(os.dup(buf), "rb") as f, tarfile.open(fileobj=f, mode="r") as tf:
             _safe_members(tf, base, rename)
     finally:
         os.close(buf)
+
+
+# --------------------------------------------------------------------------- archives (the REST API's cp)
+
+
+def _inside(spec: Spec, pid: int | None, func: Callable[[], None], what: str) -> None:
+    """*func* chroot'ed in the container: entered when it runs (*pid*), else in its mounted rootfs."""
+    if pid is None:
+        _in_rootfs(spec, func, what)
+        return
+    t = open_target(pid, spec.name)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def run() -> None:
+        os.dup2(err_w, 2)
+        func()
+
+    child = _in_container(t, run)
+    os.close(err_w)
+    close_target(t)
+    _finish(child, err_r, what)
+
+
+def path_stat(spec: Spec, pid: int | None, path: str) -> dict[str, object]:
+    """lstat(2) of *path* in the container: name, size, mode (Go's os.FileMode bits, as the
+    Docker API's X-Docker-Container-Path-Stat carries them), mtime, link target."""
+    import stat as st
+
+    out = os.memfd_create("rootless-stat")
+    try:
+        def probe() -> None:
+            s = os.lstat(path)
+            link = os.readlink(path) if st.S_ISLNK(s.st_mode) else ""
+            os.write(out, json.dumps({"size": s.st_size, "mode": s.st_mode, "mtime": s.st_mtime,
+                                      "link": link}).encode())
+
+        _inside(spec, pid, probe, f"stat {spec.name}:{path}")
+        os.lseek(out, 0, os.SEEK_SET)
+        data = json.loads(os.read(out, 65536))
+    finally:
+        os.close(out)
+    mode = data["mode"]
+    gomode = mode & 0o777
+    for test, bit in ((st.S_ISDIR, 1 << 31), (st.S_ISLNK, 1 << 27), (st.S_ISFIFO, 1 << 25),
+                      (st.S_ISSOCK, 1 << 24), (st.S_ISCHR, (1 << 26) | (1 << 21)), (st.S_ISBLK, 1 << 26)):
+        if test(mode):
+            gomode |= bit
+    for flag, bit in ((st.S_ISUID, 1 << 23), (st.S_ISGID, 1 << 22), (st.S_ISVTX, 1 << 20)):
+        if mode & flag:
+            gomode |= bit
+    return {"name": os.path.basename(os.path.normpath(path)) or "/", "size": data["size"], "mode": gomode,
+            "mtime": data["mtime"], "linkTarget": data["link"], "is_dir": st.S_ISDIR(mode)}
+
+
+def archive_out(spec: Spec, pid: int | None, src: str, top: str = ".", what: str = "") -> int:
+    """A tar of *src* in the container (its last component as the top entry; *top* for "/"),
+    in a memfd positioned at 0 for the caller to read and close."""
+    import tarfile
+
+    out = os.memfd_create("rootless-archive")
+    try:
+        def archive() -> None:
+            if not os.path.lexists(src):
+                raise FileNotFoundError(2, "no such file or directory", src)
+            with os.fdopen(os.dup(out), "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
+                tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or top)
+
+        _inside(spec, pid, archive, what or f"copy {spec.name}:{src}")
+        os.lseek(out, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(out)
+        raise
+    return out
+
+
+def archive_in(spec: Spec, pid: int | None, dest: str, archive: int, root_owned: bool) -> None:
+    """Extract the tar in the fd *archive* (a memfd at 0) into the directory *dest* in the
+    container; no member may leave it."""
+    import tarfile
+
+    def extract() -> None:
+        if not os.path.isdir(dest):
+            raise NotADirectoryError(20, "not a directory", dest)
+        with os.fdopen(os.dup(archive), "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
+            _safe_members(tf, dest, None, root_owned)
+
+    _inside(spec, pid, extract, f"copy into {spec.name}:{dest}")
