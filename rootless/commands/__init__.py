@@ -29,7 +29,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "info": ("system",), "doctor": ("system",), "unshare": ("system",), "completion": ("system",),
     "version": ("scripting",), "events": ("scripting",), "rename": ("scripting",), "pause": ("scripting",),
     "unpause": ("scripting",), "top": ("scripting",), "diff": ("scripting",), "healthcheck": ("scripting",),
-    "system": ("scripting",), "attach": ("scripting",),
+    "system": ("scripting", "system"), "attach": ("scripting",),
 }
 
 DESCRIPTION = "Run registry images as an unprivileged user: no root, no daemon."

@@ -1,4 +1,4 @@
-"""System commands: info, doctor, unshare, completion."""
+"""System commands: info, doctor, unshare, completion, system service."""
 
 from __future__ import annotations
 
@@ -112,3 +112,18 @@ def completion(a: Args) -> int:
     else:
         print(script, end="")
     return 0
+
+
+table.group("system", "Manage the rootless system: the Docker-compatible REST API service.")
+
+
+@table.command("system service", "Serve the Docker-compatible REST API on a unix socket (for docker, compose and "
+               "the SDKs).",
+               args=[arg("URI", optional=True, help="Where to listen: unix:///PATH (default: "
+                         "unix://$XDG_RUNTIME_DIR/rootless/rootless.sock).")],
+               options=[value("-t", "--time", type=int, default=5, min=0, help="Seconds without a connection "
+                              "before the service exits (0: never).")])
+def system_service(ctx: Context, a: Args) -> int:
+    from rootless.api import server
+
+    return server.serve(ctx, a.uri, float(a.time))

@@ -1,0 +1,652 @@
+"""/containers/…: Docker's container endpoints over the same engine calls as the CLI, so a
+container made here is in `rootless ps` and one made by `rootless run` is in `docker ps`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from rootless import lifecycle
+from rootless.api import ctrmeta
+from rootless.api.http import ApiError, BadRequest, Conflict, NotFound, Request
+from rootless.errors import RootlessError
+from rootless.runtime import state
+from rootless.runtime.state import NoSuchContainer
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+    from rootless.image.specgen import RunOptions
+    from rootless.lifecycle import Container
+
+
+def _cid(ctx: Context, req: Request) -> str:
+    ref = req.params["id"]  # type: ignore[attr-defined]
+    try:
+        return lifecycle.resolve(ctx, ref.lstrip("/"))
+    except NoSuchContainer:
+        raise NotFound(f"No such container: {ref}") from None
+
+
+def _load(ctx: Context, cid: str) -> Container:
+    try:
+        return lifecycle.load(ctx, cid)
+    except NoSuchContainer:
+        raise NotFound(f"No such container: {cid}") from None
+
+
+# --------------------------------------------------------------------------- create
+
+# HostConfig fields with no counterpart here: a request that sets one is refused (400)
+# rather than silently run without it.
+_UNSUPPORTED_HOST = ("Devices", "DeviceRequests", "VolumesFrom", "Links", "IpcMode", "PidMode", "UTSMode",
+                     "UsernsMode", "Sysctls", "Ulimits", "BlkioWeight", "BlkioDeviceReadBps",
+                     "BlkioDeviceWriteBps", "CgroupParent", "Runtime", "GroupAdd", "OomKillDisable",
+                     "StorageOpt", "VolumeDriver", "KernelMemory", "CpuRealtimePeriod", "CpuRealtimeRuntime",
+                     "DeviceCgroupRules", "Isolation")
+_UNSUPPORTED_CONFIG = ("Healthcheck", "StopTimeout", "Volumes", "Shell", "OnBuild", "MacAddress",
+                       "NetworkDisabled")
+_RESTART = ("", "no", "always", "unless-stopped", "on-failure")
+
+
+def _unsupported(section: str, data: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for k in fields:
+        v = data.get(k)
+        if v in (None, "", 0, False, [], {}) or (k == "IpcMode" and v in ("private", "shareable")) \
+                or (k == "Isolation" and v == "default"):
+            continue
+        if k == "Volumes":
+            raise BadRequest(f"{section}.{k}: anonymous volumes are not supported by rootless yet")
+        raise BadRequest(f"{section}.{k} is not supported by rootless (got {json.dumps(v)})")
+
+
+def _network(host: dict[str, Any], ctx: Context) -> str:
+    mode = host.get("NetworkMode") or "default"
+    if mode in ("default", "bridge"):
+        return ctx.config.network  # the default network here is slirp4netns
+    if mode in ("none", "host", "slirp4netns") or mode.startswith("slirp4netns:"):
+        return mode
+    if mode.startswith("container:"):
+        raise BadRequest(f"HostConfig.NetworkMode {mode!r}: sharing another container's network is not "
+                         "supported by rootless")
+    raise BadRequest(f"HostConfig.NetworkMode {mode!r}: user-defined networks are not served by the API yet")
+
+
+def _publish(host: dict[str, Any]) -> tuple[str, ...]:
+    out = []
+    for port, bindings in (host.get("PortBindings") or {}).items():
+        cport, _, proto = port.partition("/")
+        for b in bindings or [{}]:
+            hip = (b or {}).get("HostIp") or ""
+            hport = (b or {}).get("HostPort") or ""
+            spec = f"{cport}/{proto or 'tcp'}"
+            if hip:
+                if ":" in hip:
+                    hip = f"[{hip}]"
+                out.append(f"{hip}:{hport}:{spec}")
+            elif hport:
+                out.append(f"{hport}:{spec}")
+            else:
+                out.append(spec)
+    return tuple(out)
+
+
+def _mounts(host: dict[str, Any]) -> tuple[str, ...]:
+    out = []
+    for m in host.get("Mounts") or []:
+        kind = (m.get("Type") or "volume").lower()
+        if kind not in ("bind", "tmpfs", "volume"):
+            raise BadRequest(f"HostConfig.Mounts: type {kind!r} is not supported by rootless (bind, volume and "
+                             "tmpfs are)")
+        parts = [f"type={kind}"]
+        if m.get("Source"):
+            parts.append(f"source={m['Source']}")
+        parts.append(f"target={m.get('Target') or ''}")
+        if m.get("ReadOnly"):
+            parts.append("readonly")
+        opts = m.get("TmpfsOptions") or {}
+        if kind == "tmpfs" and opts.get("SizeBytes"):
+            parts.append(f"tmpfs-size={opts['SizeBytes']}")
+        out.append(",".join(parts))
+    return tuple(out)
+
+
+def _num(v: Any) -> str | None:
+    return str(v) if v not in (None, 0, "", -0) else None
+
+
+def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[RunOptions, dict[str, Any]]:
+    """Docker's create body → the engine's RunOptions (the flags `rootless run` would be given),
+    and what only the API keeps (labels, restart policy)."""
+    from rootless.image.specgen import RunOptions
+
+    host = body.get("HostConfig") or {}
+    if not isinstance(body, dict) or not isinstance(host, dict):
+        raise BadRequest("the create body must be a JSON object")
+    image = body.get("Image")
+    if not image:
+        raise BadRequest("Config.Image: no image given")
+    _unsupported("Config", body, _UNSUPPORTED_CONFIG)
+    _unsupported("HostConfig", host, _UNSUPPORTED_HOST)
+    restart = (host.get("RestartPolicy") or {}).get("Name") or ""
+    if restart not in _RESTART:
+        raise BadRequest(f"HostConfig.RestartPolicy.Name {restart!r}: must be one of no, always, "
+                         "unless-stopped, on-failure")
+    entrypoint = body.get("Entrypoint")
+    if isinstance(entrypoint, str):
+        entrypoint = [entrypoint]
+    tmpfs = tuple(f"{path}:{opts}" if opts else path for path, opts in (host.get("Tmpfs") or {}).items())
+    nano = host.get("NanoCpus") or 0
+    swap = host.get("MemorySwap")
+    opts = RunOptions(
+        image=image, command=tuple(body.get("Cmd") or ()), name=name, rm=bool(host.get("AutoRemove")),
+        interactive=bool(body.get("OpenStdin")), tty=bool(body.get("Tty")), env=tuple(body.get("Env") or ()),
+        workdir=body.get("WorkingDir") or None, user=body.get("User") or None,
+        entrypoint=json.dumps(entrypoint) if entrypoint is not None else None,
+        hostname=body.get("Hostname") or None, init=bool(host.get("Init")),
+        cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
+        security_opt=tuple(host.get("SecurityOpt") or ()), privileged=bool(host.get("Privileged")),
+        network=_network(host, ctx), volumes=tuple(host.get("Binds") or ()), mounts=_mounts(host), tmpfs=tmpfs,
+        read_only=bool(host.get("ReadonlyRootfs")), publish=_publish(host),
+        publish_all=bool(host.get("PublishAllPorts")), dns=tuple(host.get("Dns") or ()),
+        dns_search=tuple(host.get("DnsSearch") or ()), dns_option=tuple(host.get("DnsOptions") or ()),
+        add_host=tuple(host.get("ExtraHosts") or ()), memory=_num(host.get("Memory")),
+        memory_swap=str(swap) if swap not in (None, 0) else None,
+        memory_reservation=_num(host.get("MemoryReservation")), cpus=str(nano / 1e9) if nano else None,
+        cpu_shares=_num(host.get("CpuShares")), cpu_quota=_num(host.get("CpuQuota")),
+        cpu_period=_num(host.get("CpuPeriod")), cpuset_cpus=host.get("CpusetCpus") or None,
+        pids_limit=_num(host.get("PidsLimit")) if (host.get("PidsLimit") or 0) > 0 else None,
+        oom_score_adj=_num(host.get("OomScoreAdj")), cgroup_manager=ctx.config.cgroup_manager)
+    meta = {"Config": {k: body.get(k) for k in ("Labels", "Env", "Cmd", "Entrypoint", "Tty", "OpenStdin",
+                                                "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr",
+                                                "ExposedPorts", "Hostname", "User", "WorkingDir", "Image")},
+            "HostConfig": {k: host.get(k) for k in ("Binds", "PortBindings", "RestartPolicy", "AutoRemove",
+                                                    "NetworkMode", "Mounts", "PublishAllPorts", "Memory",
+                                                    "NanoCpus", "CpuShares", "Init", "Privileged", "CapAdd",
+                                                    "CapDrop")}}
+    return opts, meta
+
+
+def create(ctx: Context, req: Request) -> None:
+    body = req.json()
+    name = req.q("name") or None
+    if name is not None:
+        name = name.lstrip("/")
+    opts, meta = run_options(ctx, body, name)
+    from rootless import engine  # type: ignore[attr-defined]
+
+    try:
+        made = engine.create(ctx, opts, pull="never", platform=req.q("platform") or None)
+    except RootlessError as e:
+        if type(e).__name__ == "NotFoundError" or "image not known" in e.message:
+            raise NotFound(f"No such image: {opts.image}") from None
+        raise
+    ctrmeta.save(ctx, made.id, meta)
+    req.conn.respond_json(201, {"Id": made.id, "Warnings": []})
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _status(c: Container) -> str:
+    return lifecycle.status_name(c.state)
+
+
+def _ports(c: Container) -> list[dict[str, Any]]:
+    return [{"IP": p.host_ip or "0.0.0.0", "PrivatePort": p.container_port, "PublicPort": p.host_port,
+             "Type": p.protocol} for p in lifecycle.published(c)]
+
+
+def _summary(ctx: Context, c: Container) -> dict[str, Any]:
+    spec = c.config.spec
+    meta = ctrmeta.load(ctx, c.id)
+    return {
+        "Id": c.id, "Names": [f"/{c.config.name}"], "Image": c.config.image, "ImageID": f"sha256:{c.config.image_id}",
+        "Command": " ".join(spec.process.args), "Created": int(c.config.created), "Ports": _ports(c),
+        "Labels": ctrmeta.labels(meta), "State": _status(c), "Status": lifecycle.status_text(c, time.time()),
+        "HostConfig": {"NetworkMode": spec.network.mode},
+        "NetworkSettings": {"Networks": _networks(c)}, "Mounts": _mount_points(c),
+    }
+
+
+def _networks(c: Container) -> dict[str, Any]:
+    mode = c.config.spec.network.mode
+    if mode == "none":
+        return {}
+    ip = "10.0.2.100" if mode.startswith("slirp4netns") and c.state.running else ""
+    return {mode.split(":")[0]: {"IPAddress": ip, "Gateway": "10.0.2.2" if ip else "", "IPPrefixLen": 24 if ip else 0,
+                                 "MacAddress": "", "NetworkID": mode, "EndpointID": "", "Aliases": None}}
+
+
+def _mount_points(c: Container) -> list[dict[str, Any]]:
+    spec = c.config.spec
+    return [{"Type": "bind", "Source": m.source, "Destination": m.destination, "Mode": "",
+             "RW": "ro" not in m.options, "Propagation": "rprivate"}
+            for m in spec.mounts if m.type == "bind" and not m.source.startswith(spec.rundir or "\0")]
+
+
+def _filters(req: Request) -> dict[str, list[str]]:
+    raw = req.qjson("filters") or {}
+    if not isinstance(raw, dict):
+        raise BadRequest("filters: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for k, v in raw.items():
+        # the API's two spellings: {"label": ["a=b"]} and {"label": {"a=b": true}}
+        out[k] = [x for x, on in v.items() if on] if isinstance(v, dict) else [str(x) for x in v]
+    return out
+
+
+def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for w in wanted:
+        k, eq, v = w.partition("=")
+        if k not in labels or (eq and labels[k] != v):
+            return False
+    return True
+
+
+def matches(ctx: Context, c: Container, filters: dict[str, list[str]]) -> bool:
+    import re
+
+    for key, values in filters.items():
+        if key == "label":
+            if not _label_match(ctrmeta.labels(ctrmeta.load(ctx, c.id)), values):
+                return False
+        elif key == "status":
+            if _status(c) not in values:
+                return False
+        elif key == "name":
+            if not any(re.search(v.lstrip("/"), c.config.name) for v in values):
+                return False
+        elif key == "id":
+            if not any(c.id.startswith(v) for v in values):
+                return False
+        elif key == "ancestor":
+            if not any(v in (c.config.image, c.config.image_id, c.config.image_id[:12]) or
+                       c.config.image.endswith("/" + v) or c.config.image.endswith("/" + v + ":latest")
+                       for v in values):
+                return False
+        elif key == "exited":
+            if c.state.status != "exited" or str(c.state.exit_code) not in values:
+                return False
+        else:
+            raise BadRequest(f"filter {key!r} is not supported by rootless (label, status, name, id, ancestor, "
+                             "exited are)")
+    return True
+
+
+def list_(ctx: Context, req: Request) -> None:
+    filters = _filters(req)
+    rows = lifecycle.all_containers(ctx)
+    if not req.qbool("all") and "status" not in filters:
+        rows = [c for c in rows if c.state.running]
+    rows = [c for c in rows if matches(ctx, c, filters)]
+    limit = req.qint("limit")
+    if limit is not None and limit > 0:
+        rows = rows[:limit]
+    req.conn.respond_json(200, [_summary(ctx, c) for c in rows])
+
+
+def inspect_data(ctx: Context, c: Container) -> dict[str, Any]:
+    base = lifecycle.inspect(ctx, c)
+    meta = ctrmeta.load(ctx, c.id)
+    mcfg, mhost = meta.get("Config") or {}, meta.get("HostConfig") or {}
+    spec = c.config.spec
+    st = base["State"]
+    st["Error"] = ""
+    st["Restarting"] = False
+    base.pop("ImageName", None)
+    base["Image"] = f"sha256:{c.config.image_id}"
+    base["Name"] = f"/{c.config.name}"
+    base["RestartCount"] = 0
+    base["Platform"] = "linux"
+    base["ResolvConfPath"] = base["HostnamePath"] = base["HostsPath"] = ""
+    base["MountLabel"] = base["ProcessLabel"] = base["AppArmorProfile"] = ""
+    base["ExecIDs"] = None
+    base["GraphDriver"] = {"Name": spec.rootfs.driver, "Data": {}}
+    base["Mounts"] = _mount_points(c)
+    cfg = base["Config"]
+    cfg.update({"Labels": ctrmeta.labels(meta), "AttachStdin": bool(mcfg.get("AttachStdin")),
+                "AttachStdout": bool(mcfg.get("AttachStdout", True)),
+                "AttachStderr": bool(mcfg.get("AttachStderr", True)),
+                "StdinOnce": bool(mcfg.get("StdinOnce")), "ExposedPorts": mcfg.get("ExposedPorts"),
+                "Entrypoint": mcfg.get("Entrypoint"), "Domainname": "", "Volumes": None, "OnBuild": None})
+    cfg.pop("Annotations", None)
+    if mcfg.get("Cmd") is not None:
+        cfg["Cmd"] = mcfg["Cmd"]
+    if mcfg.get("Image"):
+        cfg["Image"] = mcfg["Image"]
+    hc = base["HostConfig"]
+    hc.update({"Binds": mhost.get("Binds"), "PortBindings": mhost.get("PortBindings") or {},
+               "RestartPolicy": mhost.get("RestartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
+               "NetworkMode": mhost.get("NetworkMode") or spec.network.mode, "LogConfig": {"Type": "k8s-file",
+                                                                                          "Config": {}},
+               "PublishAllPorts": bool(mhost.get("PublishAllPorts")), "Mounts": mhost.get("Mounts"),
+               "Privileged": bool(mhost.get("Privileged")), "CapAdd": mhost.get("CapAdd"),
+               "CapDrop": mhost.get("CapDrop"), "Init": mhost.get("Init"), "Tmpfs": None,
+               "ReadonlyRootfs": False, "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None,
+               "VolumesFrom": None, "Links": None, "Devices": [], "Ulimits": None})
+    nets = _networks(c)
+    first: dict[str, Any] = next(iter(nets.values()), {})
+    base["NetworkSettings"] = {
+        "Ports": base["NetworkSettings"]["Ports"], "Networks": nets, "IPAddress": first.get("IPAddress", ""),
+        "Gateway": first.get("Gateway", ""), "IPPrefixLen": first.get("IPPrefixLen", 0), "MacAddress": "",
+        "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+        "EndpointID": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": ""}
+    return base
+
+
+def inspect(ctx: Context, req: Request) -> None:
+    c = _load(ctx, _cid(ctx, req))
+    req.conn.respond_json(200, inspect_data(ctx, c))
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def start(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    c = _load(ctx, cid)
+    if c.state.running:
+        req.conn.respond(304)
+        return
+    from rootless.api import attach
+
+    if not attach.start_attached(ctx, c):
+        lifecycle.start(ctx, cid)
+    req.conn.respond(204)
+
+
+def _timeout(req: Request) -> float | None:
+    t = req.qint("t")
+    if t is None:
+        t = req.qint("timeout")
+    return None if t is None or t < 0 else float(t)
+
+
+def stop(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    c = _load(ctx, cid)
+    if not c.state.running:
+        req.conn.respond(304)
+        return
+    lifecycle.stop(ctx, cid, _timeout(req))
+    req.conn.respond(204)
+
+
+def restart(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    c = _load(ctx, cid)
+    if c.state.running:
+        lifecycle.stop(ctx, cid, _timeout(req))
+    lifecycle.start(ctx, cid)
+    req.conn.respond(204)
+
+
+def kill(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    sig = lifecycle.parse_signal(req.q("signal") or "SIGKILL")
+    c = _load(ctx, cid)
+    if not c.state.running:
+        raise Conflict(f"Cannot kill container: {c.config.name}: Container {cid} is not running")
+    lifecycle.kill(ctx, cid, sig)
+    if sig in (signal.SIGKILL, signal.SIGTERM):
+        lifecycle.wait_stopped(ctx, cid, 2)
+    req.conn.respond(204)
+
+
+def remove(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    try:
+        lifecycle.remove(ctx, cid, force=req.qbool("force"))
+    except state.ContainerRunning:
+        c = _load(ctx, cid)
+        raise Conflict(f"You cannot remove a running container {cid}. Stop the container before attempting "
+                       f"removal or force remove ({c.config.name} is running)") from None
+    req.conn.respond(204)
+
+
+def prune(ctx: Context, req: Request) -> None:
+    filters = _filters(req)
+    removed = []
+    for c in lifecycle.all_containers(ctx):
+        if c.state.running or not matches(ctx, c, {k: v for k, v in filters.items() if k == "label"}):
+            continue
+        try:
+            lifecycle.remove(ctx, c.id, force=False)
+        except (NoSuchContainer, state.ContainerRunning):
+            continue
+        removed.append(c.id)
+    req.conn.respond_json(200, {"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
+
+
+def rename(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    new = (req.q("name") or "").lstrip("/")
+    if not new:
+        raise BadRequest("rename: no new name given (?name=)")
+    import dataclasses
+
+    with state.names_locked(ctx.layout):
+        taken = state.names(ctx.layout)
+        state.check_name(new)
+        if new in taken and taken[new] != cid:
+            raise Conflict(f"the container name {new!r} is already in use by {taken[new][:12]}")
+        with state.locked(ctx.layout, cid):
+            cfg = state.load_config(ctx.layout, cid)
+            state.save_config(ctx.layout, dataclasses.replace(
+                cfg, name=new, spec=dataclasses.replace(cfg.spec, name=new)))
+    req.conn.respond(204)
+
+
+def wait(ctx: Context, req: Request) -> None:
+    """Answered at exit: ``not-running`` (default) returns at once for a stopped container,
+    ``next-exit`` waits for an exit after this request, ``removed`` for the container to go."""
+    cid = _cid(ctx, req)
+    cond = req.q("condition") or "not-running"
+    if cond not in ("not-running", "next-exit", "removed"):
+        raise BadRequest(f"condition {cond!r}: must be not-running, next-exit or removed")
+    since = time.time()
+    # The status line goes out now, the body at exit: the docker CLI starts the container
+    # only once this request has been answered with its headers.
+    out = req.conn.stream(200)
+    code = _wait_for(ctx, cid, cond, since)
+    out.json({"StatusCode": code, "Error": None})
+    out.close()
+
+
+def _wait_for(ctx: Context, cid: str, cond: str, since: float) -> int:
+    last = 0
+    delay = 0.01
+    cfg = state.config_path(ctx.layout, cid)
+    while True:
+        if not cfg.exists():  # removed (read_state would report a removed container as created)
+            from rootless.api.attach import exit_file
+
+            ef = exit_file(ctx, cid)
+            with contextlib.suppress(OSError, ValueError):
+                last = int(ef.read_text())
+                ef.unlink()
+            return last
+        # no record (being removed): nothing to learn; read_state would make up a status
+        try:
+            st = state.read_state(ctx.layout, cid) if state.read_state_raw(ctx.layout, cid) else None
+        except RootlessError:
+            st = None
+        if st is not None and st.status == "exited":
+            last = st.exit_code
+            if cond == "not-running" or (cond == "next-exit" and st.finished_at >= since):
+                return last
+        elif st is not None and cond == "not-running" and st.status == "created":
+            return last
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)  # a monitor's --rm removal follows the exit closely
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def _log_frames(tty: bool, stream: str, data: bytes) -> bytes:
+    if tty:
+        return data
+    from rootless.api.streams import frame
+
+    return frame(2 if stream == "stderr" else 1, data)
+
+
+def logs(ctx: Context, req: Request) -> None:
+    cid = _cid(ctx, req)
+    c = _load(ctx, cid)
+    want = {s for s in ("stdout", "stderr") if req.qbool(s)}
+    if not want:
+        raise BadRequest("you must choose at least one stream (stdout=1 and/or stderr=1)")
+    tail_q = req.q("tail") or "all"
+    tail = None if tail_q == "all" else int(tail_q) if tail_q.lstrip("-").isdigit() else None
+    since_q = req.q("since") or "0"
+    since = lifecycle.parse_since(since_q, time.time()) if since_q not in ("0", "") else None
+    until_q = req.q("until") or "0"
+    until = lifecycle.parse_since(until_q, time.time()) if until_q not in ("0", "") else None
+    stamps = req.qbool("timestamps")
+    tty = c.config.spec.process.terminal
+    out = req.conn.stream(200, "application/vnd.docker.raw-stream" if tty else
+                          "application/vnd.docker.multiplexed-stream")
+    for ln in lifecycle.read_logs(ctx, cid, follow=req.qbool("follow"), tail=tail, since=since):
+        if until is not None and ln.epoch > until:
+            break
+        if ln.stream not in want:
+            continue
+        text = ln.text if ln.partial else ln.text + b"\n"
+        if stamps:
+            text = ln.time.encode() + b" " + text
+        out.write(_log_frames(tty, ln.stream, text))
+    out.close()
+
+
+# --------------------------------------------------------------------------- top, stats
+
+
+def _pid_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def top(ctx: Context, req: Request) -> None:
+    c = _load(ctx, _cid(ctx, req))
+    if not c.state.running:
+        raise Conflict(f"Container {c.id} is not running")
+    ns = _pid_ns(c.state.pid)
+    hz = os.sysconf("SC_CLK_TCK")
+    rows = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or _pid_ns(int(entry)) != ns:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as fb:
+                cmd = fb.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            uid = os.stat(f"/proc/{entry}").st_uid
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        ppid = fields[1]
+        cpu = (int(fields[11]) + int(fields[12])) // hz
+        rows.append([str(uid), entry, ppid, "0", "", "?", f"{cpu // 3600:02d}:{cpu // 60 % 60:02d}:{cpu % 60:02d}",
+                     cmd or stat[stat.find("(") + 1:stat.rfind(")")]])
+    req.conn.respond_json(200, {"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+                                "Processes": rows})
+
+
+def _stats_json(c: Container, sample: Any, before: Any) -> dict[str, Any]:
+    from rootless.lifecycle import _host_memory, net_io
+
+    now = time.time()
+    mem = getattr(sample, "memory", 0) or 0
+    limit = getattr(sample, "memory_limit", None) or _host_memory()
+    cpu = int((getattr(sample, "cpu_usec", 0) or 0) * 1000)
+    pre_cpu = int((getattr(before, "cpu_usec", 0) or 0) * 1000)
+    net = net_io(c.state.pid) if c.state.running else None
+    from datetime import UTC, datetime
+
+    return {
+        "read": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        "preread": "0001-01-01T00:00:00Z", "id": c.id, "name": f"/{c.config.name}",
+        "pids_stats": {"current": getattr(sample, "pids", 0) or 0},
+        "cpu_stats": {"cpu_usage": {"total_usage": cpu, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+                      "system_cpu_usage": int(now * 1e9) * (os.cpu_count() or 1), "online_cpus": os.cpu_count() or 1,
+                      "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+        "precpu_stats": {"cpu_usage": {"total_usage": pre_cpu}, "system_cpu_usage": 0,
+                         "online_cpus": os.cpu_count() or 1},
+        "memory_stats": {"usage": mem, "limit": limit, "stats": {}},
+        "blkio_stats": {"io_service_bytes_recursive": [
+            {"major": 0, "minor": 0, "op": "read", "value": getattr(sample, "io_read", 0) or 0},
+            {"major": 0, "minor": 0, "op": "write", "value": getattr(sample, "io_write", 0) or 0}]},
+        "networks": {"eth0": {"rx_bytes": net[0], "tx_bytes": net[1], "rx_packets": 0, "tx_packets": 0,
+                              "rx_errors": 0, "tx_errors": 0, "rx_dropped": 0, "tx_dropped": 0}} if net else {},
+    }
+
+
+def stats(ctx: Context, req: Request) -> None:
+    """One sample (stream=false) or one a second. A container without a cgroup of its own
+    (cgroup v1 hosts, --cgroups disabled) reports zero CPU and memory, as Docker does for a
+    stopped one; its network counters are still real."""
+    cid = _cid(ctx, req)
+    stream = req.qbool("stream", True) and not req.qbool("one-shot")
+    out = req.conn.stream(200)
+    before = None
+    while True:
+        c = _load(ctx, cid)
+        try:
+            sample = lifecycle.stats_sample(c)
+        except RootlessError:
+            sample = None
+        out.json(_stats_json(c, sample, before))
+        if not stream or not c.state.running:
+            break
+        before = sample
+        time.sleep(1)
+    out.close()
+
+
+# --------------------------------------------------------------------------- attach, resize, archive
+
+
+def attach(ctx: Context, req: Request) -> None:
+    from rootless.api import attach as att
+
+    att.attach(ctx, req, _load(ctx, _cid(ctx, req)))
+
+
+def resize(ctx: Context, req: Request) -> None:
+    from rootless.api import attach as att
+
+    c = _load(ctx, _cid(ctx, req))
+    h, w = req.qint("h", 0) or 0, req.qint("w", 0) or 0
+    att.resize_container(ctx, c, h, w)
+    req.conn.respond(200, b"", "text/plain")
+
+
+def archive_head(ctx: Context, req: Request) -> None:
+    from rootless.api import archive
+
+    archive.head(ctx, req, _load(ctx, _cid(ctx, req)))
+
+
+def archive_get(ctx: Context, req: Request) -> None:
+    from rootless.api import archive
+
+    archive.get(ctx, req, _load(ctx, _cid(ctx, req)))
+
+
+def archive_put(ctx: Context, req: Request) -> None:
+    from rootless.api import archive
+
+    archive.put(ctx, req, _load(ctx, _cid(ctx, req)))
+
+
+__all__ = ["ApiError"]

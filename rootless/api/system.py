@@ -1,0 +1,118 @@
+"""/_ping, /version and /info: what clients ask first (the docker CLI negotiates its API
+version from /_ping's Api-Version header)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import TYPE_CHECKING, Any
+
+from rootless.api.http import API_VERSION, MIN_API_VERSION, Request
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "s390x": "s390x", "ppc64le": "ppc64le"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rootless")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def arch() -> str:
+    m = platform.machine()
+    return _ARCH.get(m, m)
+
+
+def ping(ctx: Context, req: Request) -> None:
+    # Builder-Version 1: the classic builder protocol (the docker CLI then skips BuildKit's session)
+    req.conn.respond(200, b"OK", "text/plain; charset=utf-8",
+                     headers=[("Builder-Version", "1"), ("Cache-Control", "no-cache, no-store, must-revalidate"),
+                              ("Pragma", "no-cache")])
+
+
+def version(ctx: Context, req: Request) -> None:
+    v = _version()
+    kernel = platform.release()
+    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(),
+               "KernelVersion": kernel, "GitCommit": "", "GoVersion": f"python{platform.python_version()}",
+               "BuildTime": "", "Experimental": "false"}
+    req.conn.respond_json(200, {
+        "Platform": {"Name": f"rootless {v}"},
+        "Components": [{"Name": "Engine", "Version": v, "Details": details}],
+        "Version": v, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
+        "GoVersion": f"python{platform.python_version()}", "Os": "linux", "Arch": arch(),
+        "KernelVersion": kernel, "BuildTime": "", "Experimental": False,
+    })
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def info(ctx: Context, req: Request) -> None:
+    from rootless import lifecycle
+    from storage.images import ImageStore
+
+    ctrs = lifecycle.all_containers(ctx)
+    running = sum(1 for c in ctrs if c.state.running)
+    try:
+        n_images = len(ImageStore(ctx.layout).list())
+    except Exception:  # an unreadable store still answers /info
+        n_images = 0
+    driver = ctx.config.storage_driver
+    req.conn.respond_json(200, {
+        "ID": "", "Containers": len(ctrs), "ContainersRunning": running, "ContainersPaused": 0,
+        "ContainersStopped": len(ctrs) - running, "Images": n_images, "Driver": driver or "overlay",
+        "DriverStatus": [], "Plugins": {"Volume": ["local"], "Network": ["slirp4netns", "none", "host"],
+                                        "Authorization": None, "Log": ["k8s-file"]},
+        "MemoryLimit": True, "SwapLimit": True, "KernelMemory": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": False,
+        "BridgeNfIp6tables": False, "Debug": False, "NFd": 0, "OomKillDisable": False, "NGoroutines": 0,
+        "SystemTime": _now(), "LoggingDriver": "k8s-file", "CgroupDriver": ctx.config.cgroup_manager or "cgroupfs",
+        "CgroupVersion": "2", "NEventsListener": 0, "KernelVersion": platform.release(),
+        "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),
+        "IndexServerAddress": "https://index.docker.io/v1/", "RegistryConfig": _registry_config(ctx),
+        "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "DockerRootDir": str(ctx.layout.root),
+        "HttpProxy": os.environ.get("HTTP_PROXY", ""), "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+        "NoProxy": os.environ.get("NO_PROXY", ""), "Name": platform.node(), "Labels": [],
+        "ExperimentalBuild": False, "ServerVersion": _version(), "Runtimes": {"rootless": {"path": "rootless"}},
+        "DefaultRuntime": "rootless", "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                                                "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "", "SecurityOptions": ["name=rootless"],
+        "Warnings": [],
+    })
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _registry_config(ctx: Context) -> dict[str, Any]:
+    return {"AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
+            "InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []}

@@ -1,0 +1,219 @@
+"""The docker CLI (Debian's docker.io 20.10, client only) against `rootless system service`,
+as the unprivileged user, on containers `rootless run` made: what the CLI made, docker sees
+and handles, and the other way round."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.apiharness import DOCKER, Service, have_docker
+from tests.integration.conftest import need
+from tests.integration.harness import RootlessEnv, Tty, free_port
+
+
+@pytest.fixture
+def api(rl: RootlessEnv) -> Iterator[Service]:
+    need(have_docker(), "docker.io is not installed (apt-get install docker.io)")
+    svc = Service(rl)
+    yield svc
+    rl("rm", "-f", "-a")
+    svc.stop()
+
+
+def rootless_ps(rl: RootlessEnv) -> list[dict[str, object]]:
+    return json.loads(rl("ps", "-a", "--format", "json", check=True).stdout or "[]")  # type: ignore[no-any-return]
+
+
+def serve_http(rl: RootlessEnv, name: str, port: int, *, via: Service | None = None) -> str:
+    """A busybox httpd container publishing 80 on 127.0.0.1:*port* (made by docker through
+    *via*, else by `rootless run -d`); its ID once it answers."""
+    args = ["-d", "--name", name, "-p", f"127.0.0.1:{port}:80", "alpine", "sh", "-c",
+            "mkdir -p /srv && echo hello-from-web > /srv/index.html && echo started && exec httpd -f -p 80 -h /srv"]
+    cid = (via.docker("run", *args, check=True) if via else rl("run", *args, check=True)).stdout.strip()
+    body = b""
+    for _ in range(100):
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert body == b"hello-from-web\n"
+    return cid
+
+
+def test_ps_logs_stop_rm(api: Service, rl: RootlessEnv) -> None:
+    port = free_port()
+    cid = serve_http(rl, "web", port)
+    ps = api.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Ports}} {{.Status}}", check=True).stdout
+    assert f"{cid[:12]} web 127.0.0.1:{port}->80/tcp Up" in ps
+    assert api.docker("ps", "-q", "--filter", "name=nomatch", check=True).stdout == ""
+    assert api.docker("logs", "web", check=True).stdout == "started\n"
+    assert api.docker("logs", "-t", "web", check=True).stdout.endswith("Z started\n")
+    follow = subprocess.Popen([DOCKER, "logs", "-f", "web"], env={**rl.env, **api.docker_env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert follow.poll() is None, "logs -f follows while the container runs"
+    assert json.loads(api.docker("inspect", "web", check=True).stdout)[0]["State"]["Running"] is True
+    t0 = time.monotonic()
+    api.docker("stop", "-t", "1", "web", check=True)
+    assert time.monotonic() - t0 < 8
+    out, _ = follow.communicate(timeout=10)
+    assert out == "started\n", "logs -f ends when the container does"
+    insp = json.loads(api.docker("inspect", "web", check=True).stdout)[0]
+    assert insp["State"]["Status"] == "exited" and insp["Name"] == "/web" and insp["Id"] == cid
+    assert rootless_ps(rl)[0]["State"] == "exited", "docker stop is rootless stop"
+    cp = api.docker("rm", "web")
+    assert cp.stdout.strip() == "web"
+    assert rootless_ps(rl) == []
+    cp = api.docker("rm", "web")
+    assert cp.returncode == 1 and "No such container: web" in cp.stderr
+
+
+def test_exec_and_cp(api: Service, rl: RootlessEnv, tmp_path: Path) -> None:
+    rl("run", "-d", "--name", "box", "alpine", "sleep", "300", check=True)
+    assert api.docker("exec", "box", "cat", "/etc/alpine-release", check=True).stdout.strip() == "3.21.0"
+    cp = api.docker("exec", "box", "sh", "-c", "echo to-out; echo to-err >&2; exit 7")
+    assert (cp.returncode, cp.stdout, cp.stderr) == (7, "to-out\n", "to-err\n")
+    cp = api.docker("exec", "-i", "box", "tr", "a-z", "A-Z", input="shout\n")
+    assert cp.stdout == "SHOUT\n"
+    assert api.docker("exec", "box", "no-such-command").returncode == 127
+    assert api.docker("exec", "-e", "X=1", "-w", "/tmp", "box", "sh", "-c", "echo $X $PWD").stdout == "1 /tmp\n"
+    src = tmp_path / "note.txt"
+    src.write_text("copied in\n")
+    api.docker("cp", str(src), "box:/tmp/", check=True)
+    assert rl("exec", "box", "cat", "/tmp/note.txt", check=True).stdout == "copied in\n"
+    api.docker("cp", str(src), "box:/tmp/renamed.txt", check=True)
+    assert rl("exec", "box", "cat", "/tmp/renamed.txt", check=True).stdout == "copied in\n"
+    rl("exec", "box", "sh", "-c", "mkdir /tmp/d && echo x > /tmp/d/f", check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    api.docker("cp", "box:/tmp/d", str(out), check=True)
+    assert (out / "d" / "f").read_text() == "x\n"
+    cp = api.docker("cp", "box:/nonexistent", str(out))
+    assert cp.returncode != 0 and "nonexistent" in cp.stderr
+    # a stopped container's files are reachable too
+    rl("stop", "-t", "0", "box", check=True)
+    api.docker("cp", "box:/tmp/note.txt", str(out / "after-stop.txt"), check=True)
+    assert (out / "after-stop.txt").read_text() == "copied in\n"
+
+
+def test_images_pull_tag_rmi(api: Service, rl: RootlessEnv) -> None:
+    cp = api.docker("pull", "alpine:3.20", check=True)
+    assert "Status: Downloaded newer image for alpine:3.20" in cp.stdout
+    api.docker("tag", "alpine:3.20", "mine/alp:v1", check=True)
+    images = api.docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout.split()
+    assert "alpine:3.20" in images and "mine/alp:v1" in images
+    assert any(n.endswith("mine/alp:v1") for i in rl.images_json() for n in i["Names"]), "tagged in the store"
+    assert api.docker("images", "-q", "mine/alp", check=True).stdout.strip() != ""
+    inspect = json.loads(api.docker("image", "inspect", "alpine:3.20", check=True).stdout)[0]
+    assert inspect["Config"]["Labels"]["org.opencontainers.image.version"] == "3.20.3"
+    cp = api.docker("rmi", "mine/alp:v1", check=True)
+    assert "Untagged: mine/alp:v1" in cp.stdout
+    cp = api.docker("rmi", "alpine:3.20", check=True)
+    assert "Deleted: sha256:" in cp.stdout
+    cp = api.docker("rmi", "nosuch:image")
+    assert cp.returncode != 0 and "No such image" in cp.stderr
+    assert "alpine:3.20" not in api.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    cp = api.docker("pull", "nosuch/image")
+    assert cp.returncode != 0 and "nosuch/image" in cp.stderr
+
+
+def until_resized(t: Tty) -> None:
+    """The client's terminal size (tmux's 160x40) reaches the shell: the client sends it
+    just after the start, so it may take a moment."""
+    for _ in range(20):
+        t.type_line("echo rows=$(stty size)")
+        time.sleep(0.3)
+        if "rows=40 160" in t.screen():
+            return
+    raise AssertionError(f"the terminal size never reached the container:\n{t.screen()}")
+
+
+class DockerTerm:
+    """What Tty needs of an environment, with the docker client's variables added."""
+
+    def __init__(self, rl: RootlessEnv, api: Service) -> None:
+        self.env = {**rl.env, **api.docker_env}
+        self.base = rl.base
+        self.home = rl.home
+
+
+def test_exec_it_on_a_terminal(api: Service, rl: RootlessEnv) -> None:
+    rl("run", "-dit", "--name", "term", "alpine", "sh", check=True)
+    x = Tty(DockerTerm(rl, api), [DOCKER, "exec", "-it", "term", "sh"])  # type: ignore[arg-type]
+    try:
+        x.wait_for("# ")
+        x.type_line("echo in-exec-$((6*7)); tty")
+        x.wait_for("in-exec-42")
+        x.wait_for("/dev/pts/")
+        until_resized(x)
+        x.type_line("exit 5")
+        assert x.wait_exit(30) == 5
+    finally:
+        x.close()
+
+
+def test_volumes(api: Service, rl: RootlessEnv) -> None:
+    api.docker("volume", "create", "--label", "team=db", "vol1", check=True)
+    assert "vol1" in rl("volume", "ls", "-q", check=True).stdout.split(), "docker volume create is rootless's"
+    rl("volume", "create", "vol2", check=True)
+    assert sorted(api.docker("volume", "ls", "-q", check=True).stdout.split()) == ["vol1", "vol2"]
+    assert api.docker("volume", "ls", "-q", "--filter", "label=team=db", check=True).stdout.split() == ["vol1"]
+    info = json.loads(api.docker("volume", "inspect", "vol1", check=True).stdout)[0]
+    assert info["Labels"] == {"team": "db"} and info["Driver"] == "local" and info["Mountpoint"]
+    rl("run", "-d", "--name", "user", "-v", "vol1:/data", "alpine", "sleep", "300", check=True)
+    cp = api.docker("volume", "rm", "vol1")
+    assert cp.returncode != 0 and "in use" in cp.stderr
+    assert api.docker("volume", "prune", "-f", check=True).stdout.count("vol2") == 1
+    rl("rm", "-f", "user", check=True)
+    api.docker("volume", "rm", "vol1", check=True)
+    assert api.docker("volume", "ls", "-q", check=True).stdout == ""
+    cp = api.docker("volume", "inspect", "vol1")
+    assert cp.returncode != 0 and "no such volume" in cp.stderr.lower()
+
+
+SDK = r"""
+import json, sys
+import docker
+
+client = docker.DockerClient(base_url=sys.argv[1], version="auto")
+out = {"api": client.version()["ApiVersion"]}
+box = client.containers.get("sdkbox")
+out["status"] = box.status
+out["names"] = [c.name for c in client.containers.list()]
+res = box.exec_run(["sh", "-c", "echo sdk-exec; exit 3"])
+out["exec"] = [res.exit_code, res.output.decode()]
+out["logs"] = box.logs().decode()
+out["streamed"] = b"".join(box.logs(stream=True, follow=False)).decode()
+out["pulled"] = client.images.pull("alpine", tag="3.20").tags
+out["images"] = sorted(t for i in client.images.list() for t in i.tags)
+box.stop(timeout=1)
+box.reload()
+out["after_stop"] = box.status
+box.remove()
+print(json.dumps(out))
+"""
+
+
+def test_python_sdk(api: Service, rl: RootlessEnv) -> None:
+    """Debian's python3-docker (the Docker SDK for Python) on containers and images."""
+    need(Path("/usr/lib/python3/dist-packages/docker").is_dir(), "python3-docker is not installed")
+    rl("run", "-d", "--name", "sdkbox", "alpine", "sh", "-c", "echo line1; echo line2 >&2; exec sleep 300",
+       check=True)
+    cp = subprocess.run(["/usr/bin/python3", "-c", SDK, f"unix://{api.sock}"], env=rl.env, capture_output=True,
+                        text=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)
+    assert out["api"] == "1.44" and out["status"] == "running" and out["names"] == ["sdkbox"]
+    assert out["exec"] == [3, "sdk-exec\n"]
+    assert out["logs"] == out["streamed"] == "line1\nline2\n"
+    assert "alpine:3.20" in out["pulled"] and "alpine:3.20" in out["images"]
+    assert out["after_stop"] == "exited"
+    assert rootless_ps(rl) == []
