@@ -143,14 +143,18 @@ def _attach_interactive(ctx: Context, req: Request, c: Container) -> None:
     # our own writer keeps the FIFO from reporting end of file between writers
     keep = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     sock, extra = req.conn.hijack(req, _content_type(c))
+    stdin_done = False  # the client half-closed: all of its input is in *extra*
     try:
         while True:
-            ready, _, _ = select.select([rd, sock.fileno()], [], [])
+            ready, _, _ = select.select([rd] + ([] if stdin_done else [sock.fileno()]), [], [])
             if sock.fileno() in ready:
-                peek = sock.recv(65536)
-                if not peek:
+                try:
+                    got = sock.recv(65536)
+                except OSError:
                     return  # the client went away before the start
-                extra += peek
+                if not got:
+                    stdin_done = True
+                extra += got
             if rd in ready and os.read(rd, 64):
                 break
     finally:
@@ -182,7 +186,7 @@ def _attach_interactive(ctx: Context, req: Request, c: Container) -> None:
         (_dir(ctx) / f"{c.id}.tty").write_text(f"{path} {pid}")
     pidfd = os.pidfd_open(pid)
     try:
-        relay(sock, extra, stdin=stdin_fd, outputs=outs, tty=tty, pidfd=pidfd)
+        relay(sock, extra, stdin=stdin_fd, outputs=outs, tty=tty, pidfd=pidfd, stdin_done=stdin_done)
     finally:
         for fd in outs:
             with contextlib.suppress(OSError):

@@ -355,8 +355,14 @@ def start(ctx: Context, req: Request) -> None:
         return
     from rootless.api import attach
 
-    if not attach.start_attached(ctx, c):
-        lifecycle.start(ctx, cid)
+    try:
+        if not attach.start_attached(ctx, c):
+            lifecycle.start(ctx, cid)
+    except RootlessError:
+        if c.config.rm:  # AutoRemove: a container that cannot start goes too, as with Docker
+            with contextlib.suppress(RootlessError):
+                lifecycle.remove(ctx, cid, force=True)
+        raise
     req.conn.respond(204)
 
 
@@ -563,11 +569,12 @@ def top(ctx: Context, req: Request) -> None:
 
 
 def _stats_json(c: Container, sample: Any, before: Any) -> dict[str, Any]:
-    from rootless.lifecycle import _host_memory, net_io
+    from rootless.api.system import mem_total
+    from rootless.lifecycle import net_io
 
     now = time.time()
     mem = getattr(sample, "memory", 0) or 0
-    limit = getattr(sample, "memory_limit", None) or _host_memory()
+    limit = getattr(sample, "memory_limit", None) or mem_total()
     cpu = int((getattr(sample, "cpu_usec", 0) or 0) * 1000)
     pre_cpu = int((getattr(before, "cpu_usec", 0) or 0) * 1000)
     net = net_io(c.state.pid) if c.state.running else None

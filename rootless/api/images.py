@@ -5,9 +5,7 @@ Names are shown as Docker shows them: docker.io/library/alpine:latest is "alpine
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import io
 from typing import TYPE_CHECKING, Any
 
 from rootless.api.http import BadRequest, Conflict, NotFound, NotImplementedHere, Request
@@ -57,7 +55,7 @@ def _matches(ctx: Context, rec: ImageRecord, filters: dict[str, list[str]]) -> b
             if not any(fnmatch.fnmatchcase(n, p) for n in names for p in pats):
                 return False
         elif key == "label":
-            labels = (present._config(ctx, rec).get("config") or {}).get("Labels") or {}
+            labels = (present.image_config(ctx, rec).get("config") or {}).get("Labels") or {}
             for v in values:
                 k, eq, val = v.partition("=")
                 if k not in labels or (eq and labels[k] != val):
@@ -75,8 +73,8 @@ def list_(ctx: Context, req: Request) -> None:
     for rec in ImageStore(ctx.layout).list():
         if not _matches(ctx, rec, filters):
             continue
-        cfg = present._config(ctx, rec)
-        ts = present._timestamp(rec.created)
+        cfg = present.image_config(ctx, rec)
+        ts = present.timestamp(rec.created)
         out.append({"Id": f"sha256:{rec.id}", "ParentId": "", "RepoTags": [familiar(n) for n in rec.names],
                     "RepoDigests": [familiar(d) for d in rec.digests], "Created": int(ts) if ts else 0,
                     "Size": rec.size, "SharedSize": -1, "VirtualSize": rec.size,
@@ -125,7 +123,7 @@ def inspect(ctx: Context, req: Request) -> None:
     rec = _find(ctx, _name(req))
     data, _ = present.inspect(ctx, [rec.id])
     d = data[0]
-    cfg = present._config(ctx, rec)
+    cfg = present.image_config(ctx, rec)
     d["Id"] = f"sha256:{rec.id}"
     d["RepoTags"] = [familiar(n) for n in rec.names]
     d["RepoDigests"] = [familiar(n) for n in rec.digests]
@@ -142,14 +140,14 @@ def inspect(ctx: Context, req: Request) -> None:
 
 def history(ctx: Context, req: Request) -> None:
     rec = _find(ctx, _name(req))
-    cfg = present._config(ctx, rec)
+    cfg = present.image_config(ctx, rec)
     layers = list(rec.layers)
     rows: list[dict[str, Any]] = []
     for h in cfg.get("history") or []:
         size = 0
         if not h.get("empty_layer") and layers:
             size = layers.pop(0).size
-        ts = present._timestamp(h.get("created", ""))
+        ts = present.timestamp(h.get("created", ""))
         rows.append({"Id": "<missing>", "Created": int(ts) if ts else 0, "CreatedBy": h.get("created_by", ""),
                      "Tags": None, "Size": size, "Comment": h.get("comment", "")})
     rows.reverse()
@@ -173,17 +171,13 @@ def tag(ctx: Context, req: Request) -> None:
 
 def remove(ctx: Context, req: Request) -> None:
     name = _name(req)
-    out, err = io.StringIO(), io.StringIO()
-    # present.rmi reports as the CLI prints; its lines become Docker's answer here
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = present.rmi(ctx, [name], force=req.qbool("force"), all_=False)
-    msg = err.getvalue().strip().removeprefix("Error: ")
+    report, status = present.rmi(ctx, [name], force=req.qbool("force"), all_=False)
     if status == present.EXIT_IMAGE_UNKNOWN:
         raise NotFound(f"No such image: {name}")
     if status:
-        raise Conflict(msg or f"unable to remove image {name}")
+        raise Conflict("; ".join(line for err, line in report if err) or f"unable to remove image {name}")
     items = []
-    for line in out.getvalue().splitlines():
+    for _, line in report:
         k, _, v = line.partition(": ")
         if k == "Untagged":
             items.append({"Untagged": familiar(v)})

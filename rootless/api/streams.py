@@ -29,11 +29,11 @@ def send(sock: socket.socket, data: bytes) -> bool:
 
 
 def relay(sock: socket.socket, extra: bytes, *, stdin: int | None, outputs: dict[int, int], tty: bool,
-          pidfd: int | None = None) -> None:
+          pidfd: int | None = None, stdin_done: bool = False) -> None:
     """Copy the client's bytes (after *extra*, already read) to *stdin*, and each fd of
     *outputs* (fd → stream number) to the client, framed unless *tty*, until every output
     reaches end of file (or, with *pidfd*, the process has exited and its pipes are drained).
-    The client's half-close (end of its stdin) closes *stdin*."""
+    The client's half-close (end of its stdin; *stdin_done*: it came already) closes *stdin*."""
     outs = dict(outputs)
     for fd in outs:
         os.set_blocking(fd, False)
@@ -42,7 +42,10 @@ def relay(sock: socket.socket, extra: bytes, *, stdin: int | None, outputs: dict
             os.write(stdin, extra)
         except OSError:
             pass
-    client_open = stdin is not None
+    client_open = stdin is not None and not stdin_done
+    if stdin_done and stdin is not None and stdin not in outs:
+        os.close(stdin)
+        stdin = None
     exited = False
     while outs:
         watch = list(outs)

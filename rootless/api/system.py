@@ -51,7 +51,7 @@ def version(ctx: Context, req: Request) -> None:
     })
 
 
-def _mem_total() -> int:
+def mem_total() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -96,7 +96,7 @@ def info(ctx: Context, req: Request) -> None:
         "CgroupVersion": "2", "NEventsListener": 0, "KernelVersion": platform.release(),
         "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/", "RegistryConfig": _registry_config(ctx),
-        "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "DockerRootDir": str(ctx.layout.root),
+        "NCPU": os.cpu_count() or 1, "MemTotal": mem_total(), "DockerRootDir": str(ctx.layout.root),
         "HttpProxy": os.environ.get("HTTP_PROXY", ""), "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
         "NoProxy": os.environ.get("NO_PROXY", ""), "Name": platform.node(), "Labels": [],
         "ExperimentalBuild": False, "ServerVersion": _version(), "Runtimes": {"rootless": {"path": "rootless"}},

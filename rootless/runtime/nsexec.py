@@ -492,6 +492,7 @@ def _inside(spec: Spec, pid: int | None, func: Callable[[], None], what: str) ->
 def path_stat(spec: Spec, pid: int | None, path: str) -> dict[str, object]:
     """lstat(2) of *path* in the container: name, size, mode (Go's os.FileMode bits, as the
     Docker API's X-Docker-Container-Path-Stat carries them), mtime, link target."""
+    import json
     import stat as st
 
     out = os.memfd_create("rootless-stat")

@@ -27,7 +27,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # front ends: they parse, call the engine and render; none imports another front end
     "rootless.__main__": ("rootless.cli",),
     "rootless.cli": ("rootless.options", "rootless.commands", "rootless.context", "rootless.errors"),
-    "rootless.commands": (*FRONT, "rootless.commands", "rootless.completion", "rootless.build"),
+    # `build` starts the builder, `system service` the REST API front end (its entry point only)
+    "rootless.commands": (*FRONT, "rootless.commands", "rootless.completion", "rootless.build",
+                          "rootless.api.server"),
     "rootless.completion": ("rootless.options", "rootless.commands"),
     "rootless.build": (*FRONT, "rootless.build"),
     "rootless.api": (*FRONT, "rootless.api"),

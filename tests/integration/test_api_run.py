@@ -1,0 +1,106 @@
+"""`docker run`, `docker create` and `docker run -it` through `rootless system service`: the
+API's create calls the engine's, so what docker makes is in `rootless ps`, as the
+unprivileged user with Debian's docker client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.apiharness import DOCKER, Service, have_docker
+from tests.integration.conftest import need
+from tests.integration.harness import RootlessEnv, Tty, free_port
+from tests.integration.test_api_docker import DockerTerm, rootless_ps, serve_http, until_resized
+
+
+@pytest.fixture
+def api(rl: RootlessEnv) -> Iterator[Service]:
+    need(have_docker(), "docker.io is not installed (apt-get install docker.io)")
+    svc = Service(rl)
+    yield svc
+    rl("rm", "-f", "-a")
+    svc.stop()
+
+
+def test_run_rm_pulls_then_runs(api: Service, rl: RootlessEnv) -> None:
+    cp = api.docker("run", "--rm", "alpine", "echo", "hi", check=True)
+    assert cp.stdout == "hi\n"
+    assert "Unable to find image 'alpine:latest' locally" in cp.stderr
+    assert rootless_ps(rl) == [], "--rm leaves nothing behind"
+    # stored now: no pull; the streams stay apart; the exit status comes through
+    cp = api.docker("run", "--rm", "alpine", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (cp.returncode, cp.stdout) == (3, "out\n")
+    assert "err" in cp.stderr and "Unable to find" not in cp.stderr
+    assert api.docker("run", "--rm", "alpine", "no-such-command").returncode == 127
+    cp = api.docker("run", "--rm", "-e", "A=b c", "-w", "/tmp", "-u", "1000", "alpine", "sh", "-c",
+                    'echo "$A" $PWD $(id -u)')
+    assert cp.stdout == "b c /tmp 1000\n"
+    # without --rm the container stays, exited, in rootless ps; its status is kept
+    cp = api.docker("run", "--name", "kept", "alpine", "sh", "-c", "exit 9")
+    assert cp.returncode == 9
+    [c] = rootless_ps(rl)
+    assert c["Names"] == ["kept"] and c["ExitCode"] == 9
+
+
+def test_run_detached_with_port_and_labels(api: Service, rl: RootlessEnv) -> None:
+    port = free_port()
+    cid = serve_http(rl, "web", port, via=api)
+    assert [c["Id"] for c in rootless_ps(rl)] == [cid], "a container docker made is in rootless ps"
+    assert rl("logs", "web", check=True).stdout == "started\n"
+    assert rl("port", "web", check=True).stdout.strip() == f"80/tcp -> 127.0.0.1:{port}"
+    assert api.docker("port", "web", check=True).stdout.strip() == f"80/tcp -> 127.0.0.1:{port}"
+    rl("stop", "-t", "1", "web", check=True)
+    assert api.docker("ps", "-q").stdout == ""
+    assert api.docker("ps", "-aq", "--filter", "status=exited").stdout.strip() == cid[:12]
+    api.docker("start", "web", check=True)
+    assert api.docker("ps", "-q").stdout.strip() == cid[:12]
+    api.docker("rm", "-f", "web", check=True)
+    # labels and the restart policy are kept; label filters find them
+    api.docker("create", "--name", "lab", "--label", "com.example.role=db", "--restart", "on-failure:3",
+               "alpine", "true", check=True)
+    assert api.docker("ps", "-aq", "--filter", "label=com.example.role=db").stdout.strip() != ""
+    assert api.docker("ps", "-aq", "--filter", "label=com.example.role=web").stdout.strip() == ""
+    insp = json.loads(api.docker("inspect", "lab", check=True).stdout)[0]
+    assert insp["Config"]["Labels"] == {"com.example.role": "db"}
+    assert insp["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert [c["Names"] for c in rootless_ps(rl)] == [["lab"]]
+    cp = api.docker("start", "-a", "lab")
+    assert cp.returncode == 0
+    api.docker("rename", "lab", "lab2", check=True)
+    assert [c["Names"] for c in rootless_ps(rl)] == [["lab2"]]
+    cp = api.docker("run", "--device", "/dev/null", "alpine", "true")
+    assert cp.returncode == 125 and "Devices" in cp.stderr, "an unsupported field is refused, by name"
+    assert api.docker("container", "prune", "-f", check=True).returncode == 0
+    assert rootless_ps(rl) == []
+
+
+def test_wait_conditions(api: Service, rl: RootlessEnv) -> None:
+    api.docker("run", "-d", "--name", "w", "alpine", "sh", "-c", "sleep 1; exit 4", check=True)
+    t0 = time.monotonic()
+    cp = api.docker("wait", "w", check=True)
+    assert cp.stdout.strip() == "4" and time.monotonic() - t0 > 0.3
+    status, body = api.json("POST", "/v1.44/containers/w/wait?condition=not-running")
+    assert (status, body["StatusCode"]) == (200, 4)
+    status, body = api.json("POST", "/v1.44/containers/w/wait?condition=bogus")
+    assert status == 400
+
+
+def test_run_it_on_a_terminal(api: Service, rl: RootlessEnv) -> None:
+    t = Tty(DockerTerm(rl, api), [DOCKER, "run", "-it", "--rm", "alpine", "sh"])  # type: ignore[arg-type]
+    try:
+        t.wait_for("# ")
+        until_resized(t)
+        t.type_line("tty; read x; echo got-$x")
+        t.wait_for("/dev/pts/")
+        t.type_line("typed")
+        t.wait_for("got-typed")
+        t.type_line("exit 4")
+        assert t.wait_exit(30) == 4
+    finally:
+        t.close()
+    assert rootless_ps(rl) == []
+    cp = api.docker("run", "-i", "--rm", "alpine", "tr", "a-z", "A-Z", input="piped\n")
+    assert (cp.returncode, cp.stdout) == (0, "PIPED\n")
