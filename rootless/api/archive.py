@@ -26,7 +26,7 @@ def _pid(c: Container) -> int | None:
     if c.state.running and c.state.pid != c.state.monitor_pid:
         return c.state.pid
     if c.state.running:
-        raise BadRequest(f"container {c.config.name} runs in the foreground of `rootless run`: cannot copy")
+        raise BadRequest(f"container {c.config.name} is still starting: cannot copy yet")
     return None
 
 

@@ -24,14 +24,14 @@ import select
 import struct
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rootless import lifecycle
 from rootless.api import execs
 from rootless.api.http import Conflict, Request
-from rootless.api.streams import frame, relay, send
+from rootless.api.streams import client_gone, frame, relay, send
 from rootless.errors import RootlessError
 from rootless.runtime import state
 
@@ -65,16 +65,17 @@ def attach(ctx: Context, req: Request, c: Container) -> None:
     since = time.time()
     sock, _ = req.conn.hijack(req, _content_type(c))
     tty = c.config.spec.process.terminal
-    for stream, data in follow(ctx, c.id, offset, since, req.qbool("stream", False)):
+    for stream, data in follow(ctx, c.id, offset, since, req.qbool("stream", False), lambda: client_gone(sock)):
         if stream in want and not send(sock, data if tty else frame(2 if stream == "stderr" else 1, data)):
             break
     with contextlib.suppress(OSError):
         sock.shutdown(2)
 
 
-def follow(ctx: Context, cid: str, offset: int, since: float, stream: bool) -> Iterator[tuple[str, bytes]]:
+def follow(ctx: Context, cid: str, offset: int, since: float, stream: bool,
+           gone: Callable[[], bool]) -> Iterator[tuple[str, bytes]]:
     """(stream, bytes) the monitor logs from *offset* on; with *stream*, until the run that is
-    under way, or the next one to start after *since*, has ended."""
+    under way, or the next one to start after *since*, has ended, or the client has gone."""
     path = state.log_path(ctx.layout, cid)
     buf = b""
     f = None
@@ -115,6 +116,8 @@ def follow(ctx: Context, cid: str, offset: int, since: float, stream: bool) -> I
                         if ln is not None:
                             yield ln.stream, ln.text if ln.partial else ln.text + b"\n"
                     return
+            if gone():
+                return
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
     finally:

@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from rootless import lifecycle
 from rootless.api import ctrmeta
-from rootless.api.http import ApiError, BadRequest, Conflict, NotFound, Request
+from rootless.api.http import ApiError, BadRequest, ClientGone, Conflict, NotFound, Request
+from rootless.api.streams import client_gone
 from rootless.errors import RootlessError
 from rootless.runtime import state
 from rootless.runtime.state import NoSuchContainer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rootless.context import Context
     from rootless.image.specgen import RunOptions
     from rootless.lifecycle import Container
@@ -176,14 +179,20 @@ def create(ctx: Context, req: Request) -> None:
     if name is not None:
         name = name.lstrip("/")
     opts, meta = run_options(ctx, body, name)
-    from rootless import engine  # type: ignore[attr-defined]
+    from rootless import engine
+    from rootless.errors import NamespaceError, NotFoundError, StorageError
 
     try:
         made = engine.create(ctx, opts, pull="never", platform=req.q("platform") or None)
-    except RootlessError as e:
-        if type(e).__name__ == "NotFoundError" or "image not known" in e.message:
-            raise NotFound(f"No such image: {opts.image}") from None
+    except NotFoundError:
+        # the docker CLI pulls on this answer, then creates again
+        raise NotFound(f"No such image: {opts.image}") from None
+    except (StorageError, NamespaceError):
         raise
+    except RootlessError as e:
+        if "already in use" in e.message:
+            raise Conflict(e.message) from None
+        raise BadRequest(f"{e.message} ({e.hint})" if e.hint else e.message) from None  # the request's values
     ctrmeta.save(ctx, made.id, meta)
     req.conn.respond_json(201, {"Id": made.id, "Warnings": []})
 
@@ -459,12 +468,12 @@ def wait(ctx: Context, req: Request) -> None:
     # The status line goes out now, the body at exit: the docker CLI starts the container
     # only once this request has been answered with its headers.
     out = req.conn.stream(200)
-    code = _wait_for(ctx, cid, cond, since)
+    code = _wait_for(ctx, cid, cond, since, lambda: client_gone(req.conn.sock))
     out.json({"StatusCode": code, "Error": None})
     out.close()
 
 
-def _wait_for(ctx: Context, cid: str, cond: str, since: float) -> int:
+def _wait_for(ctx: Context, cid: str, cond: str, since: float, gone: Callable[[], bool]) -> int:
     last = 0
     delay = 0.01
     cfg = state.config_path(ctx.layout, cid)
@@ -488,6 +497,8 @@ def _wait_for(ctx: Context, cid: str, cond: str, since: float) -> int:
                 return last
         elif st is not None and cond == "not-running" and st.status == "created":
             return last
+        if gone():
+            raise ClientGone()
         time.sleep(delay)
         delay = min(delay * 2, 0.02)  # a monitor's --rm removal follows the exit closely
 

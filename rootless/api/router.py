@@ -39,6 +39,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("HEAD", r"/_ping", system.ping),
     ("GET", r"/version", system.version),
     ("GET", r"/info", system.info),
+    ("POST", r"/auth", system.auth),
     # containers
     ("GET", r"/containers/json", containers.list_),
     ("POST", r"/containers/create", containers.create),

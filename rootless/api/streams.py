@@ -20,6 +20,20 @@ def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 
 
+def client_gone(sock: socket.socket) -> bool:
+    """Whether the client has closed its end (a read would return end of file) while we wait
+    with nothing to send: a waiting handler then stops instead of outliving its client."""
+    try:
+        ready, _, _ = select.select([sock.fileno()], [], [], 0)
+        if not ready:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def send(sock: socket.socket, data: bytes) -> bool:
     try:
         sock.sendall(data)

@@ -116,3 +116,18 @@ def _now() -> str:
 def _registry_config(ctx: Context) -> dict[str, Any]:
     return {"AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
             "InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []}
+
+
+def auth(ctx: Context, req: Request) -> None:
+    """POST /auth (`docker login`): the credentials are checked against the registry and kept
+    where `rootless login` keeps them."""
+    from rootless.api.http import BadRequest
+    from rootless.image import present
+
+    body = req.json()
+    user, password = body.get("username") or "", body.get("password") or ""
+    server = body.get("serveraddress") or "docker.io"
+    if not user or not password:
+        raise BadRequest("auth: username and password are required (identity tokens are not supported)")
+    present.login(ctx, server, user, password)
+    req.conn.respond_json(200, {"Status": "Login Succeeded", "IdentityToken": ""})

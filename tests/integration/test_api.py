@@ -161,3 +161,23 @@ def test_socket_activation(rl: RootlessEnv, tmp_path: Path) -> None:
             proc.kill()
         proc.communicate()
         listener.close()
+
+
+def test_a_client_that_leaves_a_wait_frees_the_service(rl: RootlessEnv, tmp_path: Path) -> None:
+    """A waiting handler notices its client has gone: the service is idle again and exits,
+    though the container it waited for still runs."""
+    rl("run", "-d", "--name", "long", "alpine", "sleep", "300", check=True)
+    svc = Service(rl, tmp_path / "wait.sock", idle=1)
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(svc.sock))
+        s.sendall(b"POST /v1.44/containers/long/wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        s.settimeout(10)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")  # the status line comes at once, the body at exit
+        time.sleep(1.5)
+        assert svc.proc.poll() is None, "a wait under way keeps the service"
+        s.close()
+        assert _wait_exit(svc.proc, 10) is not None, "the abandoned wait kept the service up"
+    finally:
+        svc.stop()
+        rl("rm", "-f", "long")

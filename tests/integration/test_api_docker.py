@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.apiharness import DOCKER, Service, have_docker
-from tests.integration.conftest import need
-from tests.integration.harness import RootlessEnv, Tty, free_port
+from tests.integration.conftest import BASIC_PASSWORD, BASIC_USER, need
+from tests.integration.harness import AuthRegistries, RootlessEnv, Tty, free_port
 
 
 @pytest.fixture
@@ -217,3 +217,15 @@ def test_python_sdk(api: Service, rl: RootlessEnv) -> None:
     assert "alpine:3.20" in out["pulled"] and "alpine:3.20" in out["images"]
     assert out["after_stop"] == "exited"
     assert rootless_ps(rl) == []
+
+
+def test_login_then_pull(api: Service, rl: RootlessEnv, auth_registries: AuthRegistries) -> None:
+    host = auth_registries.basic.host
+    cp = api.docker("pull", f"{host}/private/busybox")
+    assert cp.returncode != 0, "the registry wants credentials"
+    cp = api.docker("login", "-u", BASIC_USER, "-p", "wrong", host)
+    assert cp.returncode != 0 and "Login Succeeded" not in cp.stdout
+    cp = api.docker("login", "-u", BASIC_USER, "-p", BASIC_PASSWORD, host)
+    assert cp.returncode == 0 and "Login Succeeded" in cp.stdout, cp.stderr
+    api.docker("pull", f"{host}/private/busybox", check=True)
+    assert rl("login", "--get-login", host, check=True).stdout.strip() == BASIC_USER, "kept as rootless login's"

@@ -5,8 +5,10 @@ unprivileged user with Debian's docker client."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -89,11 +91,11 @@ def test_wait_conditions(api: Service, rl: RootlessEnv) -> None:
 
 
 def test_run_it_on_a_terminal(api: Service, rl: RootlessEnv) -> None:
-    t = Tty(DockerTerm(rl, api), [DOCKER, "run", "-it", "--rm", "alpine", "sh"])  # type: ignore[arg-type]
+    t = Tty(DockerTerm(rl, api), [DOCKER, "run", "-it", "--rm", "--name", "fg", "alpine", "sh"])  # type: ignore[arg-type]
     try:
         t.wait_for("# ")
         until_resized(t)
-        t.type_line("tty; read x; echo got-$x")
+        t.type_line("tty; echo marker > /tmp/m; read x; echo got-$x")
         t.wait_for("/dev/pts/")
         t.type_line("typed")
         t.wait_for("got-typed")
@@ -104,3 +106,32 @@ def test_run_it_on_a_terminal(api: Service, rl: RootlessEnv) -> None:
     assert rootless_ps(rl) == []
     cp = api.docker("run", "-i", "--rm", "alpine", "tr", "a-z", "A-Z", input="piped\n")
     assert (cp.returncode, cp.stdout) == (0, "PIPED\n")
+
+
+SDK_RUN = r"""
+import json, sys
+import docker
+
+client = docker.DockerClient(base_url=sys.argv[1], version="auto")
+out = {"run": client.containers.run("alpine", ["sh", "-c", "echo sdk-run"], remove=True).decode()}
+c = client.containers.run("alpine", ["sh", "-c", "for i in 1 2 3; do echo n$i; sleep 0.2; done; exit 2"],
+                          detach=True, name="sdkd", labels={"k": "v"}, environment={"E": "1"})
+out["stream"] = b"".join(c.logs(stream=True, follow=True)).decode()
+out["wait"] = c.wait()["StatusCode"]
+out["labels"] = client.containers.get("sdkd").labels
+out["listed"] = [x.name for x in client.containers.list(all=True, filters={"label": "k=v"})]
+c.remove()
+print(json.dumps(out))
+"""
+
+
+def test_python_sdk_runs_containers(api: Service, rl: RootlessEnv) -> None:
+    need(Path("/usr/lib/python3/dist-packages/docker").is_dir(), "python3-docker is not installed")
+    cp = subprocess.run(["/usr/bin/python3", "-c", SDK_RUN, f"unix://{api.sock}"], env=rl.env, capture_output=True,
+                        text=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)
+    assert out["run"] == "sdk-run\n"
+    assert out["stream"] == "n1\nn2\nn3\n" and out["wait"] == 2
+    assert out["labels"] == {"k": "v"} and out["listed"] == ["sdkd"]
+    assert rootless_ps(rl) == []
