@@ -83,11 +83,14 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
     event(ctx, cfg, "start")
 
     def started(s: Started) -> None:
-        if s.cgroup is not None:  # for stats while it runs
-            with state.locked(ctx.layout, spec.id):
-                st = state.read_state_raw(ctx.layout, spec.id) or State()
-                state.write_state(ctx.layout, spec.id, replace(
-                    st, cgroup=s.cgroup.path, cgroup_manager=s.cgroup.manager, cgroup_unit=s.cgroup.unit))
+        # the container's own PID 1 (exec and cp enter its namespaces), and its cgroup for stats
+        with state.locked(ctx.layout, spec.id):
+            st = state.read_state_raw(ctx.layout, spec.id) or State()
+            st = replace(st, pid=s.pid, pid_start=state.proc_start(s.pid))
+            if s.cgroup is not None:
+                st = replace(st, cgroup=s.cgroup.path, cgroup_manager=s.cgroup.manager,
+                                         cgroup_unit=s.cgroup.unit)
+            state.write_state(ctx.layout, spec.id, st)
 
     def exited(killed: bool) -> None:
         nonlocal oom
@@ -617,9 +620,9 @@ def _running(ctx: Context, cid: str, what: str) -> Container:
     if not c.state.running:
         raise RootlessError(f"can only {what} running containers: {c.config.name} is {status_name(c.state)}",
                             hint=f"`rootless start {c.config.name}` first")
-    if c.state.pid == c.state.monitor_pid:
-        raise RootlessError(f"container {c.config.name} runs in the foreground of `rootless run`: "
-                            f"cannot {what} it", hint="start it with `rootless run -d`")
+    if c.state.pid == c.state.monitor_pid:  # a foreground run that has not reached its process yet
+        raise RootlessError(f"container {c.config.name} is still starting: cannot {what} it yet",
+                            hint="try again in a moment")
     return c
 
 

@@ -97,6 +97,9 @@ def test_run_it_on_a_terminal(api: Service, rl: RootlessEnv) -> None:
         until_resized(t)
         t.type_line("tty; echo marker > /tmp/m; read x; echo got-$x")
         t.wait_for("/dev/pts/")
+        # the attached container is entered like any other
+        assert api.docker("exec", "fg", "cat", "/tmp/m", check=True).stdout == "marker\n"
+        assert rl("exec", "fg", "cat", "/tmp/m", check=True).stdout == "marker\n"
         t.type_line("typed")
         t.wait_for("got-typed")
         t.type_line("exit 4")
