@@ -330,7 +330,9 @@ def inspect_data(ctx: Context, c: Container) -> dict[str, Any]:
     hc = base["HostConfig"]
     hc.update({"Binds": mhost.get("Binds"), "PortBindings": mhost.get("PortBindings") or {},
                "RestartPolicy": mhost.get("RestartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
-               "NetworkMode": mhost.get("NetworkMode") or spec.network.mode, "LogConfig": {"Type": "k8s-file",
+               # json-file: docker-py's containers.run() returns the output only for json-file or journald;
+               # the logs endpoint serves this log the same way
+               "NetworkMode": mhost.get("NetworkMode") or spec.network.mode, "LogConfig": {"Type": "json-file",
                                                                                           "Config": {}},
                "PublishAllPorts": bool(mhost.get("PublishAllPorts")), "Mounts": mhost.get("Mounts"),
                "Privileged": bool(mhost.get("Privileged")), "CapAdd": mhost.get("CapAdd"),
