@@ -50,8 +50,7 @@ _UNSUPPORTED_HOST = ("Devices", "DeviceRequests", "VolumesFrom", "Links", "IpcMo
                      "BlkioDeviceWriteBps", "CgroupParent", "Runtime", "GroupAdd", "OomKillDisable",
                      "StorageOpt", "VolumeDriver", "KernelMemory", "CpuRealtimePeriod", "CpuRealtimeRuntime",
                      "DeviceCgroupRules", "Isolation")
-_UNSUPPORTED_CONFIG = ("Healthcheck", "StopTimeout", "Volumes", "Shell", "OnBuild", "MacAddress",
-                       "NetworkDisabled")
+_UNSUPPORTED_CONFIG = ("Healthcheck", "Volumes", "Shell", "OnBuild", "MacAddress", "NetworkDisabled")
 _RESTART = ("", "no", "always", "unless-stopped", "on-failure")
 
 
@@ -134,10 +133,17 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
         raise BadRequest("Config.Image: no image given")
     _unsupported("Config", body, _UNSUPPORTED_CONFIG)
     _unsupported("HostConfig", host, _UNSUPPORTED_HOST)
-    restart = (host.get("RestartPolicy") or {}).get("Name") or ""
+    policy = host.get("RestartPolicy") or {}
+    restart = policy.get("Name") or ""
     if restart not in _RESTART:
         raise BadRequest(f"HostConfig.RestartPolicy.Name {restart!r}: must be one of no, always, "
                          "unless-stopped, on-failure")
+    if restart == "on-failure" and policy.get("MaximumRetryCount"):
+        restart = f"on-failure:{int(policy['MaximumRetryCount'])}"
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise BadRequest("Config.Labels: expected an object of strings")
+    stop_timeout = body.get("StopTimeout")
     entrypoint = body.get("Entrypoint")
     if isinstance(entrypoint, str):
         entrypoint = [entrypoint]
@@ -162,11 +168,14 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
         cpu_shares=_num(host.get("CpuShares")), cpu_quota=_num(host.get("CpuQuota")),
         cpu_period=_num(host.get("CpuPeriod")), cpuset_cpus=host.get("CpusetCpus") or None,
         pids_limit=_num(host.get("PidsLimit")) if (host.get("PidsLimit") or 0) > 0 else None,
-        oom_score_adj=_num(host.get("OomScoreAdj")), cgroup_manager=ctx.config.cgroup_manager)
-    meta = {"Config": {k: body.get(k) for k in ("Labels", "Env", "Cmd", "Entrypoint", "Tty", "OpenStdin",
+        oom_score_adj=_num(host.get("OomScoreAdj")), cgroup_manager=ctx.config.cgroup_manager,
+        label=tuple(f"{k}={v}" for k, v in labels.items()), restart=restart or None,
+        stop_signal=body.get("StopSignal") or None,
+        stop_timeout=str(stop_timeout) if stop_timeout is not None else None)
+    meta = {"Config": {k: body.get(k) for k in ("Env", "Cmd", "Entrypoint", "Tty", "OpenStdin",
                                                 "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr",
                                                 "ExposedPorts", "Hostname", "User", "WorkingDir", "Image")},
-            "HostConfig": {k: host.get(k) for k in ("Binds", "PortBindings", "RestartPolicy", "AutoRemove",
+            "HostConfig": {k: host.get(k) for k in ("Binds", "PortBindings", "AutoRemove",
                                                     "NetworkMode", "Mounts", "PublishAllPorts", "Memory",
                                                     "NanoCpus", "CpuShares", "Init", "Privileged", "CapAdd",
                                                     "CapDrop")}}
@@ -211,11 +220,10 @@ def _ports(c: Container) -> list[dict[str, Any]]:
 
 def _summary(ctx: Context, c: Container) -> dict[str, Any]:
     spec = c.config.spec
-    meta = ctrmeta.load(ctx, c.id)
     return {
         "Id": c.id, "Names": [f"/{c.config.name}"], "Image": c.config.image, "ImageID": f"sha256:{c.config.image_id}",
         "Command": " ".join(spec.process.args), "Created": int(c.config.created), "Ports": _ports(c),
-        "Labels": ctrmeta.labels(meta), "State": _status(c), "Status": lifecycle.status_text(c, time.time()),
+        "Labels": dict(c.config.labels), "State": _status(c), "Status": lifecycle.status_text(c, time.time()),
         "HostConfig": {"NetworkMode": spec.network.mode},
         "NetworkSettings": {"Networks": _networks(c)}, "Mounts": _mount_points(c),
     }
@@ -248,20 +256,12 @@ def _filters(req: Request) -> dict[str, list[str]]:
     return out
 
 
-def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for w in wanted:
-        k, eq, v = w.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    return True
-
-
 def matches(ctx: Context, c: Container, filters: dict[str, list[str]]) -> bool:
     import re
 
     for key, values in filters.items():
         if key == "label":
-            if not _label_match(ctrmeta.labels(ctrmeta.load(ctx, c.id)), values):
+            if not all(lifecycle.label_matches(dict(c.config.labels), v) for v in values):
                 return False
         elif key == "status":
             if _status(c) not in values:
@@ -317,7 +317,7 @@ def inspect_data(ctx: Context, c: Container) -> dict[str, Any]:
     base["GraphDriver"] = {"Name": spec.rootfs.driver, "Data": {}}
     base["Mounts"] = _mount_points(c)
     cfg = base["Config"]
-    cfg.update({"Labels": ctrmeta.labels(meta), "AttachStdin": bool(mcfg.get("AttachStdin")),
+    cfg.update({"Labels": dict(c.config.labels), "AttachStdin": bool(mcfg.get("AttachStdin")),
                 "AttachStdout": bool(mcfg.get("AttachStdout", True)),
                 "AttachStderr": bool(mcfg.get("AttachStderr", True)),
                 "StdinOnce": bool(mcfg.get("StdinOnce")), "ExposedPorts": mcfg.get("ExposedPorts"),
@@ -329,7 +329,7 @@ def inspect_data(ctx: Context, c: Container) -> dict[str, Any]:
         cfg["Image"] = mcfg["Image"]
     hc = base["HostConfig"]
     hc.update({"Binds": mhost.get("Binds"), "PortBindings": mhost.get("PortBindings") or {},
-               "RestartPolicy": mhost.get("RestartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
+               "RestartPolicy": {"Name": c.config.restart or "no", "MaximumRetryCount": c.config.restart_max},
                # json-file: docker-py's containers.run() returns the output only for json-file or journald;
                # the logs endpoint serves this log the same way
                "NetworkMode": mhost.get("NetworkMode") or spec.network.mode, "LogConfig": {"Type": "json-file",
@@ -445,17 +445,12 @@ def rename(ctx: Context, req: Request) -> None:
     new = (req.q("name") or "").lstrip("/")
     if not new:
         raise BadRequest("rename: no new name given (?name=)")
-    import dataclasses
-
-    with state.names_locked(ctx.layout):
-        taken = state.names(ctx.layout)
-        state.check_name(new)
-        if new in taken and taken[new] != cid:
-            raise Conflict(f"the container name {new!r} is already in use by {taken[new][:12]}")
-        with state.locked(ctx.layout, cid):
-            cfg = state.load_config(ctx.layout, cid)
-            state.save_config(ctx.layout, dataclasses.replace(
-                cfg, name=new, spec=dataclasses.replace(cfg.spec, name=new)))
+    try:
+        lifecycle.rename(ctx, cid, new)
+    except RootlessError as e:
+        if "already in use" in e.message:
+            raise Conflict(e.message) from None
+        raise BadRequest(e.message) from None
     req.conn.respond(204)
 
 

@@ -1,9 +1,10 @@
 """What the API keeps about a container beyond the engine's record: Docker's Config and
-HostConfig as the client sent them (labels, restart policy, attach flags).
+HostConfig fields as the client sent them (attach flags, Cmd and Entrypoint as given,
+port bindings, binds), which `docker inspect` shows back.
 
 Stored beside the engine's record as <store>/containers/<id>/api.json (written atomically,
-removed with the container's directory), so `docker inspect` and label filters see what the
-client asked for while `rootless ps` and `rootless inspect` read the engine's record alone.
+removed with the container's directory), while labels, the restart policy and the stop
+signal and timeout live in the engine's record, where `rootless` sees them too.
 """
 
 from __future__ import annotations
@@ -35,8 +36,3 @@ def load(ctx: Context, cid: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def labels(meta: dict[str, Any]) -> dict[str, str]:
-    got = (meta.get("Config") or {}).get("Labels") or {}
-    return {str(k): str(v) for k, v in got.items()} if isinstance(got, dict) else {}

@@ -40,6 +40,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", r"/version", system.version),
     ("GET", r"/info", system.info),
     ("POST", r"/auth", system.auth),
+    ("GET", r"/events", system.events),
     # containers
     ("GET", r"/containers/json", containers.list_),
     ("POST", r"/containers/create", containers.create),

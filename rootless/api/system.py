@@ -131,3 +131,60 @@ def auth(ctx: Context, req: Request) -> None:
         raise BadRequest("auth: username and password are required (identity tokens are not supported)")
     present.login(ctx, server, user, password)
     req.conn.respond_json(200, {"Status": "Login Succeeded", "IdentityToken": ""})
+
+
+def events(ctx: Context, req: Request) -> None:
+    """GET /events: the events log (rootless.events) as Docker's messages, one JSON object a
+    line; the past ones from ``since``, then new ones as they are logged, until ``until``."""
+    import time as _time
+
+    from rootless import events as ev
+    from rootless.api.http import BadRequest
+    from rootless.errors import RootlessError
+
+    raw = req.qjson("filters") or {}
+    if not isinstance(raw, dict):
+        raise BadRequest("filters: expected a JSON object")
+    specs = [f"{k}={v}" for k, vals in raw.items()
+             for v in ([x for x, on in vals.items() if on] if isinstance(vals, dict) else vals)]
+    try:
+        keep = ev.Filter(specs)
+    except RootlessError as e:
+        raise BadRequest(e.message) from None
+    now = _time.time()
+
+    def when(name: str) -> float | None:
+        v = req.q(name)
+        if not v:
+            return None
+        from rootless.lifecycle import parse_since
+
+        return parse_since(v, now)
+
+    since, until = when("since"), when("until")
+    out = req.conn.stream(200)
+    # without ``since`` only what happens from now on (Docker's rule)
+    for line in ev.follow(ctx.layout, since=since if since is not None else now, until=until, keep=keep):
+        out.json(docker_event(line))
+    out.close()
+
+
+def docker_event(e: dict[str, Any]) -> dict[str, Any]:
+    """A line of the events log → Docker's event message (with the pre-1.22 fields clients still read)."""
+    ns = int(e.get("timeNano") or 0)
+    attrs = {str(k): str(v) for k, v in (e.get("Attributes") or {}).items()}
+    if e.get("Name"):
+        attrs.setdefault("name", str(e["Name"]))
+    if e.get("Image"):
+        attrs.setdefault("image", str(e["Image"]))
+    if e.get("ContainerExitCode") is not None:
+        attrs.setdefault("exitCode", str(e["ContainerExitCode"]))
+    action = str(e.get("Status", ""))
+    if action == "died":
+        action = "die"
+    out: dict[str, Any] = {"Type": e.get("Type", ""), "Action": action,
+                           "Actor": {"ID": e.get("ID", ""), "Attributes": attrs}, "scope": "local",
+                           "time": ns // 1_000_000_000, "timeNano": ns}
+    if e.get("Type") == "container":
+        out.update(status=action, id=e.get("ID", ""), **({"from": e["Image"]} if e.get("Image") else {}))
+    return out

@@ -69,6 +69,8 @@ def test_run_detached_with_port_and_labels(api: Service, rl: RootlessEnv) -> Non
     assert insp["Config"]["Labels"] == {"com.example.role": "db"}
     assert insp["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert [c["Names"] for c in rootless_ps(rl)] == [["lab"]]
+    native = json.loads(rl("inspect", "lab", check=True).stdout)[0]
+    assert native["Config"]["Labels"]["com.example.role"] == "db", "the labels are the engine's"
     cp = api.docker("start", "-a", "lab")
     assert cp.returncode == 0
     api.docker("rename", "lab", "lab2", check=True)
@@ -138,3 +140,19 @@ def test_python_sdk_runs_containers(api: Service, rl: RootlessEnv) -> None:
     assert out["stream"] == "n1\nn2\nn3\n" and out["wait"] == 2
     assert out["labels"] == {"k": "v"} and out["listed"] == ["sdkd"]
     assert rootless_ps(rl) == []
+
+
+def test_events(api: Service, rl: RootlessEnv) -> None:
+    since = str(time.time() - 1)
+    api.docker("run", "--name", "ev", "--label", "app=x", "alpine", "true", check=True)
+    rl("rm", "ev", check=True)
+    until = str(time.time() + 1)
+    cp = api.docker("events", "--since", since, "--until", until, "--format", "{{json .}}",
+                    "--filter", "type=container", "--filter", "label=app=x", check=True)
+    got = [json.loads(line) for line in cp.stdout.splitlines()]
+    actions = [e["Action"] for e in got]
+    assert "create" in actions and "start" in actions and "die" in actions and actions[-1] == "remove", actions
+    assert all(e["Actor"]["Attributes"]["app"] == "x" and e["Actor"]["Attributes"]["name"] == "ev" for e in got)
+    # the filter drops what does not match
+    cp = api.docker("events", "--since", since, "--until", until, "--filter", "label=app=other", check=True)
+    assert cp.stdout == ""
