@@ -155,11 +155,12 @@ def serve_connection(ctx: Context, sock: socket.socket, keepalive: float) -> Non
 
 def _dispatch(ctx: Context, conn: Connection, req: Request) -> None:
     debug = ctx.log.level <= 10
-    if debug:
+    logged = ctx.log.level <= 20  # --log-level info: one line per request, and its time
+    if logged:
         import time
 
         t0 = time.monotonic()
-        print(f"DEBU api: [{os.getpid()}] {req.method} {req.raw_path}", file=sys.stderr, flush=True)
+        print(f"INFO api: [{os.getpid()}] {req.method} {req.raw_path}", file=sys.stderr, flush=True)
     try:
         try:
             handler, params = route(req)
@@ -180,8 +181,8 @@ def _dispatch(ctx: Context, conn: Connection, req: Request) -> None:
 
             traceback.print_exc()
         _answer_error(conn, req, 500, f"internal error: {type(e).__name__}: {e}")
-    if debug:
-        print(f"DEBU api: [{os.getpid()}] {req.method} {req.raw_path} done in {(time.monotonic() - t0) * 1000:.1f} ms",
+    if logged:
+        print(f"INFO api: [{os.getpid()}] {req.method} {req.raw_path} done in {(time.monotonic() - t0) * 1000:.1f} ms",
               file=sys.stderr, flush=True)
     if not conn.responded:
         _answer_error(conn, req, 500, f"{req.method} {req.path}: the handler gave no answer")

@@ -39,7 +39,8 @@ class Service:
                  = None) -> None:
         self.rl = rl
         self.sock = sock or rl.runroot / "rootless.sock"
-        args = ["--log-level", "debug", "system", "service", "--time", str(idle)]
+        # info: the requests are logged (debug would add the engine's own lines)
+        args = ["--log-level", "info", "system", "service", "--time", str(idle)]
         if sock is not None:
             args.append(f"unix://{sock}")
         self.log = rl.base / f"service-{time.monotonic_ns()}.log"
