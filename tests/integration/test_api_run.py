@@ -139,7 +139,7 @@ def test_python_sdk_runs_containers(api: Service, rl: RootlessEnv) -> None:
     out = json.loads(cp.stdout)
     assert out["run"] == "sdk-run\n"
     assert out["stream"] == "n1\nn2\nn3\n" and out["wait"] == 2
-    assert out["labels"] == {"k": "v"} and out["listed"] == ["sdkd"]
+    assert out["labels"]["k"] == "v" and out["listed"] == ["sdkd"]
     assert rootless_ps(rl) == []
 
 
