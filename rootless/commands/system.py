@@ -114,9 +114,7 @@ def completion(a: Args) -> int:
     return 0
 
 
-table.group("system", "Manage the rootless system: the Docker-compatible REST API service.")
-
-
+# the "system" group is declared with system df/prune/reset (rootless/commands/scripting.py)
 @table.command("system service", "Serve the Docker-compatible REST API on a unix socket (for docker, compose and "
                "the SDKs).",
                args=[arg("URI", optional=True, help="Where to listen: unix:///PATH (default: "
