@@ -31,6 +31,7 @@ class Config:
     network: str = "slirp4netns"
     network_host_loopback: bool = False  # user networks' slirp4netns: allow_host_loopback
     max_parallel_downloads: int = 6
+    max_parallel_uploads: int = 6
     cgroup_manager: str = ""  # "systemd", "cgroupfs"; empty: the first that works
     events_logger: str = "file"  # "file" (the events log) or "none"
     default_ulimits: tuple[str, ...] = ()  # [containers] default-ulimits: NAME=SOFT[:HARD] for every container
@@ -96,7 +97,8 @@ def parse(text: str, path: Path) -> Config:
         # tomllib's message ends with "(at line N, column M)"
         raise ConfigError(f"{path}: invalid TOML: {e}", "fix the syntax at the line named") from None
     c = _Checker(path, text)
-    c.table(data, "", {"unqualified-search", "registry", "storage", "network", "pull", "engine", "containers"})
+    c.table(data, "", {"unqualified-search", "registry", "storage", "network", "pull", "push", "engine",
+                       "containers"})
     kw: dict[str, Any] = {"source": path}
     if "unqualified-search" in data:
         kw["unqualified_search"] = c.strings(data["unqualified-search"], "unqualified-search")
@@ -135,6 +137,12 @@ def parse(text: str, path: Path) -> Config:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
             raise c.fail("max-parallel", "pull.max-parallel must be a whole number from 1 to 64")
         kw["max_parallel_downloads"] = n
+    push = c.table(data.get("push", {}), "push", {"max-parallel"})
+    if "max-parallel" in push:
+        n = push["max-parallel"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 64:
+            raise c.fail("max-parallel", "push.max-parallel must be a whole number from 1 to 64")
+        kw["max_parallel_uploads"] = n
     engine = c.table(data.get("engine", {}), "engine", {"cgroup-manager", "events-logger"})
     if "events-logger" in engine:
         if engine["events-logger"] not in ("file", "none"):

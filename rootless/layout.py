@@ -123,6 +123,11 @@ class Layout:
         return self.root / "seccomp"
 
     @property
+    def layer_blobs(self) -> Path:
+        """Compressed blob digest ↔ diff ID ↔ where seen (storage.layerblobs)."""
+        return self.root / "layer-blobs.json"
+
+    @property
     def store_meta(self) -> Path:
         return self.root / "store.json"
 

@@ -22,9 +22,12 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from rootless.errors import StorageError
+from rootless.errors import StorageError, errno_hint
+
+if TYPE_CHECKING:
+    from rootless.layout import Layout
 
 KINDS = ("gzip", "zstd", "none")
 _READ = 1 << 20
@@ -230,3 +233,51 @@ def reader(f: IO[bytes], kind: str) -> Callable[[], bytes]:
     if kind == "none":
         return lambda: f.read(_READ)
     raise StorageError(f"unknown compression {kind!r}")
+
+
+class Stored(NamedTuple):
+    digest: str  # of the compressed blob now in the store
+    size: int
+    diff_id: str  # of the uncompressed content
+    uncompressed_size: int
+
+
+def store_stream(layout: Layout, pull: Callable[[], bytes], kind: str, level: int | None = None,
+                 expect_diff_id: str | None = None) -> Stored:
+    """Compress the chunks ``pull`` returns (b"" at the end) as ``kind`` into a new blob of
+    the store; both digests are computed while streaming. With ``expect_diff_id`` the
+    content must hash to it, else nothing is stored (DigestMismatchError)."""
+    from rootless.errors import DigestMismatchError
+    from storage.atomic import fsync_dir
+
+    layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = layout.tmp / f"compress-{os.urandom(8).hex()}.partial"
+    plain = hashlib.sha256()
+    usize = 0
+    try:
+        with open(tmp, "xb") as raw:
+            out = HashingFile(raw)
+            with writer(out, kind, level) as w:
+                while chunk := pull():
+                    plain.update(chunk)
+                    usize += len(chunk)
+                    w.write(chunk)
+            raw.flush()
+            os.fsync(raw.fileno())
+        diff_id = f"sha256:{plain.hexdigest()}"
+        if expect_diff_id is not None and diff_id != expect_diff_id:
+            raise DigestMismatchError(f"layer content is {diff_id}, expected {expect_diff_id}",
+                                      "the stored blob is damaged: remove the image and pull it again")
+        digest = out.digest()
+        final = layout.blob(digest)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as e:
+        raise StorageError(f"compress layer into {layout.blobs}: {e.strerror or e}", hint=errno_hint(e)) from e
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return Stored(digest, out.size, diff_id, usize)

@@ -9,11 +9,15 @@ does not map shows as the overflow ID 65534 and is written as such.
 API (small on purpose; everything below is deterministic):
 
     walk(root)                       → Entry per path, in tar order (for ``diff``: A/C/D)
+    walk_union(dirs)                 → the same for the merged view of layer directories
+                                       (lowest first; a container's upper dir last), as
+                                       overlayfs shows it: what ``export`` writes
     write(root, out)                 → the uncompressed tar into a binary file object;
                                        returns Written(diff_id, size, entries)
     write_layer(src, dest, ...)      → JSON-able entry point for NamespaceRunner.call:
                                        the (optionally compressed) layer into file ``dest``,
                                        returns diff_id, size, digest, compressed_size
+    export_union(dirs, dest)         → JSON-able entry point: walk_union's tar into ``dest``
 
 What is written (the image-spec's layer.md "Representing Changes" and what Docker and
 containers-storage write, so a layer made here unpacks the same everywhere):
@@ -199,9 +203,14 @@ class _HashingOut:
 def write(root: str | os.PathLike[str], out: IO[bytes] | Callable[[Any], Any]) -> Written:
     """Write the layer tar of ``root`` to ``out`` (a binary file object, or a function
     taking bytes); returns its diff ID and size, computed while streaming."""
+    return write_entries(walk(root), out)
+
+
+def write_entries(entries_: Iterator[Entry], out: IO[bytes] | Callable[[Any], Any]) -> Written:
+    """The tar of these entries (from ``walk`` or ``walk_union``)."""
     sink = _HashingOut(out if callable(out) else out.write)
     entries = 0
-    for e in walk(root):
+    for e in entries_:
         entries += 1
         sink(e.info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         if e.source is not None and e.info.size:
@@ -260,3 +269,108 @@ def write_layer(src: str, dest: str, compression: str = "none", level: int | Non
         raise
     return {"diff_id": written.diff_id, "size": written.size, "entries": written.entries,
             "digest": hashed.digest(), "compressed_size": hashed.size, "compression": compression}
+
+
+# --------------------------------------------------------------------------- the merged view
+
+
+def _is_whiteout(st: os.stat_result, name: str) -> bool:
+    return (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0) or (name.startswith(_WH) and stat.S_ISREG(st.st_mode))
+
+
+def _opaque(path: str) -> bool:
+    if os.path.lexists(os.path.join(path, _OPAQUE)):
+        return True
+    for k in _OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, k, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def walk_union(dirs: list[str]) -> Iterator[Entry]:
+    """The merged tree of layer directories ``dirs`` (lowest first), in ``walk``'s order and
+    with its headers, but flattened: no whiteouts (overlayfs(5): a whiteout hides the name
+    in every lower layer; an opaque directory hides the lower layers' entries beneath it)."""
+    links: dict[tuple[int, int], str] = {}
+    yield from _union_dir(list(reversed(dirs)), "", links)
+
+
+def _union_dir(layers: list[str], rel: str, links: dict[tuple[int, int], str]) -> Iterator[Entry]:
+    """``layers`` top first, from the one whose directory ``rel`` is shown downwards."""
+    found: dict[str, tuple[int, os.stat_result]] = {}
+    hidden: set[str] = set()
+    for i, top in enumerate(layers):
+        here = os.path.join(top, rel) if rel else top
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            break  # replaced by a non-directory in this layer: nothing lower shows
+        with os.scandir(here) as it:
+            names = [e.name for e in it]
+        for name in names:
+            if name.startswith(_WH):
+                if name not in _AUFS_META and name != _OPAQUE:
+                    hidden.add(name[len(_WH):])
+                continue
+            if name in found or name in hidden:
+                continue
+            est = os.lstat(os.path.join(here, name))
+            if _is_whiteout(est, name):
+                hidden.add(name)
+                continue
+            found[name] = (i, est)
+        if _opaque(here):
+            break
+    for name in sorted(found, key=_key):
+        i, st = found[name]
+        path = f"{rel}/{name}" if rel else name
+        full = os.path.join(layers[i], path)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            yield Entry(path, "dir", _header(path, st, tarfile.DIRTYPE, _xattrs(full)), None)
+            yield from _union_dir(layers[i:], path, links)
+        elif stat.S_ISREG(mode):
+            if st.st_nlink > 1:
+                first = links.setdefault((st.st_dev, st.st_ino), path)
+                if first != path:
+                    info = _header(path, st, tarfile.LNKTYPE, _xattrs(full))
+                    info.linkname = first
+                    yield Entry(path, "hardlink", info, None)
+                    continue
+            yield Entry(path, "file", _header(path, st, tarfile.REGTYPE, _xattrs(full)), full)
+        elif stat.S_ISLNK(mode):
+            info = _header(path, st, tarfile.SYMTYPE, _xattrs(full))
+            info.linkname = os.readlink(full)
+            yield Entry(path, "symlink", info, None)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            chr_ = stat.S_ISCHR(mode)
+            info = _header(path, st, tarfile.CHRTYPE if chr_ else tarfile.BLKTYPE, _xattrs(full))
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            yield Entry(path, "char" if chr_ else "block", info, None)
+        elif stat.S_ISFIFO(mode):
+            yield Entry(path, "fifo", _header(path, st, tarfile.FIFOTYPE, _xattrs(full)), None)
+
+
+def export_union(dirs: list[str], dest: str) -> dict[str, Any]:
+    """``walk_union(dirs)`` as a plain tar into the new file ``dest`` (NamespaceRunner entry point)."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise StorageError(f"export to {dest}: {e.strerror}", hint=errno_hint(e)) from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            written = write_entries(walk_union(dirs), f)
+    except BaseException as e:
+        try:
+            os.unlink(dest)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise StorageError(f"export: {e.strerror or e}", hint=errno_hint(e)) from e
+        raise
+    return {"diff_id": written.diff_id, "size": written.size, "entries": written.entries}

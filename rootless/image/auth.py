@@ -31,6 +31,7 @@ _EXPIRY_MARGIN = 10.0
 # The spec: "if not specified, the token should be assumed to expire after 60 seconds".
 _DEFAULT_EXPIRES_IN = 60
 
+SCOPE_EXTENSION = "rootless.scope"  # httpx request extension: the token scope(s), space-separated
 _REPO_PATH_RE = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags)/[^/]+$")
 _SCHEME_RE = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:[ \t]+(.*))?$", re.S)
 _PARAM_RE = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*(.*)$", re.S)
@@ -200,7 +201,9 @@ class RegistryAuth(httpx.Auth):
     # --- the flow ------------------------------------------------------------
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         host = request.url.netloc.decode("ascii")
-        scope = scope_for_path(request.url.path)
+        # A push names its scope itself ("repository:NAME:pull,push", plus
+        # "repository:FROM:pull" for a cross-repository mount): upload URLs do not say it.
+        scope = request.extensions.get(SCOPE_EXTENSION) or scope_for_path(request.url.path)
         with self._lock:
             known = self._schemes.get(host)
         # Once a host has challenged us, authenticate up front: a pull of N blobs
@@ -249,9 +252,10 @@ class RegistryAuth(httpx.Auth):
         creds = self.credentials_for(host)
         msg = f"authentication to {name} refused"
         if scope:
-            repo = scope.split(":")[1]
+            _, repo, actions = scope.split()[0].split(":", 2)
             who = f"user {creds[0]}" if creds else "anonymous users"
-            msg += f": {name}/{repo} does not exist or {who} may not pull it"
+            verb = "push to" if "push" in actions.split(",") else "pull"
+            msg += f": {name}/{repo} does not exist or {who} may not {verb} it"
         if detail:
             msg += f" ({detail})"
         return AuthError(msg, f"rootless login {name}")
@@ -264,11 +268,11 @@ class RegistryAuth(httpx.Auth):
         params: list[tuple[str, str | int | float | bool | None]] = []
         if ch.params.get("service"):
             params.append(("service", ch.params["service"]))
-        if scope:
-            params.append(("scope", scope))
+        for one in (scope or "").split():
+            params.append(("scope", one))
         # A registry may ask for more than the pull scope we derived (e.g. a
         # different repository name after a rewrite): ask for both.
-        if ch.params.get("scope") and ch.params["scope"] != scope:
+        if ch.params.get("scope") and ch.params["scope"] not in (scope or "").split():
             params.append(("scope", ch.params["scope"]))
         req = httpx.Request("GET", realm, params=params)
         creds = self.credentials_for(host)

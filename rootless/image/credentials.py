@@ -108,6 +108,12 @@ def lookup(layout: Layout, host: str) -> Credential | None:
     return _find(_read(docker), docker, host)
 
 
+def get_from(path: Path, host: str) -> tuple[str, str] | None:
+    """Credentials for ``host`` from one given file (--authfile), nothing else."""
+    c = _find(_read(path), path, host)
+    return (c.username, c.password) if c else None
+
+
 def get(layout: Layout, host: str) -> tuple[str, str] | None:
     c = lookup(layout, host)
     return (c.username, c.password) if c else None

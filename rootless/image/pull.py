@@ -202,6 +202,7 @@ def _pull_locked(ctx: Context, text: str, platform: str | None, quiet: bool, sho
             size=sum(int(m.get("size", 0)) for m in metas),
         )
         ImageStore(ctx.layout).add(record, list(record.names))
+        _remember_blobs(ctx, res, record)
     finally:
         res.client.close()
     if not quiet:
@@ -213,6 +214,18 @@ def _pull_locked(ctx: Context, text: str, platform: str | None, quiet: bool, sho
 
     events.emit(ctx, "image", "pull", id_=record.id, name=str(res.ref))
     return record
+
+
+def _remember_blobs(ctx: Context, res: Resolved, record: ImageRecord) -> None:
+    """Pair each layer blob with its diff ID and where it came from: a later push to another
+    repository of the same registry mounts it instead of uploading it (push.py)."""
+    from storage.layerblobs import LayerBlobs, compression_of
+
+    try:
+        LayerBlobs(ctx.layout).record([(e.digest, e.diff_id, compression_of(e.media_type), e.size)
+                                       for e in record.layers], seen=res.ref.name)
+    except RootlessError as e:
+        ctx.log.debug(f"{e.message}: a push of this image may upload layers a mount could spare")
 
 
 def _warn_losses(ctx: Context, ref: Reference, fresh: list[dict[str, Any]]) -> None:

@@ -532,3 +532,123 @@ class RegistryClient:
             raise DigestMismatchError(f"blob {digest} of {self._name(repository)}: content has digest {got}",
                                       "the registry or something between it and us altered the blob")
         return data
+
+    # --- push ------------------------------------------------------------------
+    # The OCI distribution spec's push flow ("Pushing blobs", "Mounting a blob from another
+    # repository", "Pushing Manifests"), always against the registry itself, never a mirror.
+
+    def _push_ext(self, repository: str, mount_from: str | None = None) -> dict[str, Any]:
+        from rootless.image.auth import SCOPE_EXTENSION
+
+        scope = f"repository:{repository}:pull,push"
+        if mount_from and mount_from != repository:
+            scope += f" repository:{mount_from}:pull"
+        return {SCOPE_EXTENSION: scope}
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """HEAD /v2/NAME/blobs/DIGEST: does the registry hold it in this repository?"""
+        ep = self.primary
+        url = f"{ep.base_url}/v2/{repository}/blobs/{digest}"
+
+        def attempt() -> bool:
+            r = self._client.head(url, extensions=self._push_ext(repository), follow_redirects=True)
+            if r.status_code == 200:
+                return True
+            if r.status_code == 404:
+                return False
+            self._status_error(ep, r, f"checking blob {digest} in {self._name(repository)}")
+
+        return self._retrying(ep, attempt)
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """POST ?mount=DIGEST&from=REPO: True if the registry linked the blob (201). A
+        registry that cannot mount answers 202 with an upload session; we cancel that and
+        upload as usual."""
+        ep = self.primary
+        url = f"{ep.base_url}/v2/{repository}/blobs/uploads/"
+
+        def attempt() -> bool:
+            r = self._client.post(url, params={"mount": digest, "from": from_repository},
+                                  extensions=self._push_ext(repository, from_repository))
+            if r.status_code == 201:
+                return True
+            if r.status_code == 202:
+                loc = r.headers.get("location")
+                if loc:
+                    try:
+                        self._client.delete(str(httpx.URL(ep.base_url).join(loc)),
+                                            extensions=self._push_ext(repository))
+                    except httpx.HTTPError:
+                        pass  # an abandoned upload session expires on its own
+                return False
+            if r.status_code in (401, 403, 404):
+                r.read()
+                return False  # no pull right on the source: upload instead
+            self._status_error(ep, r, f"mounting blob {digest} into {self._name(repository)}")
+
+        return self._retrying(ep, attempt)
+
+    def upload_blob(self, repository: str, digest: str, path: str, size: int,
+                    progress: Callable[[int], None] | None = None) -> None:
+        """POST an upload session, send the blob file in one streaming PATCH, close it with
+        PUT ?digest=. The bytes are hashed as they go and must match ``digest`` (else
+        nothing is committed). A dropped connection restarts the upload with backoff."""
+        ep = self.primary
+        what = f"pushing blob {digest} to {self._name(repository)}"
+        sent = [0]
+
+        def body(h: Any) -> Iterator[bytes]:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    sent[0] += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                    yield chunk
+
+        def attempt() -> None:
+            if sent[0] and progress is not None:
+                progress(-sent[0])  # starting over
+            sent[0] = 0
+            ext = self._push_ext(repository)
+            r = self._client.post(f"{ep.base_url}/v2/{repository}/blobs/uploads/", extensions=ext)
+            if r.status_code != 202:
+                self._status_error(ep, r, what)
+            loc = r.headers.get("location")
+            if not loc:
+                raise RegistryError(f"{what}: the registry started an upload without a Location")
+            h = hashlib.sha256()
+            r = self._client.patch(str(httpx.URL(ep.base_url).join(loc)), content=body(h), extensions=ext,
+                                   headers={"Content-Type": "application/octet-stream",
+                                            "Content-Length": str(size)})
+            if r.status_code not in (202, 204):
+                self._status_error(ep, r, what)
+            got = "sha256:" + h.hexdigest()
+            if got != digest or sent[0] != size:
+                raise DigestMismatchError(f"{what}: the stored blob has digest {got} ({sent[0]} bytes)",
+                                          "the store is damaged: remove the image and pull or build it again")
+            loc = r.headers.get("location") or loc
+            url = httpx.URL(ep.base_url).join(loc).copy_merge_params({"digest": digest})
+            r = self._client.put(url, extensions=ext, headers={"Content-Length": "0"})
+            if r.status_code not in (201, 204):
+                self._status_error(ep, r, what)
+
+        self._retrying(ep, attempt)
+
+    def put_manifest(self, repository: str, ref: str, data: bytes, media_type: str) -> str:
+        """PUT the manifest's exact bytes with its own content type; returns its digest."""
+        ep = self.primary
+        digest = sha256_digest(data)
+        what = f"writing manifest {ref} of {self._name(repository)}"
+
+        def attempt() -> str:
+            r = self._client.put(f"{ep.base_url}/v2/{repository}/manifests/{ref}", content=data,
+                                 headers={"Content-Type": media_type}, extensions=self._push_ext(repository))
+            if r.status_code not in (200, 201, 202):
+                self._status_error(ep, r, what)
+            said = r.headers.get("docker-content-digest")
+            if said and said.startswith("sha256:") and said != digest:
+                raise DigestMismatchError(f"{what}: the registry stored digest {said}, the manifest is {digest}")
+            return digest
+
+        return self._retrying(ep, attempt)

@@ -193,7 +193,8 @@ class Fault:
     byte of the body (same length, so only a digest check can notice); "cut" sends the
     headers and half the body, then drops the connection; "redirect" answers 307 to a
     blob-storage URL on the proxy, as registries backed by object storage do; "slow"
-    sends the body at ``rate`` bytes per second.
+    sends the body at ``rate`` bytes per second; "drop" reads half the request body (an
+    upload) and closes the connection without an answer.
     """
 
     kind: str
@@ -338,7 +339,15 @@ class RegistryProxy:
                     backend_path = path[len("/_blobstore"):].split("?", 1)[0]
                     strip_auth = True
                 length = int(self.headers.get("Content-Length") or 0)
-                req_body = self.rfile.read(length) if length else None
+                req_body = self.rfile.read(length // 2 if fault is not None and fault.kind == "drop"
+                                           else length) if length else None
+                if fault is not None and fault.kind == "drop":
+                    # half the request body read, then the connection is gone: no answer at all
+                    self._done(0, 0)
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 if strip_auth:
                     headers.pop("Authorization", None)

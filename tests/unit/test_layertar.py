@@ -253,3 +253,26 @@ def test_layer_mode_bits_survive_as_namespace_independent_data(tmp_path: Path) -
         layertar.write_layer(str(src), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
     assert stat.S_IMODE(os.lstat(src / "secret").st_mode) == 0
+
+
+def test_walk_union_is_the_merged_view(tmp_path: Path) -> None:
+    low, mid, up = tmp_path / "low", tmp_path / "mid", tmp_path / "up"
+    for p, data in ((low / "etc/passwd", b"root"), (low / "etc/group", b"g"), (low / "var/old", b"o"),
+                    (low / "keep", b"low"), (low / "dir-to-file/x", b"x"), (mid / "keep", b"mid"),
+                    (mid / "etc/.wh.group", b""), (mid / "var/.wh..wh..opq", b""), (mid / "var/new", b"n"),
+                    (up / "etc/added", b"a"), (up / "dir-to-file", b"now a file")):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    got = {e.path: (e.kind, Path(e.source).read_bytes() if e.source else None)
+           for e in layertar.walk_union([str(low), str(mid), str(up)])}
+    assert got == {
+        "dir-to-file": ("file", b"now a file"),
+        "etc": ("dir", None), "etc/added": ("file", b"a"), "etc/passwd": ("file", b"root"),
+        "keep": ("file", b"mid"),
+        "var": ("dir", None), "var/new": ("file", b"n"),
+    }
+    raw = io.BytesIO()
+    layertar.write_entries(layertar.walk_union([str(low), str(mid), str(up)]), raw)
+    with tarfile.open(fileobj=io.BytesIO(raw.getvalue())) as tf:
+        assert [m.name for m in tf.getmembers()] == ["dir-to-file", "etc", "etc/added", "etc/passwd", "keep",
+                                                    "var", "var/new"]

@@ -1,0 +1,310 @@
+"""Push: image record → blobs → registry (or an archive transport), exact digests.
+
+The steps, as containers/image's copy pipeline takes them the other way:
+ 1. plan: the image's manifest, config and layers from the store. A layer goes as the very
+    blob that was pulled or made (same bytes, same digest) unless the destination needs
+    another compression (an uncompressed layer, --force-compression, zstd into a Docker
+    v2s2 manifest); then it is compressed once and the blob kept, paired with its diff ID
+    (storage.layerblobs), so the next push compresses nothing. When nothing changes, the
+    stored manifest is pushed byte for byte: the manifest digest does not move.
+ 2. blobs, in parallel ([push] max-parallel, default 6): HEAD first; a cross-repository
+    mount when the same registry is known to hold the blob in another repository; else
+    POST + one streaming PATCH + PUT ?digest=, hashed as it goes.
+ 3. the manifest last, with its exact bytes and content type: a registry never names an
+    image whose blobs it does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rootless.errors import RootlessError
+from rootless.image import manifest as mf
+
+if TYPE_CHECKING:
+    from rootless.context import Context
+    from rootless.image.reference import Reference
+    from rootless.image.registry import RegistryClient
+    from storage.images import ImageRecord
+
+TRANSPORTS = ("docker://", "docker-archive:", "oci-archive:", "oci:", "dir:")
+_LAYER_TYPES = {
+    ("oci", "gzip"): mf.OCI_LAYER_GZIP, ("oci", "zstd"): mf.OCI_LAYER_ZSTD, ("oci", "none"): mf.OCI_LAYER_TAR,
+    ("v2s2", "gzip"): mf.DOCKER_LAYER_GZIP, ("v2s2", "none"): mf.DOCKER_LAYER_TAR,
+}
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    creds: str | None = None  # USER[:PASSWORD]
+    authfile: str | None = None
+    tls_verify: bool | None = None
+    compression_format: str | None = None  # gzip, zstd
+    compression_level: int | None = None
+    force_compression: bool = False
+    digestfile: str | None = None
+    format: str | None = None  # oci, v2s2
+    quiet: bool = False
+    show_progress: bool | None = None  # None: when stderr is a terminal
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+    media_type: str
+    kind: str  # "config" or "layer"
+    diff_id: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What goes out: the manifest's exact bytes and every blob it names, in the store."""
+
+    manifest: bytes
+    media_type: str
+    digest: str
+    config: Blob
+    layers: tuple[Blob, ...]
+
+
+def _format_of(media_type: str) -> str:
+    return "v2s2" if media_type == mf.DOCKER_MANIFEST else "oci"
+
+
+def plan(ctx: Context, rec: ImageRecord, opts: PushOptions) -> Plan:
+    """Step 1 (compressing what must be compressed; everything else is read as stored)."""
+    from storage.blobs import BlobStore
+    from storage.layerblobs import LayerBlobs, compression_of
+
+    blobs = BlobStore(ctx.layout)
+    stored: bytes | None = None
+    stored_type = mf.OCI_MANIFEST
+    if rec.manifest_digest and blobs.has(rec.manifest_digest):
+        stored = blobs.read_bytes(rec.manifest_digest)
+        stored_type = mf.sniff_media_type(stored, None, f"manifest of image {rec.id[:12]}")
+    fmt = opts.format or _format_of(stored_type)
+    if opts.compression_format not in (None, "gzip", "zstd"):
+        raise RootlessError(f"unknown compression format {opts.compression_format!r}", "use gzip or zstd")
+    if fmt == "v2s2" and opts.compression_format == "zstd":
+        raise RootlessError("--compression-format zstd needs --format oci: Docker's v2s2 manifests have no "
+                            "zstd layers", "push with --format oci, or with gzip")
+    pairs = LayerBlobs(ctx.layout)
+    layers: list[Blob] = []
+    changed = fmt != _format_of(stored_type) or stored is None
+    for entry in rec.layers:
+        have = compression_of(entry.media_type)
+        want = have
+        if have == "none":
+            want = opts.compression_format or "gzip"
+        elif opts.force_compression and opts.compression_format and opts.compression_format != have:
+            want = opts.compression_format
+        elif have == "zstd" and fmt == "v2s2":
+            want = "gzip"
+        if want == have and blobs.has(entry.digest):
+            digest, size = entry.digest, entry.size
+        else:
+            found = pairs.find(entry.diff_id, want)
+            if found is not None:
+                digest, size = found.digest, found.size
+            else:
+                digest, size = _recompress(ctx, entry.digest, have, entry.diff_id, want, opts.compression_level)
+            changed = True
+        media_type = _LAYER_TYPES.get((fmt, want)) or entry.media_type
+        if media_type != entry.media_type:
+            changed = True
+        layers.append(Blob(digest, size, media_type, "layer", entry.diff_id))
+    config_type = mf.DOCKER_CONFIG if fmt == "v2s2" else mf.OCI_CONFIG
+    config = Blob(rec.config_digest, blobs.size(rec.config_digest), config_type, "config")
+    if not changed and stored is not None:
+        return Plan(stored, stored_type, rec.manifest_digest, config, tuple(layers))
+    data = manifest_bytes(fmt, config, layers)
+    return Plan(data, mf.DOCKER_MANIFEST if fmt == "v2s2" else mf.OCI_MANIFEST, mf.sha256_digest(data),
+                config, tuple(layers))
+
+
+def manifest_bytes(fmt: str, config: Blob, layers: list[Blob] | tuple[Blob, ...]) -> bytes:
+    """A v2s2 or OCI image manifest for these blobs (the key order Docker and Podman write)."""
+    media_type = mf.DOCKER_MANIFEST if fmt == "v2s2" else mf.OCI_MANIFEST
+    config_type = mf.DOCKER_CONFIG if fmt == "v2s2" else mf.OCI_CONFIG
+    body = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "size": config.size, "digest": config.digest},
+        "layers": [{"mediaType": b.media_type, "size": b.size, "digest": b.digest} for b in layers],
+    }
+    return json.dumps(body, indent=3).encode()
+
+
+def _recompress(ctx: Context, digest: str, have: str, diff_id: str, want: str,
+                level: int | None) -> tuple[str, int]:
+    """The layer blob ``digest`` compressed as ``want``, once: the result is kept and paired."""
+    from storage import compress
+    from storage.layerblobs import LayerBlobs
+
+    with open(ctx.layout.blob(digest), "rb") as f:
+        res = compress.store_stream(ctx.layout, compress.reader(f, have), want, level, expect_diff_id=diff_id)
+    LayerBlobs(ctx.layout).record([(res.digest, res.diff_id, want, res.size)])
+    return res.digest, res.size
+
+
+# --------------------------------------------------------------------------- destinations
+
+
+def parse_destination(text: str) -> tuple[str, str]:
+    """(transport, rest): "docker" for a registry reference, else the archive transport."""
+    for t in TRANSPORTS:
+        if text.startswith(t):
+            return t.rstrip(":/"), text[len(t):]
+    return "docker", text
+
+
+def _credentials(ctx: Context, opts: PushOptions) -> Callable[[str], tuple[str, str] | None] | None:
+    if opts.creds is not None:
+        user, sep, password = opts.creds.partition(":")
+        if not user:
+            raise RootlessError("--creds needs USERNAME[:PASSWORD]", "e.g. --creds alice:secret")
+        if not sep:
+            import getpass
+
+            password = getpass.getpass(f"Password for {user}: ")
+        return lambda _host: (user, password)
+    if opts.authfile is not None:
+        from rootless.image import credentials
+
+        path = Path(opts.authfile)
+        if not path.is_file():
+            raise RootlessError(f"--authfile {path}: no such file", "give the path of a Docker config.json")
+        return lambda host: credentials.get_from(path, host)
+    return None
+
+
+def _client(ctx: Context, ref: Reference, opts: PushOptions) -> RegistryClient:
+    from rootless.config import RegistryConfig
+    from rootless.image.registry import RegistryClient
+
+    if opts.tls_verify is False:
+        regs = dict(ctx.config.registries)
+        regs[ref.registry] = replace(ctx.config.registry(ref.registry), insecure=True)
+        ctx = replace(ctx, config=replace(ctx.config, registries=regs))
+        assert isinstance(ctx.config.registry(ref.registry), RegistryConfig)
+    return RegistryClient(ctx, ref.registry, credentials=_credentials(ctx, opts))
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Report:
+    """Bars on a terminal (pull's Progress); one line per blob otherwise; nothing with -q."""
+
+    def __init__(self, progress: Any, lines: bool) -> None:
+        self.progress = progress
+        self.lines = lines
+        self._lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        if self.lines:
+            with self._lock:
+                print(text, file=sys.stderr, flush=True)
+
+    def blob(self, b: Blob, outcome: str) -> None:
+        self.progress.status(b.digest, outcome, done=True)
+        self.say(f"Copying {'config' if b.kind == 'config' else 'blob'} {b.digest[7:19]} {outcome}")
+
+
+# --------------------------------------------------------------------------- push
+
+
+def push(ctx: Context, source: str, destination: str | None, opts: PushOptions) -> str:
+    """Push image ``source`` (a name or ID in the store) to ``destination`` (default: its own
+    name). Returns the manifest digest."""
+    from rootless.image import present
+    from rootless.image.reference import parse_reference
+    from storage.locks import FileLock
+
+    ctx.layout.ensure_store()
+    rec = present.find(ctx, source)
+    transport, rest = parse_destination(destination or source)
+    if transport != "docker":
+        from rootless.image import archive
+
+        # an archive keeps the name given (or the image's) as its tag
+        return archive.push_to_transport(ctx, rec, transport, rest, source, opts)
+    try:
+        ref = parse_reference(rest)
+    except RootlessError as e:
+        raise RootlessError(f"invalid destination {rest!r}: {e.message}", "give REGISTRY/REPOSITORY[:TAG]") from e
+    if ref.digest:
+        raise RootlessError(f"cannot push to a digest reference: {rest}", "give a tag, or none for :latest")
+    # Shared like a pull: `rmi` cannot collect the blobs we are about to send.
+    gc_lock = FileLock(ctx.layout.locks / "gc.lock", shared=True)
+    gc_lock.acquire()
+    try:
+        p = plan(ctx, rec, opts)
+        digest = _push_registry(ctx, ref, p, opts)
+    finally:
+        gc_lock.release()
+    if opts.digestfile:
+        from storage.atomic import write_atomic
+
+        try:
+            write_atomic(opts.digestfile, digest.encode(), mode=0o644, durable=False)
+        except OSError as e:
+            raise RootlessError(f"--digestfile {opts.digestfile}: {e.strerror}") from e
+    return digest
+
+
+def _push_registry(ctx: Context, ref: Reference, p: Plan, opts: PushOptions) -> str:
+    from rootless.image.pull import Progress
+    from storage.layerblobs import LayerBlobs
+
+    client = _client(ctx, ref, opts)
+    pairs = LayerBlobs(ctx.layout)
+    repo = ref.repository
+    here = f"{ref.registry}/{repo}"
+    tty = sys.stderr.isatty() if opts.show_progress is None else opts.show_progress
+    try:
+        with Progress(tty and not opts.quiet) as progress:
+            report = _Report(progress, not tty and not opts.quiet)
+            report.say("Getting image source signatures")
+            todo = [p.config, *{b.digest: b for b in p.layers}.values()]
+            for b in todo:
+                progress.add(b.digest, b.size, "Copying")
+
+            def one(b: Blob) -> None:
+                if client.blob_exists(repo, b.digest):
+                    report.blob(b, "skipped: already exists")
+                    return
+                info = pairs.get(b.digest) if b.kind == "layer" else None
+                for where in reversed(info.seen if info else ()):
+                    reg, _, other = where.partition("/")
+                    if reg == ref.registry and other != repo and client.mount_blob(repo, b.digest, other):
+                        report.blob(b, f"skipped: mounted from {other}")
+                        return
+                client.upload_blob(repo, b.digest, str(ctx.layout.blob(b.digest)), b.size,
+                                   progress=lambda n: progress.advance(b.digest, n))
+                report.blob(b, "done")
+
+            pool = ThreadPoolExecutor(max_workers=ctx.config.max_parallel_uploads, thread_name_prefix="upload")
+            try:
+                futures = [pool.submit(one, b) for b in todo]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            report.say("Writing manifest to image destination")
+            digest = client.put_manifest(repo, ref.tag or "latest", p.manifest, p.media_type)
+    finally:
+        client.close()
+    pairs.mark_seen([b.digest for b in p.layers], here)
+    return digest
+

@@ -1,0 +1,177 @@
+"""push against the real docker-registry, as the unprivileged user: exact digests, mounts
+instead of uploads, auth (basic and token), retries, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.integration.conftest import BASIC_PASSWORD, BASIC_USER, TOKEN_PUSHER, TOKEN_PUSHER_PASSWORD
+from tests.integration.harness import AuthRegistries, Fault, RegistryProxy, RootlessEnv, assert_clean_error
+
+
+def _repo(prefix: str = "pushed") -> str:
+    return f"{prefix}/t{uuid.uuid4().hex[:10]}"
+
+
+def _uploaded(proxy: RegistryProxy, mark: int) -> int:
+    """Blob bytes sent to the registry since ``mark`` (every PATCH/PUT body)."""
+    return sum(int(r.headers.get("content-length") or 0) for r in proxy.since(mark)
+               if r.method in ("PATCH", "PUT") and "/blobs/uploads/" in r.path)
+
+
+def _manifest_digest(proxy: RegistryProxy, repo: str, tag: str) -> str:
+    import httpx
+
+    r = httpx.get(f"{proxy.url}/v2/{repo}/manifests/{tag}", headers={"Accept": ", ".join([
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json"])})
+    r.raise_for_status()
+    return r.headers["docker-content-digest"]
+
+
+def test_push_pulled_image_elsewhere_mounts_and_keeps_digests(rl: RootlessEnv, mirror: RegistryProxy) -> None:
+    src = f"{mirror.host}/library/alpine:latest"
+    rl("pull", "-q", src, check=True)
+    before = rl.inspect(src)
+    repo = _repo()
+    mark = mirror.mark()
+    cp = rl("push", src, f"{mirror.host}/{repo}:v1", check=True)
+    reqs = mirror.since(mark)
+    assert _uploaded(mirror, mark) < 4096, "only the config may be uploaded: the layers are mounted"
+    mounts = [r for r in reqs if r.method == "POST" and "mount=" in r.path]
+    assert mounts and all(r.status == 201 for r in mounts)
+    assert not any(r.method == "PATCH" and r.headers.get("content-length", "0") != "0" and "mount" in r.path
+                   for r in reqs)
+    assert "Copying blob" in cp.stderr and "mounted from library/alpine" in cp.stderr
+    assert "Writing manifest" in cp.stderr
+    # the manifest went last, with exact bytes: the registry names the same digest
+    puts = [r for r in reqs if r.method == "PUT"]
+    assert puts[-1].path.endswith(f"/{repo}/manifests/v1")
+    assert _manifest_digest(mirror, repo, "v1") == before["Digest"]
+    # pulled back into a fresh store: same image ID, same manifest digest
+    rl("rmi", "-a", check=True)
+    rl("pull", "-q", f"{mirror.host}/{repo}:v1", check=True)
+    after = rl.inspect(f"{mirror.host}/{repo}:v1")
+    assert after["Id"] == before["Id"] and after["Digest"] == before["Digest"]
+
+
+def test_push_again_uploads_nothing(rl: RootlessEnv, mirror: RegistryProxy) -> None:
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo()
+    rl("push", "-q", src, f"{mirror.host}/{repo}", check=True)
+    mark = mirror.mark()
+    cp = rl("push", src, f"{mirror.host}/{repo}", check=True)
+    assert _uploaded(mirror, mark) == 0
+    heads = [r for r in mirror.since(mark) if r.method == "HEAD"]
+    assert len(heads) == 2 and cp.stderr.count("skipped: already exists") == 2
+
+
+def test_format_conversion_and_digestfile(rl: RootlessEnv, mirror: RegistryProxy) -> None:
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo()
+    dfile = rl.home / "digest"
+    rl("push", "-q", "--format", "oci", "--digestfile", str(dfile), src, f"{mirror.host}/{repo}:oci", check=True)
+    import httpx
+
+    r = httpx.get(f"{mirror.url}/v2/{repo}/manifests/oci",
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.headers["content-type"] == "application/vnd.oci.image.manifest.v1+json"
+    body = json.loads(r.content)
+    assert body["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert body["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert dfile.read_text() == r.headers["docker-content-digest"]
+    # the same config, hence the same image ID, pulled back
+    rl("pull", "-q", f"{mirror.host}/{repo}:oci", check=True)
+    assert rl.inspect(f"{mirror.host}/{repo}:oci")["Id"] == rl.inspect(src)["Id"]
+
+
+def test_zstd_recompression_once(rl: RootlessEnv, mirror: RegistryProxy) -> None:
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    blobs = len(rl.blob_files())
+    repo = _repo()
+    rl("push", "-q", "--format", "oci", "--compression-format", "zstd", "--force-compression", src,
+       f"{mirror.host}/{repo}:z", check=True)
+    assert len(rl.blob_files()) == blobs + 1  # the zstd layer, kept
+    repo2 = _repo()
+    rl("push", "-q", "--format", "oci", "--compression-format", "zstd", "--force-compression", src,
+       f"{mirror.host}/{repo2}:z", check=True)
+    assert len(rl.blob_files()) == blobs + 1  # compressed nothing the second time
+    rl("pull", "-q", f"{mirror.host}/{repo}:z", check=True)
+    assert rl.inspect(f"{mirror.host}/{repo}:z")["Id"] == rl.inspect(src)["Id"]
+    assert_clean_error(rl("push", "-q", "--format", "v2s2", "--compression-format", "zstd", src,
+                          f"{mirror.host}/{repo}:bad"), 125, "zstd")
+
+
+def test_dropped_connection_mid_blob_is_retried(rl: RootlessEnv, faults: RegistryProxy) -> None:
+    src = f"{faults.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo("flaky")
+    fault = faults.add_fault(Fault("drop", methods=("PATCH",), times=1))
+    rl("push", "-q", src, f"{faults.host}/{repo}", check=True)
+    assert fault.hits == 1
+    rl("rmi", "-a", check=True)
+    rl("pull", "-q", f"{faults.host}/{repo}", check=True)
+
+
+def test_registry_that_keeps_dropping_fails_cleanly(rl: RootlessEnv, faults: RegistryProxy) -> None:
+    src = f"{faults.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo("dead")
+    faults.add_fault(Fault("drop", methods=("PATCH",)))
+    cp = rl("push", "-q", src, f"{faults.host}/{repo}", timeout=120)
+    assert_clean_error(cp, 125, faults.host)
+    faults.clear_faults()
+    import httpx
+
+    r = httpx.get(f"{faults.url}/v2/{repo}/tags/list")
+    assert r.status_code == 404, "no manifest may name blobs that never arrived"
+
+
+def test_manifest_rejected_is_one_line(rl: RootlessEnv, faults: RegistryProxy) -> None:
+    src = f"{faults.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo("rejected")
+    faults.add_fault(Fault("status", repo=repo, methods=("PUT",), status=400))
+    assert_clean_error(rl("push", "-q", src, f"{faults.host}/{repo}"), 125, "manifest")
+
+
+def test_invalid_destination(rl: RootlessEnv, mirror: RegistryProxy) -> None:
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    assert_clean_error(rl("push", "-q", src, f"{mirror.host}/UPPER/Case"), 125, "invalid")
+    assert_clean_error(rl("push", "-q", "no-such-image-here"), 125)
+
+
+def test_basic_auth(rl: RootlessEnv, mirror: RegistryProxy, auth_registries: AuthRegistries) -> None:
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    host = auth_registries.basic.host
+    line = assert_clean_error(rl("push", "-q", src, f"{host}/pushed/busybox"), 125)
+    assert "authentication" in line
+    rl("push", "-q", "--creds", f"{BASIC_USER}:{BASIC_PASSWORD}", src, f"{host}/pushed/busybox", check=True)
+    rl("login", "-u", BASIC_USER, "-p", BASIC_PASSWORD, host, check=True)
+    rl("push", "-q", src, f"{host}/pushed/busybox:again", check=True)
+    rl("pull", "-q", f"{host}/pushed/busybox:again", check=True)
+
+
+def test_token_auth_push_scope(rl: RootlessEnv, mirror: RegistryProxy, auth_registries: AuthRegistries) -> None:
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    host = auth_registries.token.host
+    line = assert_clean_error(rl("push", "-q", src, f"{host}/public/pushed"), 125)
+    assert "push" in line and "Hint: rootless login" in rl("push", src, f"{host}/public/pushed").stderr
+    authfile = rl.home / "auth.json"
+    import base64
+
+    token = base64.b64encode(f"{TOKEN_PUSHER}:{TOKEN_PUSHER_PASSWORD}".encode()).decode()
+    authfile.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+    rl("push", "-q", "--authfile", str(authfile), src, f"{host}/public/pushed", check=True)
+    # a second repository on the token registry: the layers are mounted from the first
+    cp = rl("push", "--authfile", str(authfile), f"{mirror.host}/library/busybox:latest",
+            f"{host}/public/pushed2")
+    assert cp.returncode == 0, cp.stderr
+    assert "mounted from public/pushed" in cp.stderr
