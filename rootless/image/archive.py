@@ -43,6 +43,9 @@ FORMATS = ("docker-archive", "oci-archive", "oci-dir", "docker-dir")
 _CHUNK = 1 << 20
 _MAX_JSON = 16 << 20  # manifest.json, index.json, configs: real ones are KiB
 _OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+_LAYER_MEDIA = {("v2s2", "none"): mf.DOCKER_LAYER_TAR, ("v2s2", "gzip"): mf.DOCKER_LAYER_GZIP,
+                ("oci", "none"): mf.OCI_LAYER_TAR, ("oci", "gzip"): mf.OCI_LAYER_GZIP,
+                ("oci", "zstd"): mf.OCI_LAYER_ZSTD, ("v2s2", "zstd"): mf.OCI_LAYER_ZSTD}
 
 
 # --------------------------------------------------------------------------- names
@@ -259,7 +262,7 @@ def _write(ctx: Context, out: Any, items: list[_Item], fmt: str) -> None:
 def _oci_plan(ctx: Context, rec: ImageRecord, fmt: str = "oci") -> Plan:
     from rootless.image.push import PushOptions, plan
 
-    return plan(ctx, rec, PushOptions(format=fmt))
+    return plan(ctx, rec, PushOptions(format=fmt), compress_plain=False)
 
 
 def _write_docker(ctx: Context, out: Any, items: list[_Item]) -> None:
@@ -616,29 +619,34 @@ def _load_docker_entry(ctx: Context, staged: _Staged, entry: Any, copy: bool) ->
         raise StorageError(f"manifest.json lists {len(entry['Layers'])} layers, its config "
                            f"{len(config.diff_ids)} diff IDs")
     pairs = LayerBlobs(ctx.layout)
-    layer_descs: list[tuple[str, str, int]] = []  # digest, diff_id, size
+    layer_descs: list[tuple[str, str, int, str]] = []  # digest, diff_id, size, compression
     for path, diff_id in zip(entry["Layers"], config.diff_ids, strict=True):
         m = staged.get(path) if isinstance(path, str) else None
         if m is None:
             raise StorageError(f"manifest.json names layer {path}, which the archive lacks")
-        found = pairs.find(diff_id, "gzip")
-        if found is None:
-            with open(m.path, "rb") as f:
-                kind = compress.sniff(f.read(6))
-                f.seek(0)
-                if kind not in ("gzip", "zstd", "none"):
-                    raise StorageError(f"layer {path}: {kind}-compressed layers are not supported")
-                try:
-                    res = compress.store_stream(ctx.layout, compress.reader(f, kind), "gzip",
-                                                expect_diff_id=diff_id)
-                except DigestMismatchError as e:
-                    raise DigestMismatchError(f"layer {path} of the archive does not match its diff ID "
-                                              f"{diff_id}: {e.message.split(',')[0]}",
-                                              "the archive is corrupt or was altered; nothing was loaded") from e
-            pairs.record([(res.digest, diff_id, "gzip", res.size)])
-            layer_descs.append((res.digest, diff_id, res.size))
-        else:
-            layer_descs.append((found.digest, diff_id, found.size))
+        # Kept as the plain tar it is (Podman keeps layers uncompressed too): a push compresses
+        # it once, later pushes reuse that blob (storage.layerblobs).
+        found = pairs.find(diff_id, "none") or pairs.find(diff_id, "gzip")
+        if found is not None:
+            layer_descs.append((found.digest, diff_id, found.size, found.compression))
+            continue
+        if m.digest == diff_id:  # an uncompressed member named by what it holds: no copy
+            _store_blob(ctx, m, copy)
+            pairs.record([(m.digest, diff_id, "none", m.size)])
+            layer_descs.append((m.digest, diff_id, m.size, "none"))
+            continue
+        with open(m.path, "rb") as f:
+            kind = compress.sniff(f.read(6))
+            f.seek(0)
+            if kind not in ("gzip", "zstd", "none"):
+                raise StorageError(f"layer {path}: {kind}-compressed layers are not supported")
+            try:
+                res = compress.store_stream(ctx.layout, compress.reader(f, kind), "none", expect_diff_id=diff_id)
+            except DigestMismatchError as e:
+                raise DigestMismatchError(f"layer {path} of the archive does not match its diff ID {diff_id}",
+                                          "the archive is corrupt or was altered; nothing was loaded") from e
+        pairs.record([(res.digest, diff_id, "none", res.size)])
+        layer_descs.append((res.digest, diff_id, res.size, "none"))
     tags = entry.get("RepoTags") or []
     names = [t for t in tags if isinstance(t, str)]
     return _record(ctx, config_digest, config, layer_descs, "v2s2", names)
@@ -680,13 +688,14 @@ def _load_oci(ctx: Context, staged: _Staged, index: dict[str, Any], copy: bool) 
         blobs.put_bytes(data, m.digest)
         ann = desc.get("annotations") or {}
         name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name") or ""
-        out.append(_record(ctx, parsed.config.digest, config,
-                           [(d.digest, i, d.size) for d, i in zip(parsed.layers, config.diff_ids, strict=True)],
-                           "", [name] if name else [], manifest=(data, m.digest, parsed)))
+        layers = [(d.digest, i, d.size, compression_of(d.media_type))
+                  for d, i in zip(parsed.layers, config.diff_ids, strict=True)]
+        out.append(_record(ctx, parsed.config.digest, config, layers, "", [name] if name else [],
+                           manifest=(data, m.digest, parsed)))
     return out
 
 
-def _record(ctx: Context, config_digest: str, config: Any, layers: list[tuple[str, str, int]], fmt: str,
+def _record(ctx: Context, config_digest: str, config: Any, layers: list[tuple[str, str, int, str]], fmt: str,
             names: list[str], manifest: tuple[bytes, str, Any] | None = None) -> str:
     """Unpack the layers (the pull's unpacker: verified, sanitised) and write the image record."""
     from rootless.image.push import Blob, manifest_bytes
@@ -698,12 +707,11 @@ def _record(ctx: Context, config_digest: str, config: Any, layers: list[tuple[st
 
     blobs = BlobStore(ctx.layout)
     if manifest is None:
-        media = mf.DOCKER_LAYER_GZIP if fmt == "v2s2" else mf.OCI_LAYER_GZIP
-        descs = [Blob(d, s, media, "layer", i) for d, i, s in layers]
+        descs = [Blob(d, s, _LAYER_MEDIA[fmt, kind], "layer", i) for d, i, s, kind in layers]
         cfg = Blob(config_digest, blobs.size(config_digest), "", "config")
         data = manifest_bytes(fmt, cfg, descs)
         mdigest = blobs.put_bytes(data)
-        entries = [LayerEntry(d, i, media, s) for d, i, s in layers]
+        entries = [LayerEntry(b.digest, b.diff_id, b.media_type, b.size) for b in descs]
     else:
         data, mdigest, parsed = manifest
         entries = [LayerEntry(d.digest, i, d.media_type, d.size)
@@ -831,13 +839,14 @@ def import_tarball(ctx: Context, source: str, name: str | None, changes: list[st
             pull = compress.reader(io.BufferedReader(_ChunkFile(pull), buffer_size=_CHUNK),  # type: ignore[arg-type]
                                    kind)
         try:
-            res = compress.store_stream(ctx.layout, pull, "gzip")
+            # the plain tar: a push compresses it once (and keeps that), as Podman's does each time
+            res = compress.store_stream(ctx.layout, pull, "none")
         except RootlessError:
             raise
         except Exception as e:  # noqa: BLE001 - zlib/lzma/bz2/zstd errors of corrupt input
             raise StorageError(f"import {source}: the input is truncated or corrupt: {e}",
                                "give a tar archive, plain or gzip, bzip2, xz or zstd compressed") from e
-        LayerBlobs(ctx.layout).record([(res.digest, res.diff_id, "gzip", res.size)])
+        LayerBlobs(ctx.layout).record([(res.digest, res.diff_id, "none", res.size)])
         plat = host_platform()
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         history: dict[str, Any] = {"created": now, "created_by": "/bin/sh -c #(nop) ADD file in / "}
@@ -852,7 +861,7 @@ def import_tarball(ctx: Context, source: str, name: str | None, changes: list[st
         config_digest = BlobStore(ctx.layout).put_bytes(data)
         parsed = mf.parse_config(data)
         try:
-            _record(ctx, config_digest, parsed, [(res.digest, res.diff_id, res.size)], "oci",
+            _record(ctx, config_digest, parsed, [(res.digest, res.diff_id, res.size, "none")], "oci",
                     [name] if name else [])
         except StorageError as e:
             raise StorageError(f"import {source}: {e.message}", e.hint) from e

@@ -79,8 +79,9 @@ def _format_of(media_type: str) -> str:
     return "v2s2" if media_type == mf.DOCKER_MANIFEST else "oci"
 
 
-def plan(ctx: Context, rec: ImageRecord, opts: PushOptions) -> Plan:
-    """Step 1 (compressing what must be compressed; everything else is read as stored)."""
+def plan(ctx: Context, rec: ImageRecord, opts: PushOptions, compress_plain: bool = True) -> Plan:
+    """Step 1 (compressing what must be compressed; everything else is read as stored).
+    ``compress_plain=False`` keeps uncompressed layers as they are (an OCI layout on disk)."""
     from storage.blobs import BlobStore
     from storage.layerblobs import LayerBlobs, compression_of
 
@@ -102,7 +103,7 @@ def plan(ctx: Context, rec: ImageRecord, opts: PushOptions) -> Plan:
     for entry in rec.layers:
         have = compression_of(entry.media_type)
         want = have
-        if have == "none":
+        if have == "none" and (compress_plain or opts.compression_format):
             want = opts.compression_format or "gzip"
         elif opts.force_compression and opts.compression_format and opts.compression_format != have:
             want = opts.compression_format
