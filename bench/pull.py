@@ -21,7 +21,7 @@ What it does, all on 127.0.0.1 with a real docker-registry started for the run:
    after many files were deleted nearby (see common.create_cost). So the stores are
    removed at the end, not between runs, and that cost is measured at each round;
  * prints medians, min–max, per-round ratios, the other load during each measure, and
-   the goals (≤ 0.7× Podman's median, ≤ 1.2× the floor's).
+   the goals (≤ 0.7× Podman's median, ≤ 0.85× the floor's: ISA-L's inflate).
 
 It exits 0 whatever the figures (benchmarks report, tests assert); non-zero only when it
 could not measure.
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from tests.integration.harness import Registry
 
 GOAL_VS_PODMAN = 0.7
-GOAL_VS_FLOOR = 1.2
+GOAL_VS_FLOOR = 0.85  # issue 12: ISA-L inflate (was 1.2 with zlib)
 
 # The floor's unpack: GNU tar inside the store's user namespace, timed from inside so the
 # namespace setup is not counted (rootless pays it too, once per pull: the floor is strict).
