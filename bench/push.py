@@ -54,8 +54,13 @@ class Tool:
     """One tool's commands; ``cmd(*args, root=...)`` builds its argv with a store."""
 
     def __init__(self, name: str, argv: Callable[..., list[str]], env: dict[str, str],
-                 fresh: Callable[[], tuple[Path, Path]], remove: Callable[..., None]) -> None:
+                 fresh: Callable[[], tuple[Path, Path]], remove: Callable[..., None],
+                 caches: tuple[Path, ...] = ()) -> None:
         self.name, self.argv, self.env, self.fresh, self.remove = name, argv, env, fresh, remove
+        # what a tool remembers outside its store about blobs it pushed (Podman's blob-info
+        # cache maps a layer's diff ID to a compressed blob already in the registry): a
+        # first push must not find it
+        self.caches = caches
         self.trash: list[Path] = []
         self._n = 0
 
@@ -98,6 +103,8 @@ class PushBench:
         t.trash.extend(store)
         name = f"local/{t.name}-first:1"
         t.run("import", str(BOOKWORM), name, store=store)
+        for cache in t.caches:
+            cache.unlink(missing_ok=True)
         c.settle()
         return t.run("push", "-q", name, f"{self.registry.host}/{t.new_name('first')}", store=store)
 
@@ -167,7 +174,8 @@ def main(argv: list[str]) -> int:
             removers.append(podman.stop)
             podman.start()
             podman_desc = podman.describe()
-            tools.append(Tool("podman", podman.argv, podman.env, podman.fresh_store, podman.remove))
+            tools.append(Tool("podman", podman.argv, podman.env, podman.fresh_store, podman.remove,
+                              caches=(podman.data / "containers" / "cache" / "blob-info-cache-v1.boltdb",)))
         for t in tools:
             removers.append(t.cleanup)
         bench = PushBench(work, registry, tools, six, debian)

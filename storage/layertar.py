@@ -147,43 +147,51 @@ def _walk_dir(top: str, rel: str, links: dict[tuple[int, int], str]) -> Iterator
                 wo.uid, wo.gid, wo.mtime = st.st_uid, st.st_gid, 0
                 yield Entry(path, "opaque", wo, None)
             yield from _walk_dir(top, path, links)
-        elif stat.S_ISREG(mode):
-            if name.startswith(_WH):
-                if name in _AUFS_META:
-                    continue
-                info = _header(path, st, tarfile.REGTYPE, {})
-                info.size = 0
-                if name == _OPAQUE:
-                    yield Entry(rel, "opaque", info, None)
-                else:
-                    parent = f"{rel}/" if rel else ""
-                    yield Entry(parent + name[len(_WH):], "whiteout", info, None)
+        elif stat.S_ISREG(mode) and name.startswith(_WH):
+            if name in _AUFS_META:
                 continue
-            if st.st_nlink > 1:
-                first = links.setdefault((st.st_dev, st.st_ino), path)
-                if first != path:
-                    info = _header(path, st, tarfile.LNKTYPE, _xattrs(full))
-                    info.linkname = first
-                    yield Entry(path, "hardlink", info, None)
-                    continue
-            yield Entry(path, "file", _header(path, st, tarfile.REGTYPE, _xattrs(full)), full)
-        elif stat.S_ISLNK(mode):
-            info = _header(path, st, tarfile.SYMTYPE, _xattrs(full))
-            info.linkname = os.readlink(full)
-            yield Entry(path, "symlink", info, None)
+            info = _header(path, st, tarfile.REGTYPE, {})
+            info.size = 0
+            if name == _OPAQUE:
+                yield Entry(rel, "opaque", info, None)
+            else:
+                parent = f"{rel}/" if rel else ""
+                yield Entry(parent + name[len(_WH):], "whiteout", info, None)
         elif stat.S_ISCHR(mode) and st.st_rdev == 0:
             # overlayfs(5) "whiteouts and opaque directories": a 0:0 char device hides NAME.
             info = _header(f"{rel}/{_WH}{name}" if rel else _WH + name, st, tarfile.REGTYPE, {})
             info.mode, info.size = 0o600, 0
             yield Entry(path, "whiteout", info, None)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            chr_ = stat.S_ISCHR(mode)
-            info = _header(path, st, tarfile.CHRTYPE if chr_ else tarfile.BLKTYPE, _xattrs(full))
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            yield Entry(path, "char" if chr_ else "block", info, None)
-        elif stat.S_ISFIFO(mode):
-            yield Entry(path, "fifo", _header(path, st, tarfile.FIFOTYPE, _xattrs(full)), None)
-        # sockets and anything else: tar has no type for them
+        else:
+            entry = _entry(path, full, st, links)
+            if entry is not None:
+                yield entry
+
+
+def _entry(path: str, full: str, st: os.stat_result, links: dict[tuple[int, int], str]) -> Entry | None:
+    """A regular file (or a hard link to one written before), symlink, device or FIFO;
+    None for a socket or anything else tar has no type for."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        if st.st_nlink > 1:
+            first = links.setdefault((st.st_dev, st.st_ino), path)
+            if first != path:
+                info = _header(path, st, tarfile.LNKTYPE, _xattrs(full))
+                info.linkname = first
+                return Entry(path, "hardlink", info, None)
+        return Entry(path, "file", _header(path, st, tarfile.REGTYPE, _xattrs(full)), full)
+    if stat.S_ISLNK(mode):
+        info = _header(path, st, tarfile.SYMTYPE, _xattrs(full))
+        info.linkname = os.readlink(full)
+        return Entry(path, "symlink", info, None)
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        chr_ = stat.S_ISCHR(mode)
+        info = _header(path, st, tarfile.CHRTYPE if chr_ else tarfile.BLKTYPE, _xattrs(full))
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        return Entry(path, "char" if chr_ else "block", info, None)
+    if stat.S_ISFIFO(mode):
+        return Entry(path, "fifo", _header(path, st, tarfile.FIFOTYPE, _xattrs(full)), None)
+    return None
 
 
 class _HashingOut:
@@ -330,30 +338,13 @@ def _union_dir(layers: list[str], rel: str, links: dict[tuple[int, int], str]) -
         i, st = found[name]
         path = f"{rel}/{name}" if rel else name
         full = os.path.join(layers[i], path)
-        mode = st.st_mode
-        if stat.S_ISDIR(mode):
+        if stat.S_ISDIR(st.st_mode):
             yield Entry(path, "dir", _header(path, st, tarfile.DIRTYPE, _xattrs(full)), None)
             yield from _union_dir(layers[i:], path, links)
-        elif stat.S_ISREG(mode):
-            if st.st_nlink > 1:
-                first = links.setdefault((st.st_dev, st.st_ino), path)
-                if first != path:
-                    info = _header(path, st, tarfile.LNKTYPE, _xattrs(full))
-                    info.linkname = first
-                    yield Entry(path, "hardlink", info, None)
-                    continue
-            yield Entry(path, "file", _header(path, st, tarfile.REGTYPE, _xattrs(full)), full)
-        elif stat.S_ISLNK(mode):
-            info = _header(path, st, tarfile.SYMTYPE, _xattrs(full))
-            info.linkname = os.readlink(full)
-            yield Entry(path, "symlink", info, None)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            chr_ = stat.S_ISCHR(mode)
-            info = _header(path, st, tarfile.CHRTYPE if chr_ else tarfile.BLKTYPE, _xattrs(full))
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            yield Entry(path, "char" if chr_ else "block", info, None)
-        elif stat.S_ISFIFO(mode):
-            yield Entry(path, "fifo", _header(path, st, tarfile.FIFOTYPE, _xattrs(full)), None)
+            continue
+        entry = _entry(path, full, st, links)
+        if entry is not None:
+            yield entry
 
 
 def export_union(dirs: list[str], dest: str) -> dict[str, Any]:

@@ -30,8 +30,12 @@ host-loopback = true
 
 [pull]
 max-parallel = 3
+
+[push]
+max-parallel = 2
 '''
     c = parse(text, P)
+    assert c.max_parallel_uploads == 2
     assert c.unqualified_search == ("quay.io", "docker.io")
     assert c.registry("docker.io").mirrors == ("localhost:5000",)
     assert c.registry("localhost:5000").insecure is True
@@ -53,6 +57,7 @@ def test_defaults_when_missing(tmp_path: Path) -> None:
     ('\n\n[storage]\ndriver = "btrfs"\n', 4, "must be one of"),
     ('unqualified-search = "docker.io"\n', 1, "list of non-empty strings"),
     ('[pull]\nmax-parallel = 0\n', 2, "from 1 to 64"),
+    ('[push]\nmax-parallel = 65\n', 2, "push.max-parallel must be a whole number"),
     ('[registry."a b"]\n', 1, "host name"),
     ('[engine]\ncgroup-manager = "cgmanager"\n', 2, "systemd or cgroupfs"),
     ('[engine]\nruntime = "crun"\n', 2, "unknown key"),

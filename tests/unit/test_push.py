@@ -1,0 +1,107 @@
+"""push and archive logic that needs no registry: destinations, --change, manifests, the
+layer-blob pairing, and the token scopes a push asks for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rootless.errors import RootlessError
+from rootless.image import manifest as mf
+from rootless.image.archive import _familiar, apply_changes
+from rootless.image.auth import SCOPE_EXTENSION, RegistryAuth
+from rootless.image.push import Blob, manifest_bytes, parse_destination
+from rootless.layout import Layout
+from storage.layerblobs import LayerBlobs, compression_of
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+DIFF = "sha256:" + "d" * 64
+
+
+@pytest.mark.parametrize("text,want", [
+    ("localhost:5000/a/b:1", ("docker", "localhost:5000/a/b:1")),
+    ("docker://quay.io/x/y", ("docker", "quay.io/x/y")),
+    ("docker-archive:/tmp/a.tar:name:tag", ("docker-archive", "/tmp/a.tar:name:tag")),
+    ("oci-archive:/tmp/o.tar", ("oci-archive", "/tmp/o.tar")),
+    ("oci:/tmp/dir:ref", ("oci", "/tmp/dir:ref")),
+    ("dir:/tmp/d", ("dir", "/tmp/d")),
+])
+def test_destinations(text: str, want: tuple[str, str]) -> None:
+    assert parse_destination(text) == want
+
+
+def test_changes() -> None:
+    cfg: dict = {"Env": ["A=0", "B=1"]}
+    apply_changes(cfg, ['CMD ["/bin/sh", "-c", "x"]', "ENTRYPOINT run me", "ENV A=2 C=3", "ENV D four",
+                        "EXPOSE 80 53/udp", "LABEL a=b", "USER 1000:1000", "WORKDIR /w", 'VOLUME ["/data"]',
+                        "STOPSIGNAL SIGINT", "cmd=[\"x\"]"])
+    assert cfg["Cmd"] == ["x"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c", "run me"]
+    assert cfg["Env"] == ["B=1", "A=2", "C=3", "D=four"]
+    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    assert (cfg["Labels"], cfg["User"], cfg["WorkingDir"], cfg["StopSignal"]) == ({"a": "b"}, "1000:1000", "/w",
+                                                                                  "SIGINT")
+    assert cfg["Volumes"] == {"/data": {}}
+    with pytest.raises(RootlessError, match="FROM cannot be changed"):
+        apply_changes({}, ["FROM scratch"])
+    with pytest.raises(RootlessError, match="JSON"):
+        apply_changes({}, ['CMD ["unclosed'])
+
+
+def test_manifest_bytes_both_formats() -> None:
+    cfg = Blob(D1, 300, "", "config")
+    layers = [Blob(D2, 4000, mf.DOCKER_LAYER_GZIP, "layer", DIFF)]
+    v2 = json.loads(manifest_bytes("v2s2", cfg, layers))
+    assert v2["mediaType"] == mf.DOCKER_MANIFEST and v2["config"]["mediaType"] == mf.DOCKER_CONFIG
+    oci = manifest_bytes("oci", cfg, layers)
+    parsed = mf.parse_manifest(oci, mf.OCI_MANIFEST)
+    assert isinstance(parsed, mf.Manifest) and parsed.config.digest == D1 and parsed.layers[0].size == 4000
+    assert manifest_bytes("oci", cfg, layers) == oci  # deterministic
+
+
+def test_familiar_names() -> None:
+    assert _familiar("docker.io/library/busybox:latest") == "busybox:latest"
+    assert _familiar("docker.io/user/app:1") == "user/app:1"
+    assert _familiar("localhost:5000/a:b") == "localhost:5000/a:b"
+
+
+def test_layer_blob_pairing(tmp_path: Path) -> None:
+    layout = Layout(root=tmp_path / "store", runroot=tmp_path / "run")
+    layout.ensure_store()
+    pairs = LayerBlobs(layout)
+    pairs.record([(D1, DIFF, "gzip", 10)])
+    assert pairs.find(DIFF, "gzip") is None, "a pairing is kept only for a blob in the store"
+    for d in (D1, D2):
+        layout.blob(d).write_bytes(b"x")
+    pairs.record([(D1, DIFF, "gzip", 10), (D2, DIFF, "none", 20)], seen="reg:5000/a/b")
+    assert pairs.find(DIFF, "gzip").digest == D1  # type: ignore[union-attr]
+    pairs.mark_seen([D1], "reg:5000/c/d")
+    pairs.mark_seen([D1], "reg:5000/a/b")
+    assert pairs.get(D1).seen == ("reg:5000/c/d", "reg:5000/a/b")  # type: ignore[union-attr]
+    layout.blob(D2).unlink()
+    pairs.mark_seen([D1], "x/y")
+    assert D2 not in json.loads(layout.layer_blobs.read_text())  # dropped with its blob
+    assert compression_of(mf.OCI_LAYER_ZSTD) == "zstd" and compression_of(mf.DOCKER_LAYER_TAR) == "none"
+
+
+def test_push_scope_from_the_request_extension() -> None:
+    asked: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            asked.append(request.url.params.get_list("scope"))
+            return httpx.Response(200, json={"token": "t"})
+        if request.headers.get("authorization") != "Bearer t":
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://reg/token",service="s"'})
+        return httpx.Response(202, headers={"Location": "/v2/a/blobs/uploads/u1"})
+
+    auth = RegistryAuth(lambda host: ("u", "p"))
+    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as client:
+        r = client.post("http://reg/v2/a/blobs/uploads/", params={"mount": D1, "from": "b"},
+                        extensions={SCOPE_EXTENSION: "repository:a:pull,push repository:b:pull"})
+    assert r.status_code == 202
+    assert asked == [["repository:a:pull,push", "repository:b:pull"]]
