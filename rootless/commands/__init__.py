@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 # first word of a command → the module (in this package) that declares it
 INDEX: dict[str, tuple[str, ...]] = {
     "pull": ("images",), "images": ("images",), "rmi": ("images",), "tag": ("images",), "login": ("images",),
-    "logout": ("images",), "image": ("images", "scripting", "build"),
+    "logout": ("images",), "image": ("images", "scripting", "build", "sharing"),
     "build": ("build",), "history": ("build",), "commit": ("build",),
+    "push": ("sharing",), "save": ("sharing",), "load": ("sharing",), "import": ("sharing",),
+    "export": ("sharing",),
     "run": ("containers",), "create": ("containers",), "start": ("containers",), "stop": ("containers",),
     "kill": ("containers",), "restart": ("containers",), "rm": ("containers",), "wait": ("containers",),
     "ps": ("containers",), "stats": ("containers",), "logs": ("containers",), "exec": ("containers",),
     "inspect": ("containers",), "port": ("containers",), "cp": ("containers",),
-    "container": ("containers", "scripting"),
+    "container": ("containers", "scripting", "sharing"),
     "volume": ("volumes",), "network": ("networks",),
     "info": ("system",), "doctor": ("system",), "unshare": ("system",), "completion": ("system",),
     "version": ("scripting",), "events": ("scripting",), "rename": ("scripting",), "pause": ("scripting",),

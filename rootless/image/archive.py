@@ -872,13 +872,13 @@ def import_tarball(ctx: Context, source: str, name: str | None, changes: list[st
     return config_digest[7:]
 
 
-def export(ctx: Context, container: str, output: str | None) -> None:
-    """``rootless export``: the container's file tree (image layers + its changes) as one tar."""
-    from rootless.runtime import state
+def export(ctx: Context, cid: str, output: str | None) -> None:
+    """``rootless export``: the file tree of container ``cid`` (its image's layers and its
+    changes) as one tar."""
     from rootless.runtime.userns import StoreNamespace
     from storage.drivers import ContainerDirs
 
-    cid = state.resolve(ctx.layout, container)
+    container = cid[:12]
     dirs = ContainerDirs.of(ctx.layout, cid)
     try:
         record = json.loads(dirs.record.read_bytes())

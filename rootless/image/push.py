@@ -224,8 +224,9 @@ class _Report:
 
 
 def push(ctx: Context, source: str, destination: str | None, opts: PushOptions) -> str:
-    """Push image ``source`` (a name or ID in the store) to ``destination`` (default: its own
-    name). Returns the manifest digest."""
+    """Push image ``source`` (a name or ID in the store) to the registry ``destination``
+    (default: its own name). Returns the manifest digest. The file transports are
+    archive.push_to_transport's."""
     from rootless.image import present
     from rootless.image.reference import parse_reference
     from storage.locks import FileLock
@@ -234,10 +235,7 @@ def push(ctx: Context, source: str, destination: str | None, opts: PushOptions) 
     rec = present.find(ctx, source)
     transport, rest = parse_destination(destination or source)
     if transport != "docker":
-        from rootless.image import archive
-
-        # an archive keeps the name given (or the image's) as its tag
-        return archive.push_to_transport(ctx, rec, transport, rest, source, opts)
+        raise RootlessError(f"{transport}: is a file transport", "rootless.image.archive.push_to_transport")
     try:
         ref = parse_reference(rest)
     except RootlessError as e:
