@@ -277,12 +277,16 @@ def _push_registry(ctx: Context, ref: Reference, p: Plan, opts: PushOptions) -> 
             for b in todo:
                 progress.add(b.digest, b.size, "Copying")
 
+            # Where the layers were seen, the image's config is too (pulled or pushed with them).
+            image_seen = [w for b in p.layers if (i := pairs.get(b.digest)) is not None for w in i.seen]
+
             def one(b: Blob) -> None:
                 if client.blob_exists(repo, b.digest):
                     report.blob(b, "skipped: already exists")
                     return
                 info = pairs.get(b.digest) if b.kind == "layer" else None
-                for where in reversed(info.seen if info else ()):
+                candidates = info.seen if info else tuple(dict.fromkeys(image_seen))
+                for where in reversed(candidates):
                     reg, _, other = where.partition("/")
                     if reg == ref.registry and other != repo and client.mount_blob(repo, b.digest, other):
                         report.blob(b, f"skipped: mounted from {other}")
