@@ -448,10 +448,16 @@ def _stage(src: IO[bytes], staging: Path) -> _Staged:
     stream: IO[bytes] = joined
     if kind != "none":
         stream = io.BufferedReader(_ChunkFile(compress.reader(joined, kind)), buffer_size=_CHUNK)  # type: ignore[arg-type]
+    mode = "r|"
+    if kind == "none" and _seekable(src):
+        # A plain archive in a file: tarfile reads each member in place (seek + read)
+        # instead of pulling the whole stream through its 10 KiB record buffer.
+        src.seek(0)
+        stream, mode = src, "r:"
     staged = _Staged(staging)
     n = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
+        with tarfile.open(fileobj=stream, mode=mode) as tf:  # type: ignore[call-overload]
             for m in tf:
                 if not m.isreg():
                     continue
@@ -483,6 +489,13 @@ def _stage(src: IO[bytes], staging: Path) -> _Staged:
         raise StorageError("the input holds no image archive (no files in it)",
                            "give a docker-archive or oci-archive (rootless save, podman save, docker save)")
     return staged
+
+
+def _seekable(f: IO[bytes]) -> bool:
+    try:
+        return f.seekable() and os.path.isfile(f"/proc/self/fd/{f.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _prefixed(head: bytes, src: IO[bytes]) -> Callable[[], bytes]:
