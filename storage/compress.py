@@ -281,3 +281,58 @@ def store_stream(layout: Layout, pull: Callable[[], bytes], kind: str, level: in
         except FileNotFoundError:
             pass
     return Stored(digest, out.size, diff_id, usize)
+
+
+class ReadAhead:
+    """``pull`` (a chunk function, b"" at the end) run in a thread a few chunks ahead, hashing
+    (sha256) what it returns: inflate and hash on one core while the caller writes on the
+    other (isal, zlib, zstandard and hashlib release the GIL). Iterate it; ``digest()`` once
+    exhausted. Close it (or exhaust it) to stop the thread."""
+
+    def __init__(self, pull: Callable[[], bytes], depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._pull = pull
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            item: bytes | BaseException
+            try:
+                chunk = self._pull()
+                self._hash.update(chunk)
+                item = chunk
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if not item or isinstance(item, BaseException):
+                return
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+
+    def digest(self) -> str:
+        self._thread.join()
+        return f"sha256:{self._hash.hexdigest()}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -156,13 +156,13 @@ def _layer_chunks(ctx: Context, digest: str, compression: str, diff_id: str) -> 
     """The uncompressed layer, its diff ID checked as it streams."""
     from storage import compress
 
-    h = hashlib.sha256()
     with open(ctx.layout.blob(digest), "rb") as f:
-        pull = compress.reader(f, compression)
-        while c := pull():
-            h.update(c)
-            yield c
-    if f"sha256:{h.hexdigest()}" != diff_id:
+        ahead = compress.ReadAhead(compress.reader(f, compression))
+        try:
+            yield from ahead
+        finally:
+            ahead.close()
+    if ahead.digest() != diff_id:
         raise DigestMismatchError(f"layer {diff_id[:19]} in the store does not match its diff ID",
                                   "remove the image and pull it again")
 

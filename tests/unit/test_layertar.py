@@ -276,3 +276,19 @@ def test_walk_union_is_the_merged_view(tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(raw.getvalue())) as tf:
         assert [m.name for m in tf.getmembers()] == ["dir-to-file", "etc", "etc/added", "etc/passwd", "keep",
                                                     "var", "var/new"]
+
+
+def test_read_ahead_hashes_and_passes_errors() -> None:
+    data = os.urandom(3 << 20)
+    chunks = iter([data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)] + [b""])
+    ahead = compress.ReadAhead(lambda: next(chunks))
+    assert b"".join(ahead) == data
+    assert ahead.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def broken() -> bytes:
+        raise ValueError("corrupt stream")
+
+    bad = compress.ReadAhead(broken)
+    with pytest.raises(ValueError, match="corrupt"):
+        list(bad)
+    bad.close()
