@@ -235,11 +235,26 @@ def start(ctx: Context, req: Request) -> None:
         req.conn.respond(200, b"{}\n")
         _finish(ctx, eid, pid)
         return
-    # recorded before the 101: the client's first resize follows it at once
-    pid, stdin_fd, outs, path = spawn(ctx, run, stdin=rec["OpenStdin"], tty=tty, close=(req.conn.sock.fileno(),))
-    _save(ctx, eid, {**rec, "Running": True, "Pid": pid, "TtyPath": path})
-    sock, extra = req.conn.hijack(req, "application/vnd.docker.raw-stream" if tty
-                                  else "application/vnd.docker.multiplexed-stream")
+    # The command starts only once the 101 is sent: output written beside the response's head
+    # can land in the client's HTTP read-ahead buffer, which clients such as docker-py drop when
+    # they switch to the raw socket. The PID is recorded before the 101: the client's first
+    # resize follows it at once.
+    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+
+    def gated() -> int:
+        os.close(gate_w)
+        return run() if os.read(gate_r, 1) == b"G" else 125
+
+    try:
+        pid, stdin_fd, outs, path = spawn(ctx, gated, stdin=rec["OpenStdin"], tty=tty,
+                                          close=(req.conn.sock.fileno(),))
+        os.close(gate_r)
+        _save(ctx, eid, {**rec, "Running": True, "Pid": pid, "TtyPath": path})
+        sock, extra = req.conn.hijack(req, "application/vnd.docker.raw-stream" if tty
+                                      else "application/vnd.docker.multiplexed-stream")
+        os.write(gate_w, b"G")
+    finally:
+        os.close(gate_w)
     pidfd = os.pidfd_open(pid)
     relay(sock, extra, stdin=stdin_fd, outputs=outs, tty=tty, pidfd=pidfd)
     for fd in outs:
