@@ -120,7 +120,7 @@ def _call(cmd: Command, a: Args, glob: Args) -> int:
         from rootless.context import build
 
         ctx = build(glob.log_level, glob.root, glob.runroot, glob.cgroup_manager, glob.storage_driver,
-                    glob.events_backend)
+                    glob.events_backend, lenient=cmd.context == "lenient")
         rv = cmd.handler(ctx, a)
     return rv if isinstance(rv, int) else 0
 

@@ -7,7 +7,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from rootless.errors import ConfigError
+from rootless.errors import ConfigError, RootlessError
 from rootless.record import dataclass, field, field_names
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def parse(text: str, path: Path) -> Config:
     return Config(**kw)
 
 
-def load(path: Path, cache: Path | None = None) -> Config:
+def load(path: Path, cache: Path | None = None, required: bool = False) -> Config:
     """The config in ``path``; the defaults when there is none.
 
     ``cache``: where to keep a JSON copy of the checked result, used while ``path`` keeps
@@ -177,12 +177,21 @@ def load(path: Path, cache: Path | None = None) -> Config:
         key = _cache_key(path, st) if cache is not None else None
         if cache is not None and (cached := _read_cache(cache, key, path)) is not None:
             return cached
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config {path} (ROOTLESS_CONFIG) does not exist",
+                              "create it, or unset ROOTLESS_CONFIG to use the default") from None
         return Config()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}",
                           "fix its permissions or point ROOTLESS_CONFIG elsewhere") from None
+    from rootless.errors import decode_utf8
+
+    try:
+        text = decode_utf8(data, f"config {path}")
+    except RootlessError as e:
+        raise ConfigError(e.message, e.hint) from None
     config = parse(text, path)
     # git's "racy clean" rule: a file changed within the granularity of its timestamps may
     # change again without them changing; such a file is parsed every time until it settles.

@@ -1,7 +1,7 @@
 """``rootless doctor`` and ``rootless info``: what this host gives an unprivileged user, and how to fix it.
 
 Each check is a real probe where one is cheap (a forked child that unshares, maps and
-mounts), not a guess from version numbers. The whole doctor stays well under a second.
+mounts), not a guess from version numbers. The whole doctor takes about half a second.
 """
 
 from __future__ import annotations
@@ -78,12 +78,38 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def fs_name(path: Path) -> tuple[int | None, str]:
+def _mount_fstype(path: Path) -> str | None:
+    """The file system type /proc/self/mountinfo gives the mount holding *path* (its name, as
+    mount(8) shows it: ext4, tmpfs, ramfs, fuse.sshfs), or None."""
     try:
-        magic = syscalls.statfs_type(str(_existing(path)))
+        real = os.path.realpath(path)
+        with open("/proc/self/mountinfo") as f:
+            rows = f.read().splitlines()
     except OSError:
-        return None, "unknown"
-    return magic, _FS_NAMES.get(magic, hex(magic))
+        return None
+    best, kind = "", None
+    for row in rows:
+        left, _, right = row.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        # proc(5): the mount point is field 5, octal-escaped (\040 for a space)
+        point = fields[4].encode().decode("unicode_escape")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, right.split()[0]
+    return kind
+
+
+def fs_name(path: Path) -> tuple[int | None, str]:
+    """The file system holding *path* (or its nearest existing parent): magic and name."""
+    where = _existing(path)
+    try:
+        magic: int | None = syscalls.statfs_type(str(where))
+    except OSError:
+        magic = None
+    name = _mount_fstype(where) or (_FS_NAMES.get(magic, f"unknown ({magic:#x})") if magic is not None
+                                    else "unknown")
+    return magic, name
 
 
 def _write_own_maps(uid: int, gid: int) -> None:
@@ -100,48 +126,38 @@ def _write_own_maps(uid: int, gid: int) -> None:
         f.write(f"0 {gid} 1\n")
 
 
-def overlay_test(layout: Layout) -> str | None:
-    """Mount overlay with userxattr in a fresh user+mount namespace on the store's file system.
-
-    Also removes a lower file through the mount, which makes the kernel create a whiteout
-    (a 0/0 character device) in the upper dir: the same thing layer unpacking needs.
-    Returns None on success, else the error text.
-    """
+def probe_drivers(ctx: Context) -> dict[str, str | None] | str:
+    """The storage driver probe a first `run` makes (storage.drivers.probe: a real tree with a
+    whiteout and an opaque directory, mounted as the container's child mounts it, in the store's
+    user namespace), on the store's file system; driver → None (works) or why not. A string when
+    nothing could be probed. The scratch store is removed; the real one is not touched."""
     import shutil
     import tempfile
 
-    base_dir = layout.tmp if layout.root.is_dir() else _existing(layout.root)
+    from rootless.context import Log
+    from rootless.runtime.run import LazyStoreNamespace, mount_probe
+    from storage.drivers import probe as driver_probe
+
+    root = ctx.layout.root
+    base = ctx.layout.tmp if root.is_dir() else _existing(root)
     try:
-        if base_dir == layout.tmp:
-            base_dir.mkdir(exist_ok=True, mode=0o700)
-        base = Path(tempfile.mkdtemp(prefix=".doctor-overlay-", dir=base_dir))
+        if base == ctx.layout.tmp:
+            base.mkdir(exist_ok=True, mode=0o700)
+        scratch = Path(tempfile.mkdtemp(prefix=".rootless-doctor-", dir=base))
     except OSError as e:
-        return f"create a test directory in {base_dir}: {e.strerror}"
-    lower, upper, work, merged = (base / n for n in ("lower", "upper", "work", "merged"))
-    uid, gid = os.geteuid(), os.getegid()
+        return f"create a test directory in {base}: {e.strerror}"
     try:
-        for d in (lower, upper, work, merged):
-            d.mkdir()
-        (lower / "gone").write_text("x")
-
-        def child() -> None:
-            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
-            _write_own_maps(uid, gid)
-            opts = f"lowerdir={lower},upperdir={upper},workdir={work},userxattr"
-            syscalls.mount("overlay", str(merged), "overlay", 0, opts)
-            (merged / "new").write_text("y")
-            (merged / "gone").unlink()
-
-        return _fork_check(child)
+        lay = Layout(root=scratch, runroot=ctx.layout.runroot)
+        lay.ensure_store()
+        sctx = Context(config=ctx.config, layout=lay, log=Log(level=40))
+        with LazyStoreNamespace(sctx) as runner:
+            return driver_probe.probe(sctx, runner, mount_probe)
+    except RootlessError as e:
+        return e.message
+    except OSError as e:
+        return f"{e.filename or scratch}: {e.strerror}"
     finally:
-        # overlay leaves work/work with mode 0; make everything removable first
-        for top, subdirs, _ in os.walk(base):
-            for name in subdirs:
-                try:
-                    os.chmod(os.path.join(top, name), 0o700)
-                except OSError:
-                    pass
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def fuse_usable() -> tuple[bool, str]:
@@ -167,10 +183,18 @@ def _subid_check(kind: str, path: Path, user: str, uid: int) -> Check:
         return Check(f"sub{kind} range", False, True, e.message, e.hint)
     if ranges:
         text = ", ".join(f"{r.start}-{r.end} ({r.count} ids)" for r in ranges)
+        total = sum(r.count for r in ranges)
+        if total < idmap.DEFAULT_RANGE_SIZE:
+            # Images use IDs up to 65534 (nobody): an owner the map cannot hold becomes root.
+            return Check(f"sub{kind} range", False, False,
+                         f"{user} in {path}: {text}: under {idmap.DEFAULT_RANGE_SIZE} ids, so files of "
+                         f"image owners above {total} are owned by the container's root instead",
+                         f"as root: {idmap.usermod_fix(user)}")
         return Check(f"sub{kind} range", True, True, f"{user} in {path}: {text}")
-    return Check(f"sub{kind} range", False, True,
-                 f"no range for {user} (uid {uid}) in {path}: images with files owned by several users "
-                 "lose those owners (single-id mapping)",
+    # Runs and pulls still work (single-id mapping), so this degrades rather than blocks.
+    return Check(f"sub{kind} range", False, False,
+                 f"no range for {user} (uid {uid}) in {path}: single-id mapping, files of other owners "
+                 "in images are owned by the container's root (you) instead",
                  f"as root: {idmap.usermod_fix(user)}")
 
 
@@ -226,14 +250,59 @@ def _mapping_check(maps: idmap.IdMaps, user: str) -> Check:
     return Check(name, True, True, f"{kind}: uids {_map_text(maps.uid_map)}; gids {_map_text(maps.gid_map)}")
 
 
-def _overlay_check(layout: Layout) -> Check:
-    err = overlay_test(layout)
-    if err is None:
-        return Check("overlay in a user namespace", True, False,
-                     "overlay mounts with userxattr on the store's file system, whiteouts work")
-    return Check("overlay in a user namespace", False, False, err,
-                 "needs Linux >= 5.11 and a store on a local file system (--root); otherwise the "
-                 "slower fuse-overlayfs or vfs driver is used")
+def _overlay_check(ctx: Context, results: dict[str, str | None] | str) -> Check:
+    name = "overlay in a user namespace"
+    _, fs = fs_name(ctx.layout.root)
+    if isinstance(results, str):
+        return Check(name, False, False, f"not probed on the store's file system ({fs}): {results}")
+    why = results.get("overlay", "not tried")
+    if why is None:
+        return Check(name, True, False, f"kernel overlay works on the store's file system ({fs}): "
+                     "whiteouts, opaque directories")
+    fallback = "fuse-overlayfs" if "fuse-overlayfs" in results and results["fuse-overlayfs"] is None else "vfs"
+    return Check(name, False, False, f"not on the store's file system ({fs}): {why}; runs use {fallback}",
+                 "kernel overlay needs Linux >= 5.11 and a store (--root) on ext4, xfs, btrfs or tmpfs")
+
+
+def _store_check(layout: Layout) -> Check:
+    """The store exists and is writable, or can be created: a pull writes it first thing."""
+    name = "store"
+    root = layout.root
+    _, fs = fs_name(root)
+    user = idmap.current_user()
+    if root.is_dir():
+        if os.access(root, os.W_OK | os.X_OK):
+            return Check(name, True, True, f"{root} ({fs})")
+        return Check(name, False, True, f"{root} ({fs}) is not writable",
+                     f"make it writable (as root: chown -R {user}: {root}), or choose another store with --root")
+    parent = _existing(root.parent)
+    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+        return Check(name, True, True, f"{root} ({fs}) does not exist yet; the first pull creates it")
+    return Check(name, False, True, f"{root} cannot be created: {parent} ({fs}) is not writable",
+                 "choose a store in a directory of yours with --root, or set HOME (or XDG_DATA_HOME) to one")
+
+
+def _config_check() -> Check:
+    from rootless import config as cfg
+    from rootless.layout import config_file
+
+    path = config_file()
+    try:
+        c = cfg.load(path, required=bool(os.environ.get("ROOTLESS_CONFIG")))
+    except RootlessError as e:
+        return Check("config", False, True, e.message, e.hint)
+    return Check("config", True, True, str(path) if c.source else f"{path} does not exist: the defaults")
+
+
+def _tun_check(needed: bool) -> Check:
+    """slirp4netns opens /dev/net/tun to make the container's tap device."""
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        return Check("/dev/net/tun", False, needed,
+                     f"open /dev/net/tun: {e.strerror}: containers get no network of their own",
+                     "as root: chmod 0666 /dev/net/tun (or modprobe tun when it is missing)")
+    return Check("/dev/net/tun", True, needed, "/dev/net/tun opens read-write")
 
 
 def _fuse_checks() -> list[Check]:
@@ -247,9 +316,9 @@ def _fuse_checks() -> list[Check]:
     return [fuse, prog]
 
 
-def _slirp_check() -> Check:
+def _slirp_check(needed: bool) -> Check:
     path = idmap.find_helper("slirp4netns")
-    return Check("slirp4netns", path is not None, False,
+    return Check("slirp4netns", path is not None, needed,
                  path or "not installed: containers get no network of their own",
                  None if path else "as root: apt-get install slirp4netns")
 
@@ -307,6 +376,18 @@ def _runtime_dir_check(uid: int, user: str) -> Check:
     return Check(name, True, False, f"{xdg} (owned by {user}, mode 700)")
 
 
+def _runroot_check(layout: Layout) -> Check:
+    """A default run uses the store's recorded run root; this is what it would refuse."""
+    name = "run root"
+    try:
+        used = Layout.for_store(layout.root)
+    except RootlessError as e:
+        return Check(name, False, True, e.message, e.hint)
+    recorded = used.recorded_runroot()
+    how = f"recorded in {used.store_meta}" if recorded is not None else "recorded at first use"
+    return Check(name, True, True, f"{used.runroot} ({how})")
+
+
 def _cgroup_check(ctx: Context) -> Check:
     from rootless.runtime import cgroups
 
@@ -347,9 +428,16 @@ def _nfs_check(layout: Layout) -> Check:
 
 
 def checks(ctx: Context) -> list[Check]:
+    """Every check; a needed one fails exactly when a default `run` would."""
     uid, gid = os.getuid(), os.getgid()
     user = idmap.current_user()
+    config = _config_check()
+    store = _store_check(ctx.layout)
+    # the default network is slirp4netns unless the config says otherwise
+    network_needed = config.ok and ctx.config.network.split(":", 1)[0] == "slirp4netns"
     out = [
+        config,
+        store,
         _subid_check("uid", idmap.SUBUID, user, uid),
         _subid_check("gid", idmap.SUBGID, user, uid),
         _helper_check("newuidmap"),
@@ -363,12 +451,13 @@ def checks(ctx: Context) -> list[Check]:
             out.append(_mapping_check(idmap.store_maps(uid, gid, user), user))
         except RootlessError as e:
             out.append(Check("store id mapping", False, True, e.message, e.hint))
-        out.append(_overlay_check(ctx.layout))
+        out.append(_overlay_check(ctx, probe_drivers(ctx) if store.ok else "the store cannot be created"))
     out += _fuse_checks()
-    slirp = _slirp_check()
-    out.append(slirp)
-    out.append(_user_network_check(slirp.ok and ns.ok))
+    out.append(_slirp_check(network_needed))
+    out.append(_tun_check(network_needed))
+    out.append(_user_network_check(out[-2].ok and ns.ok))
     out.append(_runtime_dir_check(uid, user))
+    out.append(_runroot_check(ctx.layout))
     out.append(_cgroup_check(ctx))
     out.append(_nfs_check(ctx.layout))
     return out
@@ -416,14 +505,21 @@ def _count(d: Path) -> int:
 
 
 def storage_driver(ctx: Context) -> tuple[str, str]:
-    """The driver that will be used and why: the config, or the first that works here."""
+    """The driver that will be used and why: the config, the store's record, or the probe's choice."""
+    from storage.drivers import probe as driver_probe
+
     if ctx.config.storage_driver:
         return ctx.config.storage_driver, "config"
-    if overlay_test(ctx.layout) is None:
-        return "overlay", "native overlay works in a user namespace"
-    if fuse_usable()[0] and idmap.find_helper("fuse-overlayfs"):
-        return "fuse-overlayfs", "native overlay unavailable"
-    return "vfs", "neither overlay nor fuse-overlayfs usable"
+    data = driver_probe.read_record(ctx.layout)
+    if data is not None and data.get("kernel") == driver_probe.kernel_release():
+        return str(data["driver"]), f"recorded in {driver_probe.record_path(ctx.layout)}"
+    results = probe_drivers(ctx)
+    if isinstance(results, str):
+        return "vfs", f"not probed: {results}"
+    driver, failures = driver_probe.decide(results)
+    if not failures:
+        return driver, "native overlay works in a user namespace"
+    return driver, "; ".join(f"{d}: {why}" for d, why in failures)
 
 
 def info(ctx: Context) -> dict[str, Any]:

@@ -104,10 +104,20 @@ def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: st
         raise RootlessError(f"--pull {pull!r}: must be missing, always or never")
     if pull != "always":
         try:
-            return present.find(ctx, ref)
+            found = present.find(ctx, ref)
         except NotFoundError:
             if pull == "never":
                 raise
+        else:
+            # --platform P: never another platform's stored image; P's is pulled (an invalid P
+            # fails here as it does for pull)
+            other = present.other_platform(found, platform) if platform else None
+            if other is None:
+                return found
+            if pull == "never":
+                raise RootlessError(f"image {ref} is stored for {other}, not {platform}",
+                                    hint=f"pull it with `rootless pull --platform {platform}`, or leave out "
+                                         "--pull never")
     from rootless.image.pull import pull as do_pull
 
     return do_pull(ctx, ref, platform=platform)
@@ -382,6 +392,9 @@ def containers(ctx: Context, *, all_: bool = True, filters: Sequence[str] = ()) 
         if not eq or k not in FILTERS:
             raise RootlessError(f"invalid filter {f!r}", hint="filters: status=STATUS, name=REGEX, id=PREFIX, "
                                 "label=KEY[=VALUE], ancestor=IMAGE, exited=CODE")
+        if k == "status" and v not in lifecycle.STATES:
+            raise RootlessError(f"invalid filter {f!r}: {v!r} is not a container state",
+                                hint=f"states: {', '.join(lifecycle.STATES)}")
         want.setdefault(k, []).append(v)
     rows = lifecycle.all_containers(ctx)
     if not all_ and "status" not in want and "exited" not in want:

@@ -65,6 +65,18 @@ class CommandNotFoundError(RootlessError):
     exit_code = EXIT_NOT_FOUND
 
 
+def decode_utf8(data: bytes, what: str) -> str:
+    """*data* as text without a leading byte-order mark; bytes that are not UTF-8 are one
+    error naming *what* (the file) and the line, as Docker's env-file reader does."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise RootlessError(f"{what} contains invalid UTF-8 at line {line} (byte {data[e.start]:#04x})",
+                            hint="save it as UTF-8") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
 def errno_hint(err: OSError) -> str | None:
     """Turn an errno into a remedy where one is known."""
     import errno

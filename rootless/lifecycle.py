@@ -364,6 +364,10 @@ def status_text(c: Container, now: float) -> str:
     return "Created"
 
 
+# what status_name gives, plus Podman's names of states this engine never reaches
+STATES = ("created", "running", "stopping", "exited", "paused", "removing", "unknown")
+
+
 def status_name(st: State) -> str:
     return st.status if st.status == "paused" else "running" if st.running else st.status
 
@@ -630,6 +634,8 @@ def exec_(ctx: Context, cid: str, argv: list[str], *, interactive: bool, tty: bo
           workdir: str | None, user: str | None) -> int:
     from rootless.runtime import nsexec
 
+    if workdir is not None and not workdir.startswith("/"):
+        raise RootlessError(f"exec -w {workdir!r}: the working directory must be an absolute path")
     c = _running(ctx, cid, "exec into")
     base = c.config.spec.process
     merged = dict(e.partition("=")[::2] for e in base.env)
@@ -643,7 +649,8 @@ def exec_(ctx: Context, cid: str, argv: list[str], *, interactive: bool, tty: bo
             merged[k] = os.environ[k]
     proc = replace(
         base, args=tuple(argv), env=tuple(f"{k}={v}" for k, v in merged.items()), cwd=workdir or base.cwd,
-        terminal=tty, interactive=interactive, init=False, user=user if user is not None else base.user)
+        terminal=tty, interactive=interactive, init=False, user=user if user is not None else base.user,
+        make_cwd=workdir is None)
     cg = (c.state.cgroup, c.state.cgroup_manager, c.state.cgroup_unit) if c.state.cgroup else None
     return nsexec.exec_in(c.config.spec, c.state.pid, proc, ctx.log, cg)
 

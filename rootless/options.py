@@ -178,7 +178,7 @@ class Command:
     def __init__(self, path: str, help: str, handler: Callable[..., int | None], *,  # noqa: A002
                  args: Sequence[Arg] = (), options: Sequence[Opt] = (), aliases: Sequence[str] = (),
                  hidden_aliases: Sequence[str] = (), interspersed: bool = True, unknown_as_args: bool = False,
-                 context: bool = True, quick_exit: Callable[[Args], bool] | None = None) -> None:
+                 context: bool | str = True, quick_exit: Callable[[Args], bool] | None = None) -> None:
         self.path = tuple(path.split())
         self.help = help
         self.handler = handler
@@ -188,7 +188,9 @@ class Command:
         self.hidden_aliases = tuple(tuple(a.split()) for a in hidden_aliases)
         self.interspersed = interspersed
         self.unknown_as_args = unknown_as_args  # unshare: `rootless unshare ls -l` passes -l on
-        self.context = context  # False: the handler takes no Context (completion)
+        # False: the handler takes no Context (completion); "lenient": one built even for a store
+        # whose run root does not match or a bad config (rootless.context.build)
+        self.context = context
         # True for these arguments: end the process right after the handler, without collecting
         # garbage or tearing the interpreter down (a foreground `run`: the start-up budget)
         self.quick_exit = quick_exit
@@ -228,7 +230,7 @@ class Table:
 
     def command(self, path: str, help: str, *, args: Sequence[Arg] = (),  # noqa: A002
                 options: Sequence[Opt] = (), aliases: Sequence[str] = (), hidden_aliases: Sequence[str] = (),
-                interspersed: bool = True, unknown_as_args: bool = False, context: bool = True,
+                interspersed: bool = True, unknown_as_args: bool = False, context: bool | str = True,
                 quick_exit: Callable[[Args], bool] | None = None
                 ) -> Callable[[Callable[..., int | None]], Callable[..., int | None]]:
         def register(fn: Callable[..., int | None]) -> Callable[..., int | None]:

@@ -96,6 +96,7 @@ class Process:
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
+    make_cwd: bool = True  # create a missing cwd (run, as Docker does); exec -w does not
     uid: int = 0
     gid: int = 0
     additional_gids: tuple[int, ...] = ()

@@ -26,6 +26,15 @@ PACKAGE_HINT = ("install the slirp4netns package (apt-get install slirp4netns, d
 _READY_FD, _EXIT_FD = 3, 4
 
 
+def failure_hint(output: str) -> str:
+    """The fix for a slirp4netns that failed with *output*: it opens /dev/net/tun for the
+    container's tap device, which minimal hosts ship missing or mode 0600."""
+    other = "run with --network none or host to go on without it"
+    if "/dev/net/tun" in output:
+        return f"as root: `chmod 0666 /dev/net/tun` (or `modprobe tun` when it is missing); or {other}"
+    return other
+
+
 def find_binary(path: str | None = None) -> str:
     """slirp4netns on $PATH, else one error naming the package."""
     dirs = (path if path is not None else os.environ.get("PATH", "")).split(":")
@@ -106,7 +115,7 @@ class Slirp:
                 self.stop()
                 raise RootlessError(f"slirp4netns did not set up the network of process {self.target} "
                                     f"in {timeout:.0f}s: {tail or 'no output'}",
-                                    "run with --network none or host to go on without it")
+                                    failure_hint(tail))
             try:
                 r, _, _ = select.select([self._ready_r], [], [], left)
             except InterruptedError:
@@ -128,7 +137,7 @@ class Slirp:
             why = f"exited with status {status}" if status is not None else "closed its ready fd"
             raise RootlessError(f"slirp4netns {why} before the network of process {self.target} was up: "
                                 f"{tail or 'no output'}",
-                                "run with --network none or host to go on without it")
+                                failure_hint(tail))
 
     def close_api(self) -> None:
         """Remove the API socket's name (the ports are set): nothing of ours stays in the run

@@ -235,6 +235,32 @@ class BlobStore:
                 raise StorageError(f"remove blob {digest}: {e.strerror}", hint=errno_hint(e)) from e
         return True
 
+    def remove_partials(self) -> list[str]:
+        """Delete the partial downloads no pull is writing (a pull that failed, for a full disk
+        say, keeps its partial to resume from); the digests whose partial went."""
+        removed: list[str] = []
+        try:
+            names = sorted(os.listdir(self.layout.tmp))
+        except FileNotFoundError:
+            return removed
+        for name in names:
+            hexpart = name.removesuffix(".partial")
+            if hexpart == name or not _DIGEST_RE.match(f"sha256:{hexpart}"):
+                continue
+            lock = FileLock(self.layout.locks / f"blob-{hexpart}.lock")
+            if not lock.acquire(blocking=False):
+                continue  # a pull is writing it
+            try:
+                os.unlink(self.layout.tmp / name)
+                removed.append(f"sha256:{hexpart}")
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise StorageError(f"remove {self.layout.tmp / name}: {e.strerror}", hint=errno_hint(e)) from e
+            finally:
+                lock.release()
+        return removed
+
     def list(self) -> list[str]:
         out: list[str] = []
         base = self.layout.root / "blobs"

@@ -180,6 +180,7 @@ class ImageStore:
         A name that pointed at another image moves here; that image stays, dangling if
         it has no name left. Returns the stored record (names merged with any earlier).
         """
+        self.layout.check_writable(self.layout.root, self.layout.images)
         with self.locked():
             index = self._read_index()
             existing = self._read_record(record.id)
@@ -192,6 +193,7 @@ class ImageStore:
             return stored
 
     def tag(self, image_id: str, name: str) -> ImageRecord:
+        self.layout.check_writable(self.layout.root, self.layout.images)
         with self.locked():
             record = self._get_locked(image_id)
             index = self._read_index()
@@ -203,6 +205,7 @@ class ImageStore:
 
     def untag(self, name: str) -> ImageRecord:
         """Remove ``name``; the image stays (dangling if it was its last name)."""
+        self.layout.check_writable(self.layout.root, self.layout.images)
         with self.locked():
             index = self._read_index()
             image_id = index.pop(name, None)
@@ -220,6 +223,7 @@ class ImageStore:
 
     def remove(self, image_id: str) -> ImageRecord:
         """Forget the image and its names; its layers and blobs are the caller's to collect."""
+        self.layout.check_writable(self.layout.root, self.layout.images)
         with self.locked():
             record = self._get_locked(image_id)
             index = {k: v for k, v in self._read_index().items() if v != record.id}

@@ -18,8 +18,10 @@ write outside the layer. Symlink *targets* are only data and may point anywhere.
 Device nodes other than the 0:0 whiteout are skipped and counted; members of types we
 do not know are skipped and listed in ``rejected``.
 
-What is kept: owners (IDs outside the namespace's map become the overflow ID 65534,
-counted), modes with set-ID and sticky bits (set after chown(2), which clears them),
+What is kept: owners (an ID the namespace's map cannot hold, which with a single-ID map or
+a short subordinate range is any ID but 0, becomes the mapped root, 0:0, counted as
+``overflow_ids``, and such a file loses its set-ID bits: they would now grant root), modes
+with set-ID and sticky bits (set after chown(2), which clears them),
 mtimes, xattrs from PAX SCHILY.xattr./LIBARCHIVE.xattr. records (failures counted),
 hardlinks, FIFOs. Directories get their owner, mode and mtime last, deepest first. A
 member listed again replaces the earlier one (a directory over a directory merges).
@@ -60,7 +62,6 @@ from storage.nsrunner import NamespaceRunner
 _READ = 1 << 20  # decompressed bytes asked for per read: few syscalls, bounded memory
 _BLOCK = tarfile.BLOCKSIZE
 _DIR_FDS = 64  # directory fds kept open; tar streams list a directory's entries together
-_OVERFLOW_ID = 65534  # /proc/sys/kernel/overflowuid: what the kernel shows for an unmapped ID
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = ".wh."
@@ -310,6 +311,7 @@ class _Unpacker:
         # A default ACL on the directory replaces the umask (acl(5)): then always chmod.
         self.umask = 0o777 if _has_default_acl(self.root) else _umask()
         self.whiteout_format: str | None = None
+        self.remapped = False  # the last member's owner was not in the map: it became root
         self.stats = {"files": 0, "devices_skipped": 0, "overflow_ids": 0, "xattr_failures": 0,
                       "xattrs_skipped": 0, "whiteouts": 0, "opaque_dirs": 0}
         self.rejected: list[str] = []
@@ -404,15 +406,21 @@ class _Unpacker:
 
     # ---- metadata
     def ids(self, m: tarfile.TarInfo) -> tuple[int, int] | None:
+        """The owner to give *m*: its own, or the mapped root for an ID the map cannot hold.
+
+        chown(2) fails with EINVAL for an ID without a mapping (user_namespaces(7)). The
+        overflow ID 65534 is no way out: a single-ID map or a range under 65535 IDs does
+        not hold it either, while 0 is in every map (the user's own ID).
+        """
+        self.remapped = False
         if not self.chown:
             return None
         uid, gid = m.uid, m.gid
-        over = False
         if not any(lo <= uid < hi for lo, hi in self.uids):
-            uid, over = _OVERFLOW_ID, True
+            uid, self.remapped = 0, True
         if not any(lo <= gid < hi for lo, hi in self.gids):
-            gid, over = _OVERFLOW_ID, True
-        if over:
+            gid, self.remapped = 0, True
+        if self.remapped:
             self.stats["overflow_ids"] += 1
         return uid, gid
 
@@ -425,9 +433,8 @@ class _Unpacker:
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
-            # An ID outside the namespace's map: keep the file, owned by the overflow ID.
-            self.stats["overflow_ids"] += 1
-            os.fchown(fd, _OVERFLOW_ID, _OVERFLOW_ID)
+            self.unmappable()
+            os.fchown(fd, 0, 0)
 
     def chown_at(self, parent: int, name: str, m: tarfile.TarInfo) -> None:
         ids = self.ids(m)
@@ -438,8 +445,18 @@ class _Unpacker:
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
+            self.unmappable()
+            os.chown(name, 0, 0, dir_fd=parent, follow_symlinks=False)
+
+    def unmappable(self) -> None:
+        """The kernel refused an ID our reading of the map allowed: the mapped root it is."""
+        if not self.remapped:
             self.stats["overflow_ids"] += 1
-            os.chown(name, _OVERFLOW_ID, _OVERFLOW_ID, dir_fd=parent, follow_symlinks=False)
+        self.remapped = True
+
+    def mode(self, m: tarfile.TarInfo) -> int:
+        """The member's mode once its owner is set: set-ID bits go with an owner that became root."""
+        return m.mode & (0o1777 if self.remapped else 0o7777)
 
     @staticmethod
     def times(m: tarfile.TarInfo) -> tuple[int, int]:
@@ -573,7 +590,7 @@ class _Unpacker:
         pfd = self.dir_fd(parent)
         self.chown_at(pfd, name, m)
         # The entry was just made by us and is not a symlink, so chmod's following is moot.
-        os.chmod(name, m.mode & 0o7777, dir_fd=pfd)
+        os.chmod(name, self.mode(m), dir_fd=pfd)
         os.utime(name, ns=self.times(m), dir_fd=pfd, follow_symlinks=False)
 
     def mkdir(self, parent: str, name: str, rel: str, m: tarfile.TarInfo) -> None:
@@ -623,7 +640,7 @@ class _Unpacker:
             if m.pax_headers:
                 self.xattrs(fd, m)
             if not direct:
-                os.fchmod(fd, mode)
+                os.fchmod(fd, self.mode(m))
             os.utime(fd, ns=self.times(m))
         finally:
             os.close(fd)
@@ -658,7 +675,7 @@ class _Unpacker:
             m = self.dirs[rel]
             fd = self.dir_fd(rel, create=False)
             self.chown_fd(fd, m, always=not rel)  # dest's group may be its parent's
-            os.fchmod(fd, m.mode & 0o7777)
+            os.fchmod(fd, self.mode(m))
             os.utime(fd, ns=self.times(m))
             if rel in self.fds:
                 os.close(self.fds.pop(rel))

@@ -66,7 +66,7 @@ def _usable(ctx: Context, first: StorageDriver, layers: Sequence[LayerDir], expl
         if other.unavailable() is None and other.refuses(layers) is None:
             ctx.log.warn_once(f"storage-driver-refused-{first.name}",
                               f"the {first.name} storage driver cannot use this image ({why}): "
-                              f"using {other.name} for it")
+                              f"using {other.name} for it")  # per image: not once per store
             return other
     raise StorageError(f"no storage driver can use this image: {why}")
 

@@ -61,7 +61,8 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
-@table.command("doctor", "Check every prerequisite and print the command that fixes each failing one.")
+@table.command("doctor", "Check every prerequisite and print the command that fixes each failing one.",
+               context="lenient")
 def doctor(ctx: Context, a: Args) -> int:
     import sys
 
@@ -79,6 +80,16 @@ def doctor(ctx: Context, a: Args) -> int:
     if bad:
         print(f"{bad} needed check(s) failed", file=sys.stderr)
         return 1
+    return 0
+
+
+@table.command("system migrate", "Move the store to this environment's run root and probe the storage driver "
+               "again.", context="lenient")
+def system_migrate(ctx: Context, a: Args) -> int:
+    from rootless.system import migrate
+
+    for line in migrate(ctx):
+        print(line)
     return 0
 
 

@@ -146,11 +146,15 @@ KNOWN_ARCH = frozenset({"386", "amd64", "arm", "arm64", "arm64be", "loong64", "m
 
 
 def parse_platform(text: str) -> Platform:
-    """``os/arch[/variant]`` as given to --platform; a bare ``arch`` means linux."""
+    """``os/arch[/variant]`` as given to --platform; a bare ``arch`` means linux, a bare ``os``
+    this host's architecture (as Podman takes ``--platform linux``)."""
     parts = text.strip().split("/")
     if not all(parts) or not 1 <= len(parts) <= 3:
         raise ManifestError(f"invalid platform {text!r}",
                             "write it as os/architecture[/variant], e.g. linux/arm64 or linux/arm/v7")
+    if len(parts) == 1 and parts[0].lower() in KNOWN_OS:
+        host = host_platform()
+        return Platform(parts[0].lower(), host.architecture, host.variant)
     if len(parts) == 1:
         parts = ["linux", *parts]
     os_, arch = parts[0], parts[1]

@@ -180,12 +180,25 @@ def _gc(ctx: Context, store: ImageStore) -> None:
         for d in blobs.list():
             if d not in blobs_used:
                 blobs.remove(d)
+        blobs.remove_partials()
         with StoreNamespace(ctx.layout, ctx.log) as runner:
             ls = LayerStore(ctx.layout, runner)
             for diff_id in ls.list():
                 if diff_id not in layers_used:
                     ls.remove(diff_id)
             ls.cleanup_tmp()
+
+
+def other_platform(rec: ImageRecord, platform: str) -> str | None:
+    """The stored image's platform when it is not *platform* (which must parse, as for pull),
+    else None: `run --platform P` must not take another platform's image for it."""
+    from rootless.image import manifest as mf
+
+    want = mf.parse_platform(platform).normalized()
+    have = mf.Platform(rec.os, rec.arch).normalized()
+    if (have.os, have.architecture) == (want.os, want.architecture):
+        return None
+    return f"{have.os}/{have.architecture}"
 
 
 def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> tuple[list[tuple[bool, str]], int]:
@@ -215,28 +228,30 @@ def rmi(ctx: Context, names: list[str], *, force: bool, all_: bool) -> tuple[lis
             users[str(meta.get("image", ""))] = users.get(str(meta.get("image", "")), 0) + 1
         for text, rec in targets:
             rec = store.get(rec.id) or rec
-            if users.get(rec.id) and not force:
-                report.append((True, f"image {rec.id[:12]} is in use by {users[rec.id]} container(s): "
-                               "remove them first, or use --force"))
-                status = status or EXIT_IMAGE_IN_USE
-                continue
             by_id = all_ or bool(_HEXPREFIX.match(text)) and not any(
                 n.split("/")[-1].split(":")[0] == text for n in rec.names)
             if not by_id and len(rec.names) > 1:
+                # one of several names: only the name goes, so containers using the image do
+                # not stand in the way (Podman untags too)
                 name = _matching_name(ctx, text, rec)
                 store.untag(name)
                 report.append((False, f"Untagged: {name}"))
                 image_event(ctx, "untag", rec.id, name)
+                continue
+            if users.get(rec.id) and not force:
+                report.append((True, f"image {rec.id[:12]} is in use by {users[rec.id]} container(s): "
+                               "remove them first, or use --force"))
+                status = status or EXIT_IMAGE_IN_USE
                 continue
             if by_id and len(rec.names) > 1 and not force:
                 report.append((True, f"unable to delete image {rec.id[:12]} by ID with more than one tag "
                                f"({', '.join(rec.names)}): please force removal"))
                 status = status or 125
                 continue
+            store.remove(rec.id)  # first: nothing is reported done before it is
             for n in rec.names:
                 report.append((False, f"Untagged: {n}"))
                 image_event(ctx, "untag", rec.id, n)
-            store.remove(rec.id)
             report.append((False, f"Deleted: {rec.id}"))
             image_event(ctx, "remove", rec.id, rec.names[0] if rec.names else rec.id)
             removed = True

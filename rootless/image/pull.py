@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rootless.errors import NotFoundError, RegistryError, RootlessError
+from rootless.errors import NotFoundError, RegistryError, RootlessError, StorageError
 from rootless.image.reference import Reference, candidates, parse_reference
 from rootless.units import decimal_size
 
@@ -159,6 +159,7 @@ def pull(ctx: Context, text: str, *, platform: str | None = None, quiet: bool = 
 
     started = time.monotonic()
     ctx.layout.ensure_store()
+    ctx.log.store_created()
     # shared: pulls run side by side, but `rmi`/`prune` (exclusive) cannot collect the blobs and
     # layers of a pull that has not recorded its image yet
     gc_lock = FileLock(ctx.layout.locks / "gc.lock", shared=True)
@@ -237,9 +238,12 @@ def _warn_losses(ctx: Context, ref: Reference, fresh: list[dict[str, Any]]) -> N
         ctx.log.warn(f"{ref}: skipped {devices} device node{'s' if devices > 1 else ''}: a user namespace "
                      "cannot create them (the container's /dev provides the usual ones)")
     if overflow:
-        ctx.log.warn(f"{ref}: {overflow} file{'s' if overflow > 1 else ''} owned by IDs outside your "
-                     "subordinate range are owned by the overflow ID 65534 instead; widen the range with "
-                     "`usermod --add-subuids`/`--add-subgids` to keep them")
+        from rootless.runtime import idmap
+
+        ctx.log.warn(f"{ref}: {overflow} file{'s' if overflow > 1 else ''} owned by IDs your ID mapping "
+                     "cannot hold are owned by the container's root (you) instead",
+                     f"to keep their owners, as root: {idmap.usermod_fix(idmap.current_user())}; then remove "
+                     "the image and pull it again")
     if xattrs:
         ctx.log.warn(f"{ref}: {xattrs} extended attribute{'s' if xattrs > 1 else ''} could not be set "
                      "(security.* and trusted.* need real root)")
@@ -270,8 +274,12 @@ def _fetch_and_unpack(ctx: Context, res: Resolved, blobs: Any, layers: Any,
                 progress.advance(desc.digest, w.offset)
             if stop.is_set():
                 raise RootlessError("pull cancelled")
-            res.client.fetch_blob(res.ref.repository, desc.digest, w,
-                                  progress=lambda n: progress.advance(desc.digest, n), size=desc.size)
+            def advance(n: int) -> None:
+                if stop.is_set():  # Ctrl-C or a failed layer: this download is not wanted now
+                    raise StorageError("pull cancelled")
+                progress.advance(desc.digest, n)
+
+            res.client.fetch_blob(res.ref.repository, desc.digest, w, progress=advance, size=desc.size)
 
     def unpack(desc: Descriptor, diff_id: str) -> None:
         progress.status(desc.digest, "Extracting")
@@ -317,6 +325,14 @@ def _fetch_and_unpack(ctx: Context, res: Resolved, blobs: Any, layers: Any,
                 stop.set()
                 raise f.exception()  # type: ignore[misc]
         wait(list(futures))
+    except KeyboardInterrupt:
+        # Ctrl-C: no waiting for unpacks to finish (seconds for a large layer); each runs in a
+        # namespace worker, and what a killed one leaves is a tmp entry the next pull removes.
+        stop.set()
+        abort = getattr(layers.runner, "abort", None)
+        if abort is not None:
+            abort()
+        raise
     finally:
         stop.set()
         downloaders.shutdown(wait=True, cancel_futures=True)

@@ -25,7 +25,7 @@ _DOMAIN = re.compile(
     r"(?:\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*)"
     r"(?::[0-9]+)?$"
 )
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)  # ASCII: the distribution spec's [a-zA-Z0-9_]
 _DIGEST = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
 _SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -108,6 +108,9 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
         registry, path = first, parts[1:]
         if not _DOMAIN.match(registry):
             raise _fail(text, f"bad registry host {registry!r}")
+        port = re.search(r":([0-9]+)$", registry)
+        if port and not 0 < int(port.group(1)) < 65536:
+            raise _fail(text, f"port {port.group(1)} of {registry!r} is not in 1-65535")
         if registry in _HUB_ALIASES:
             registry = DOCKER_HUB
     else:

@@ -128,6 +128,12 @@ class _MemoryWriter:
         self.buf += data
 
 
+def _config_hint(err: RootlessError) -> str | None:
+    """The hint of a mirror's failure worth showing with the warning that moves on: the one
+    naming a config change (a plain-HTTP mirror needs insecure = true), as a direct pull says."""
+    return err.hint if err.hint and "insecure = true" in err.hint else None
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     e: BaseException | None = exc
@@ -291,6 +297,10 @@ class RegistryClient:
             except (httpx.TimeoutException, httpx.ReadError, httpx.WriteError,
                     httpx.RemoteProtocolError, httpx.LocalProtocolError) as e:
                 err, hinted = self._network_error(ep, e), None
+                if ep.mirror and isinstance(e, httpx.TimeoutException) and not (progressed and progressed()):
+                    # A mirror that accepts and never answers would hold the pull for every
+                    # retry's full timeout: the next endpoint gets the request instead.
+                    raise err from None
             except httpx.RequestError as e:
                 err, hinted = self._network_error(ep, e), None
                 if not contacted and not (progressed and progressed()):
@@ -360,7 +370,8 @@ class RegistryClient:
                     mirror_miss = mirror_miss or e
                     self.ctx.log.debug(f"mirror {ep}: {e.message}; trying the next endpoint")
                 else:
-                    self.ctx.log.warn(f"mirror {ep} failed: {e.message}; trying the next endpoint")
+                    self.ctx.log.warn(f"mirror {ep} failed: {e.message}; trying the next endpoint",
+                                      _config_hint(e))
                 continue
             with self._lock:
                 self._blob_endpoint[repository] = ep
@@ -455,8 +466,10 @@ class RegistryClient:
             except RootlessError as e:
                 errors.append((ep, e))
                 if ep is not order[-1]:
-                    log = self.ctx.log.debug if isinstance(e, NotFoundError) else self.ctx.log.warn
-                    log(f"{e.message}; trying the next endpoint")
+                    if isinstance(e, NotFoundError):
+                        self.ctx.log.debug(f"{e.message}; trying the next endpoint")
+                    else:
+                        self.ctx.log.warn(f"{e.message}; trying the next endpoint", _config_hint(e))
         primary = [e for ep, e in errors if not ep.mirror]
         raise (primary or [errors[-1][1]])[0]
 

@@ -290,12 +290,14 @@ def parse_env_file(text: str, path: str, host_env: Mapping[str, str]) -> list[tu
 
 
 def read_env_file(path: str, host_env: Mapping[str, str]) -> list[tuple[str, str]]:
+    from rootless.errors import decode_utf8
+
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise RootlessError(f"open env file {path}: {e.strerror}") from None
-    return parse_env_file(text, path, host_env)
+    return parse_env_file(decode_utf8(data, f"env file {path}"), path, host_env)
 
 
 def merge_env(*layers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -558,9 +560,9 @@ def parse_mount(text: str, cwd: str) -> Mount | VolumeRef:
         if kv:
             raise RootlessError(f"{what}: unsupported option {next(iter(kv))!r} for a tmpfs mount")
         if size:
-            opts.append(f"size={size}")
+            opts.append(_tmpfs_option(f"size={size}", what))
         if mode:
-            opts.append(f"mode={mode}")
+            opts.append(_tmpfs_option(f"mode={mode}", what))
         for f in flags:
             opts = _set_flag(opts, f)
         return Mount(dest, "tmpfs", "tmpfs", tuple(opts))
@@ -589,12 +591,31 @@ def _set_flag(opts: list[str], flag: str) -> list[str]:
     return [o for o in opts if o not in (flag, other)] + [flag]
 
 
+# tmpfs(5): sizes in bytes with a k, m or g suffix (or % of RAM), the mode in octal, IDs as numbers;
+# the kernel answers anything else with a bare EINVAL at mount time.
+_TMPFS_VALUES = {"size": (r"[0-9]+[kKmMgGtTpPeE%]?", "a size such as 64m, 1g or 50%"),
+                 "nr_blocks": (r"[0-9]+[kKmMgG]?", "a number of blocks"),
+                 "nr_inodes": (r"[0-9]+[kKmMgG]?", "a number of inodes"),
+                 "mode": (r"[0-7]{1,4}", "an octal mode such as 1777"),
+                 "uid": (r"[0-9]+", "a numeric user ID"), "gid": (r"[0-9]+", "a numeric group ID")}
+
+
+def _tmpfs_option(option: str, what: str) -> str:
+    import re
+
+    key, eq, value = option.partition("=")
+    rule = _TMPFS_VALUES.get(key)
+    if eq and rule and not re.fullmatch(rule[0], value):
+        raise RootlessError(f"{what}: {key}={value!r} is not {rule[1]}", "see tmpfs(5) for the options")
+    return option
+
+
 def parse_tmpfs(text: str) -> Mount:
     """--tmpfs DST[:OPTIONS], default options rw,noexec,nosuid,nodev (podman-run(1))."""
     dst, _, opt_text = text.partition(":")
     opts = list(TMPFS_DEFAULT_OPTIONS)
     for o in (x for x in opt_text.split(",") if x):
-        opts = _set_flag(opts, o) if o in _OPPOSITE else [*opts, o]
+        opts = _set_flag(opts, o) if o in _OPPOSITE else [*opts, _tmpfs_option(o, f"--tmpfs {text!r}")]
     return Mount(_dest(dst, f"tmpfs {text!r}"), "tmpfs", "tmpfs", tuple(opts))
 
 
@@ -944,6 +965,16 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     if opts.uts == "host" and opts.hostname:
         raise RootlessError("conflicting options: --hostname and --uts host", hint="drop one of them")
     hostname = opts.hostname or (host.hostname if mode == "host" or opts.uts == "host" else container_id[:12])
+    if len(hostname) > 64:  # sethostname(2): EINVAL beyond HOST_NAME_MAX
+        raise RootlessError(f"--hostname {hostname[:20]}…: {len(hostname)} characters, more than the kernel's "
+                            "limit of 64")
+    for server in opts.dns if list(opts.dns) != ["none"] else ():  # --dns none: no resolv.conf
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise RootlessError(f"--dns {server}: {server} is not an ip address") from None
 
     env = merge_env(
         _pairs(DEFAULT_ENV, "default environment"),

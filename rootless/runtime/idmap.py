@@ -165,7 +165,8 @@ def current_store_maps(subuid: Path = SUBUID, subgid: Path = SUBGID) -> IdMaps:
     return store_maps(os.getuid(), os.getgid(), current_user(), subuid, subgid)
 
 
-def single_mapping_warning(maps: IdMaps, user: str) -> str:
+def single_mapping_warning(maps: IdMaps, user: str) -> tuple[str, str, str]:
+    """(key, message, hint) of the one warning a single-ID store gives: once per store."""
     lost = "uids" if len(maps.uid_map) == 1 else ""
     if len(maps.gid_map) == 1:
         lost = f"{lost} and gids" if lost else "gids"
@@ -173,11 +174,18 @@ def single_mapping_warning(maps: IdMaps, user: str) -> str:
     if len(maps.gid_map) == 1:
         files = f"{files} and /etc/subgid" if files else "/etc/subgid"
     return (
-        f"no subordinate {lost} for {user} in {files}: using a single-id mapping "
-        f"(container root is you, uid {maps.uid_map[0].host_id}); every file in the store is owned by you "
-        f"and images whose files have other owners lose those owners. Fix (as root): "
-        f"{usermod_fix(user)}, then remove the store and pull again"
+        f"single-id-mapping:{lost}",
+        f"no subordinate {lost} for {user} in {files}: single-id mapping (container root is you, "
+        f"uid {maps.uid_map[0].host_id}; files of other owners in images are owned by root instead)",
+        f"as root: {usermod_fix(user)}, then remove the store and pull again",
     )
+
+
+def short_range(maps: IdMaps) -> int | None:
+    """The number of IDs the smaller map holds when it is under the 65536 an image may use
+    (0-65535: Debian's nobody is 65534), else None."""
+    size = min(sum(m.size for m in maps.uid_map), sum(m.size for m in maps.gid_map))
+    return size if size < DEFAULT_RANGE_SIZE else None
 
 
 # --- applying a mapping to a process ---------------------------------------------------

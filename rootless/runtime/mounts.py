@@ -335,6 +335,15 @@ def _fuse_overlayfs(plan: RootfsPlan) -> None:
     if prog is None:
         raise NamespaceError("fuse-overlayfs not found", "install it (apt-get install fuse-overlayfs) "
                              "or choose another driver with --storage-driver")
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        # The store recorded fuse-overlayfs when /dev/fuse worked; fuse-overlayfs's own text
+        # ("fuse: device not found") would not say what changed or what to do.
+        raise NamespaceError(f"fuse-overlayfs on {plan.target}: /dev/fuse: {e.strerror}: this store uses the "
+                             "fuse-overlayfs driver, which needs it",
+                             "as root: `modprobe fuse` and `chmod 0666 /dev/fuse`; or run `rootless system "
+                             "migrate` so that new containers use a driver that works here") from None
     opts = "lowerdir=" + ":".join(plan.lower)
     if plan.upper and plan.work:
         opts += f",upperdir={plan.upper},workdir={plan.work}"

@@ -408,6 +408,8 @@ def exec_process(p: Process, who: Who, report: int, slave: int, winsize: bytes |
         try:
             os.chdir(p.cwd)
         except FileNotFoundError:
+            if not p.make_cwd:
+                raise
             os.makedirs(p.cwd, 0o755, exist_ok=True)
             os.chdir(p.cwd)
         stage = "exec"

@@ -103,7 +103,8 @@ def run(ctx: Context, spec: Spec, *, on_start: Callable[[process.Started], None]
         maps = idmap.IdMaps(
             tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.uid_map),
             tuple(idmap.IdMapping(m.container_id, m.host_id, m.size) for m in spec.gid_map), single=True)
-        ctx.log.warn_once("single-id-mapping", idmap.single_mapping_warning(maps, user))
+        key, msg, hint = idmap.single_mapping_warning(maps, user)
+        ctx.log.warn_once(key, msg, hint, store=True)
     place = cgroup_placer(spec, ctx.log)
     write_files(spec)
     started: process.Started | None = None

@@ -284,6 +284,20 @@ class StoreNamespace:
         if spawner is not None:
             spawner.stop()
 
+    def abort(self) -> None:
+        """Ctrl-C: end every call now. The workers are killed mid-call; what they were writing
+        is a tmp entry of the store, whose lock outlives nobody, so the next pull removes it
+        (storage.layers.LayerStore.cleanup_tmp). Later calls fail: the namespace is closed."""
+        with self._cond:
+            self._closed = True
+            workers = list(self._live)
+            self._cond.notify_all()
+        for w in workers:
+            try:
+                w.proc.kill()
+            except OSError:
+                pass
+
     # --- pool ---
 
     def _checkout(self) -> _Worker:
@@ -297,7 +311,8 @@ class StoreNamespace:
                 if len(self._live) + self._starting < self.max_workers:
                     if maps.single:
                         # under the lock: Log.warn_once is not itself thread-safe
-                        self.log.warn_once("single-id-mapping", idmap.single_mapping_warning(maps, self.user))
+                        key, msg, hint = idmap.single_mapping_warning(maps, self.user)
+                        self.log.warn_once(key, msg, hint, store=True)
                     self._starting += 1
                     if self._spawner is None:
                         self._spawner = _Spawner()
@@ -504,7 +519,8 @@ def run_in_store_ns(layout: Layout, log: Log, argv: list[str] | None = None,
     if maps is None:
         maps = idmap.store_maps(os.getuid(), os.getgid(), user)
     if maps.single:
-        log.warn_once("single-id-mapping", idmap.single_mapping_warning(maps, user))
+        key, msg, hint = idmap.single_mapping_warning(maps, user)
+        log.warn_once(key, msg, hint, store=True)
     base = dict(os.environ if env is None else env)
     if not argv:
         argv = [base.get("SHELL") or "/bin/sh"]

@@ -91,19 +91,25 @@ def decide(results: Mapping[str, str | None]) -> tuple[Driver, tuple[tuple[str, 
     return "vfs", tuple(failures)
 
 
-def lost(failures: tuple[tuple[str, str], ...], chosen: str, layout: Layout) -> str:
-    """The fallback warning: what each failed driver would have given, why it failed, the fix."""
-    again = f"then delete {record_path(layout)} to probe again"
+def lost(failures: tuple[tuple[str, str], ...], chosen: str, layout: Layout) -> tuple[str, str]:
+    """The fallback warning (one line) and its hint: what was lost, why, and the fix."""
+    again = "then `rootless system migrate` probes again"
     if chosen == "fuse-overlayfs":
         why = dict(failures).get("overlay", "")
-        return (f"kernel overlayfs is not usable in a user namespace here ({why}): using fuse-overlayfs, "
-                f"whose file access goes through a FUSE process and is slower; kernel overlay needs "
-                f"Linux 5.11 or later and the store (--root) on a local file system such as ext4, xfs, "
-                f"btrfs or tmpfs; {again}")
+        return (f"kernel overlay is not usable in a user namespace here ({why}): using the slower "
+                f"fuse-overlayfs for {layout.root}",
+                f"kernel overlay needs Linux 5.11+ and the store (--root) on ext4, xfs, btrfs or tmpfs; {again}")
     reasons = "; ".join(f"{d}: {why}" for d, why in failures)
     return (f"no overlay driver is usable ({reasons}): using vfs, which copies the whole image for "
-            f"every container (slow to start, uses disk); install fuse-overlayfs and make /dev/fuse "
-            f"usable (`rootless doctor` shows how), or get kernel overlay working; {again}")
+            f"every container",
+            f"install fuse-overlayfs and make /dev/fuse usable (`rootless doctor` shows how); {again}")
+
+
+def warn_fallback(ctx: Context, choice: Choice) -> None:
+    """Said once per store for each state (a different fallback warns again)."""
+    msg, hint = lost(choice.failures, choice.driver, ctx.layout)
+    key = f"{_WARN_KEY}:{choice.driver}:" + ",".join(d for d, _ in choice.failures)
+    ctx.log.warn_once(key, msg, hint, store=True)
 
 
 def read_record(layout: Layout) -> dict[str, Any] | None:
@@ -159,8 +165,14 @@ def select(ctx: Context, runner: NamespaceRunner, requested: str | None = None,
     data = read_record(ctx.layout)
     if data is not None and data.get("kernel") == kernel_release():
         choice = _from_record(data)
+        why = get(choice.driver).unavailable()
+        if why is not None:
+            raise StorageError(f"this store's storage driver {choice.driver} (recorded in {record_path(ctx.layout)}) "
+                               f"cannot be used now: {why}",
+                               hint=f"{_fix(choice.driver) or 'restore it'}; or run `rootless system migrate` to "
+                                    "probe this host again")
         if choice.fallback:
-            ctx.log.warn_once(_WARN_KEY, lost(choice.failures, choice.driver, ctx.layout))
+            warn_fallback(ctx, choice)
         return choice
     if mount_probe is None:
         raise StorageError("no storage driver is recorded for this store and none can be probed here",
@@ -176,7 +188,7 @@ def select(ctx: Context, runner: NamespaceRunner, requested: str | None = None,
             write_record(ctx.layout, choice, results)
             ctx.log.debug(f"storage driver probe: {results} → {driver}")
     if choice.fallback:
-        ctx.log.warn_once(_WARN_KEY, lost(choice.failures, choice.driver, ctx.layout))
+        warn_fallback(ctx, choice)
     return choice
 
 

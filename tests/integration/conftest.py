@@ -30,6 +30,7 @@ from tests import testimages as ti
 from tests.integration.harness import (
     IN_CI,
     AuthRegistries,
+    OtherUserEnv,
     Registry,
     RegistryProxy,
     RootlessEnv,
@@ -311,6 +312,35 @@ def rl_shared(tmp_path_factory: pytest.TempPathFactory, rootless_config_text: st
               images: TestImages) -> Iterator[RootlessEnv]:
     """Like ``rl`` but one store for the whole session: for tests that only read."""
     yield from _make_env(tmp_path_factory.mktemp("rl-shared"), rootless_config_text)
+
+
+def _shape_user(shape: str) -> str:
+    import pwd
+
+    user = f"{pwd.getpwuid(os.getuid()).pw_name}-{shape}"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        need(False, f"no user {user}: run scripts/setup-host as root (it creates the host-shape users)")
+    ok = subprocess.run(["sudo", "-n", "-u", user, "--", "true"], capture_output=True, text=True)
+    need(ok.returncode == 0, f"sudo -u {user} is not allowed: run scripts/setup-host as root ({ok.stderr.strip()})")
+    return user
+
+
+@pytest.fixture
+def rl_norange(rootless_config_text: str, images: TestImages) -> Iterator[OtherUserEnv]:
+    """The CLI as ``<test user>-norange``: no /etc/subuid entry, so the single-ID mapping."""
+    env = OtherUserEnv(_shape_user("norange"), rootless_config_text)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def rl_short(rootless_config_text: str, images: TestImages) -> Iterator[OtherUserEnv]:
+    """The CLI as ``<test user>-short``: a subordinate range of only 1000 IDs."""
+    env = OtherUserEnv(_shape_user("short"), rootless_config_text)
+    yield env
+    env.close()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -578,6 +578,14 @@ class RootlessEnv:
     """
 
     def __init__(self, base: Path, config_text: str) -> None:
+        self._paths(base, config_text)
+        for d in (self.home, self.data_home, self.config_home, self.cache_home, self.runtime_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.runtime_dir, 0o700)
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(config_text)
+
+    def _paths(self, base: Path, config_text: str) -> None:
         self.base = base
         self.marker = secrets.token_hex(8)
         self.home = base / "home"
@@ -585,13 +593,8 @@ class RootlessEnv:
         self.config_home = base / "config"
         self.cache_home = base / "cache"
         self.runtime_dir = base / "run"
-        for d in (self.home, self.data_home, self.config_home, self.cache_home, self.runtime_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.runtime_dir, 0o700)
         self.config_path = self.config_home / "rootless" / "config.toml"
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_text = config_text
-        self.config_path.write_text(config_text)
         self.command = rootless_command()
         self.calls: list[tuple[tuple[str, ...], int]] = []
 
@@ -626,12 +629,17 @@ class RootlessEnv:
     def write_config(self, text: str) -> None:
         self.config_path.write_text(text)
 
-    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,  # noqa: A002
+    def __call__(self, *args: str, input: str | None = None,  # noqa: A002
+                 env: Mapping[str, str | None] | None = None,
                  check: bool = False, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        """``env``: variables to add or change; a None value unsets one."""
         full_env = self.env
         if env:
-            full_env.update(env)
-        proc = subprocess.Popen([*self.command, *args], env=full_env, cwd=self.home, text=True,
+            full_env.update({k: v for k, v in env.items() if v is not None})
+            for k in [k for k, v in env.items() if v is None]:
+                full_env.pop(k, None)
+        argv, full_env = self.argv(args, full_env)
+        proc = subprocess.Popen(argv, env=full_env, cwd=self.cwd, text=True,
                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
@@ -648,6 +656,14 @@ class RootlessEnv:
             raise AssertionError(f"rootless {' '.join(args)} exited {cp.returncode}\n"
                                  f"--- stdout\n{out}\n--- stderr\n{err}")
         return cp
+
+    @property
+    def cwd(self) -> Path:
+        return self.home
+
+    def argv(self, args: tuple[str, ...], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run ``rootless ARGS``."""
+        return [*self.command, *args], env
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
         full_env = self.env
@@ -730,6 +746,56 @@ class RootlessEnv:
             if h.hexdigest() != p.name:
                 bad.append(f"{p.name}: content hashes to {h.hexdigest()}")
         return bad
+
+
+class OtherUserEnv(RootlessEnv):
+    """The CLI run as another host user through ``sudo -n -u USER`` (scripts/setup-host allows
+    the test user exactly that for its host-shape users), with a store under that user's home.
+
+    newuidmap then checks that user's own /etc/subuid entry: a real single-ID or short-range
+    user, not a simulation. Files are made by that user; the test user only reads them.
+    """
+
+    def __init__(self, user: str, config_text: str) -> None:
+        import pwd
+
+        pw = pwd.getpwnam(user)
+        self.user, self.uid, self.gid = user, pw.pw_uid, pw.pw_gid
+        self._paths(Path(pw.pw_dir) / f"rl-{secrets.token_hex(6)}", config_text)
+        self.sudo("mkdir", "-m", "0700", "-p", str(self.home), str(self.data_home), str(self.config_path.parent),
+                  str(self.cache_home), str(self.runtime_dir))
+        self.write_config(config_text)
+
+    def sudo(self, *argv: str, input: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: A002
+        return subprocess.run(["sudo", "-n", "-u", self.user, "--", *argv], input=input, text=True,
+                              capture_output=True, check=True, timeout=60)
+
+    def write_config(self, text: str) -> None:
+        self.sudo("tee", str(self.config_path), input=text)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = super().env
+        env["USER"] = env["LOGNAME"] = self.user
+        return env
+
+    def argv(self, args: tuple[str, ...], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        # sudo resets the environment (env_reset): hand it over through env(1)
+        return (["sudo", "-n", "-u", self.user, "--", "env", "-i", "-C", str(self.home),
+                 *(f"{k}={v}" for k, v in env.items()), *self.command, *args], {"PATH": env["PATH"]})
+
+    @property
+    def cwd(self) -> Path:
+        return Path("/")  # the test user cannot enter the other user's home
+
+    def close(self) -> None:
+        """Remove the store (files of subordinate IDs: through the user's namespace) and the rest."""
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self("rm", "-a", "-f", timeout=60)
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self("unshare", "rm", "-rf", str(self.base), timeout=120)
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.sudo("rm", "-rf", str(self.base))
 
 
 def rootless_config(mirror_host: str, insecure_hosts: list[str]) -> str:

@@ -282,7 +282,7 @@ def test_probe_falls_back_to_fuse_overlayfs(tmp_path: Path, store: Store) -> Non
     assert tried == ["overlay", "fuse-overlayfs"]
     assert choice.driver == "fuse-overlayfs"
     warning = log.stream.getvalue()  # type: ignore[attr-defined]
-    assert warning.count("Warning:") == 1 and "fuse-overlayfs" in warning and "driver.json" in warning
+    assert warning.count("Warning:") == 1 and "fuse-overlayfs" in warning and "rootless system migrate" in warning
 
 
 # --------------------------------------------------------------------------- through `rootless run`

@@ -236,7 +236,9 @@ def test_doctor_needed_checks_pass(layout: Layout) -> None:
     ctx = Context(Config(), layout, Log(stream=io.StringIO()))
     started = time.monotonic()
     checks = doctor.checks(ctx)
-    assert time.monotonic() - started < 1.0
+    # the overlay check runs the runtime's own driver probe (a namespace worker and a mount):
+    # about 0.5 s here, three times that when the machine is loaded
+    assert time.monotonic() - started < 3.0
     failed = [c for c in checks if c.needed and not c.ok]
     assert failed == []
     names = {c.name for c in checks}

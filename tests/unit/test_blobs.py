@@ -210,3 +210,21 @@ def test_write_atomic(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["f.json"]
     with pytest.raises(StorageError):
         write_atomic(tmp_path / "missing-dir" / "f", b"x")
+
+
+def test_stale_partials_are_removed_and_live_ones_kept(store: BlobStore) -> None:
+    """A pull that failed (a full disk) keeps its partial to resume from; prune removes it."""
+    with pytest.raises(OSError), store.open_writer(DIGEST, len(DATA)) as w:
+        w.write(DATA[:1000])
+        raise OSError(28, "No space left on device")
+    assert w.partial_path.exists()
+    other = digest_bytes(b"other")
+    live = store.open_writer(other, 5)
+    with live:
+        live.write(b"ot")
+        assert store.remove_partials() == [DIGEST]  # the one being written stays
+        assert live.partial_path.exists() and not w.partial_path.exists()
+        live.write(b"her")
+    (store.layout.tmp / "layer-something").mkdir()  # not a blob partial: not touched
+    assert store.remove_partials() == []
+    assert (store.layout.tmp / "layer-something").is_dir()

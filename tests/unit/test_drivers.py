@@ -15,7 +15,7 @@ import pytest
 
 from rootless.config import Config
 from rootless.context import Context, Log
-from rootless.errors import NotFoundError, StorageError
+from rootless.errors import NotFoundError, RootlessError, StorageError
 from rootless.layout import Layout
 from rootless.spec import RootfsPlan
 from storage import rootfs
@@ -107,11 +107,12 @@ def test_decide(results: dict[str, str | None], driver: str, failures: tuple[tup
 
 def test_fallback_messages_say_what_is_lost_and_how_to_get_it_back(tmp_path: Path) -> None:
     layout = Layout(root=tmp_path, runroot=tmp_path)
-    fuse = probe.lost((("overlay", "mount: EPERM"),), "fuse-overlayfs", layout)
-    assert "mount: EPERM" in fuse and "slower" in fuse and "5.11" in fuse
-    assert str(tmp_path / "driver.json") in fuse
-    vfs = probe.lost((("overlay", "x"), ("fuse-overlayfs", "not installed")), "vfs", layout)
-    assert "copies the whole image" in vfs and "install fuse-overlayfs" in vfs and "not installed" in vfs
+    fuse, hint = probe.lost((("overlay", "mount: EPERM"),), "fuse-overlayfs", layout)
+    assert "mount: EPERM" in fuse and "slower" in fuse and "5.11" in hint
+    assert "rootless system migrate" in hint and "driver.json" not in hint
+    vfs, hint = probe.lost((("overlay", "x"), ("fuse-overlayfs", "not installed")), "vfs", layout)
+    assert "copies the whole image" in vfs and "install fuse-overlayfs" in hint and "not installed" in vfs
+    assert "\n" not in fuse + vfs and len(fuse) < 200 and len(vfs) < 200
 
 
 # --------------------------------------------------------------------------- selection and record
@@ -152,13 +153,31 @@ def test_fallback_to_fuse_overlayfs_warns_once(tmp_path: Path, fuse_ok: None) ->
     assert out.count("Warning:") == 1 and "Operation not permitted" in out and "fuse-overlayfs" in out
 
 
-def test_recorded_fallback_warns_in_every_command(tmp_path: Path, no_fuse: None) -> None:
+def test_recorded_fallback_warns_once_per_store(tmp_path: Path, no_fuse: None) -> None:
     ctx = _ctx(tmp_path)
+    ctx.log.store = ctx.layout
     probe.select(ctx, CountingRunner(), mount_probe=FakeProbe({"overlay": "EPERM"}))
-    later = _ctx(tmp_path)  # a new command: a new log
+    assert "using vfs" in _warnings(ctx)
+    later = _ctx(tmp_path)  # a new command: a new log, the same store
+    later.log.store = later.layout
     choice = probe.select(later, CountingRunner(), mount_probe=FakeProbe({}))
     assert (choice.driver, choice.source) == ("vfs", "recorded")
-    assert "fuse-overlayfs is not installed" in _warnings(later) and "using vfs" in _warnings(later)
+    assert _warnings(later) == ""
+    other = _ctx(tmp_path / "other")  # another store says it again
+    other.log.store = other.layout
+    probe.select(other, CountingRunner(), mount_probe=FakeProbe({"overlay": "EPERM"}))
+    assert "fuse-overlayfs is not installed" in _warnings(other) and "Hint: " in _warnings(other)
+
+
+def test_a_recorded_fuse_overlayfs_whose_dev_fuse_went_away_names_cause_and_fix(
+        tmp_path: Path, fuse_ok: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _ctx(tmp_path)
+    probe.select(ctx, CountingRunner(), mount_probe=FakeProbe({"overlay": "EPERM", "fuse-overlayfs": None}))
+    monkeypatch.setattr(fo, "fuse_problem", lambda device=fo.FUSE_DEVICE: "open /dev/fuse: Permission denied")
+    with pytest.raises(RootlessError) as e:
+        probe.select(_ctx(tmp_path), CountingRunner(), mount_probe=FakeProbe({}))
+    assert "fuse-overlayfs" in e.value.message and "open /dev/fuse: Permission denied" in e.value.message
+    assert e.value.hint and "modprobe fuse" in e.value.hint and "rootless system migrate" in e.value.hint
 
 
 def test_fuse_overlayfs_without_program_is_not_mounted(tmp_path: Path, no_fuse: None) -> None:

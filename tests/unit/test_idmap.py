@@ -90,8 +90,19 @@ def test_only_gid_missing_is_still_single(tmp_path: Path) -> None:
     maps = idmap.store_maps(1001, 1001, "alice", u, g)
     assert maps.single
     assert len(maps.uid_map) == 2 and len(maps.gid_map) == 1
-    msg = idmap.single_mapping_warning(maps, "alice")
-    assert "gids" in msg and "/etc/subgid" in msg and "usermod --add-subuids" in msg
+    key, msg, hint = idmap.single_mapping_warning(maps, "alice")
+    assert "gids" in msg and "/etc/subgid" in msg and "usermod --add-subuids" in hint
+    assert "\n" not in msg and len(msg) < 200 and key == "single-id-mapping:gids"
+
+
+def test_short_range() -> None:
+    def maps(n: int) -> idmap.IdMaps:
+        m = idmap.build_map(1000, [SubIdRange(100000, n)] if n else [])
+        return idmap.IdMaps(m, m, single=not n)
+
+    assert idmap.short_range(maps(0)) == 1
+    assert idmap.short_range(maps(1000)) == 1001
+    assert idmap.short_range(maps(65535)) is None  # 0-65535 with the user's own id as 0
 
 
 def test_map_lines_are_capped_at_the_kernel_limit() -> None:

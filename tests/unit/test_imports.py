@@ -17,7 +17,7 @@ BASE = ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout"
         "rootless.context", "rootless.units", "rootless.names")
 ENGINE = ("rootless.engine", "rootless.lifecycle", "rootless.image", "rootless.runtime", "storage", "slirp",
           "rootless.events", "rootless.doctor", "rootless.volumes", "rootless.runflags", "rootless.supervise",
-          "rootless.networks")
+          "rootless.networks", "rootless.system")
 FRONT = (*BASE, *ENGINE, "rootless.options", "rootless.gotemplate", "rootless.views")
 
 # Module (or package) → the project's modules it may import, top level or inside functions (the
@@ -45,7 +45,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rootless.views": (),
     "rootless.volumes": (*BASE, "rootless.lifecycle", "rootless.runtime", "storage"),
     "rootless.networks": (*BASE, "rootless.lifecycle", "rootless.runtime", "storage", "slirp", "rootless.image"),
-    "rootless.doctor": (*BASE, "rootless.runtime"),
+    # doctor probes the storage driver with the runtime's own probe (storage.drivers.probe)
+    "rootless.doctor": (*BASE, "rootless.runtime", "storage"),
+    # system migrate: re-records the store's run root (container records) and driver
+    "rootless.system": (*BASE, "rootless.runtime", "storage"),
     # below the engine
     "rootless.image": (*BASE, "rootless.image", "storage", "rootless.runtime.userns", "rootless.runtime.idmap",
                        "rootless.events",
@@ -60,7 +63,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "rootless.units": (),
     "rootless.names": (),
     "rootless.spec": ("rootless.record",),
-    "rootless.layout": ("rootless.record",),
+    "rootless.layout": ("rootless.errors", "rootless.record"),
     "rootless.config": ("rootless.errors", "rootless.record"),
     "rootless.context": ("rootless.config", "rootless.errors", "rootless.layout", "rootless.record"),
     "rootless": (),

@@ -182,6 +182,7 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
 ])
 def test_usage_errors_are_one_line_and_125(argv: list[str], line: str, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "none.toml").write_text("")  # an empty config: ROOTLESS_CONFIG must name a file
     monkeypatch.setenv("ROOTLESS_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -286,6 +287,7 @@ def test_handler_signature(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         return 7
 
     monkeypatch.setattr(cmd, "handler", handler)
+    (tmp_path / "none.toml").write_text("")  # an empty config: ROOTLESS_CONFIG must name a file
     monkeypatch.setenv("ROOTLESS_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert cli.dispatch(["--root", str(tmp_path / "r"), "port", "web", "80"]) == 7
@@ -296,6 +298,7 @@ def test_handler_signature(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_rm_force_of_a_missing_container_is_not_an_error(capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """As Podman's: `rm -f NAME` of no container exits 0, `rm NAME` exits 1."""
+    (tmp_path / "none.toml").write_text("")  # an empty config: ROOTLESS_CONFIG must name a file
     monkeypatch.setenv("ROOTLESS_CONFIG", str(tmp_path / "none.toml"))
     where = ["--root", str(tmp_path / "store"), "--runroot", str(tmp_path / "run")]
     code, out, err = _main([*where, "rm", "-f", "nope"], capsys)

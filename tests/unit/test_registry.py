@@ -637,3 +637,43 @@ def test_unreachable_token_server_is_named(tmp_path: Path, log: Log) -> None:
     with client(make_ctx(tmp_path, log), "r.example", handler) as c, pytest.raises(RegistryError) as e:
         c.get_manifest("a", "1")
     assert e.value.message == "auth.example (for registry r.example) is not reachable: connection refused"
+
+
+def test_a_mirror_that_never_answers_is_left_after_one_timeout(tmp_path: Path, log: Log) -> None:
+    ctx = make_ctx(tmp_path, log, {"docker.io": RegistryConfig(mirrors=("stuck.example",))})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "stuck.example":
+            raise httpx.ReadTimeout("timed out", request=request)
+        return manifest_response() if "/manifests/" in request.url.path else serve_blob(request)
+
+    rec = Recorder(handler)
+    sleeps: list[float] = []
+    with client(ctx, "docker.io", rec, sleeps=sleeps) as c:
+        *_, ep = c.get_manifest("library/alpine", "latest")
+    assert ep.host == "registry-1.docker.io"
+    assert [u for u in rec.urls if "stuck.example" in u] == [
+        "https://stuck.example/v2/library/alpine/manifests/latest"], "one try, no retries"
+    assert sleeps == []
+    out = log.stream.getvalue()  # type: ignore[attr-defined]
+    assert out.count("Warning:") == 1 and "stuck.example did not answer in time" in out, out
+
+
+def test_a_plain_http_mirror_without_insecure_gets_the_hint_a_direct_pull_gives(tmp_path: Path,
+                                                                                log: Log) -> None:
+    ctx = make_ctx(tmp_path, log, {"docker.io": RegistryConfig(mirrors=("plain.example:5000",))})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "plain.example":
+            try:
+                raise ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:992)")
+            except ssl.SSLError as e:
+                raise httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number", request=request) from e
+        return manifest_response()
+
+    with client(ctx, "docker.io", handler) as c:
+        c.get_manifest("library/alpine", "latest")
+    out = log.stream.getvalue()  # type: ignore[attr-defined]
+    assert "Warning: mirror plain.example:5000 failed: TLS handshake" in out, out
+    assert 'Hint: if plain.example:5000 serves plain HTTP, set insecure = true under [registry."plain.example:5000"]' \
+        in out, out
