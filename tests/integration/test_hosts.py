@@ -392,3 +392,10 @@ def test_ctrl_c_during_an_unpack_stops_at_once_and_the_next_pull_succeeds(rl: Ro
     assert cp.returncode == 0, cp.stderr
     assert not [n for n in tmp.iterdir() if n.name.startswith("layer-")], "the cut unpack's tmp entry stayed"
     assert rl("run", "--rm", "--network", "none", "debian:bookworm", "true").returncode == 0
+
+
+def test_boolean_flags_take_a_value(rlb: RootlessEnv) -> None:
+    cp = rlb("run", "--rm=false", "--name", "kept", BUSYBOX, "true")
+    assert cp.returncode == 0, cp.stderr
+    assert _status(rlb, "kept") == "exited"  # --rm=false: the container stays
+    rlb("rm", "kept", check=True)
