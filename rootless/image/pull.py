@@ -303,7 +303,9 @@ def _fetch_and_unpack(ctx: Context, res: Resolved, blobs: Any, layers: Any,
     try:
         def chain(desc: Descriptor, diff_id: str) -> Callable[[Future[None]], None]:
             def after_download(f: Future[None]) -> None:
-                if f.exception() is None and not stop.is_set():
+                # a download still queued when a failure shut the pool down is cancelled, and
+                # exception() of a cancelled future raises
+                if not f.cancelled() and f.exception() is None and not stop.is_set():
                     futures.append(unpackers.submit(unpack, desc, diff_id))
             return after_download
 
