@@ -237,8 +237,8 @@ def test_doctor_needed_checks_pass(layout: Layout) -> None:
     started = time.monotonic()
     checks = doctor.checks(ctx)
     # the overlay check runs the runtime's own driver probe (a namespace worker and a mount):
-    # about 0.5 s here, three times that when the machine is loaded
-    assert time.monotonic() - started < 3.0
+    # about 0.5 s here, several times that on a loaded machine; this catches a hang, not speed
+    assert time.monotonic() - started < 20.0
     failed = [c for c in checks if c.needed and not c.ok]
     assert failed == []
     names = {c.name for c in checks}
