@@ -17,6 +17,7 @@ The steps, as containers/image's copy pipeline takes them the other way:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -150,10 +151,51 @@ def _recompress(ctx: Context, digest: str, have: str, diff_id: str, want: str,
     from storage import compress
     from storage.layerblobs import LayerBlobs
 
+    if not ctx.layout.blob(digest).exists():
+        return _from_layer_dir(ctx, diff_id, want, level)
     with open(ctx.layout.blob(digest), "rb") as f:
         res = compress.store_stream(ctx.layout, compress.reader(f, have), want, level, expect_diff_id=diff_id)
     LayerBlobs(ctx.layout).record([(res.digest, res.diff_id, want, res.size)])
     return res.digest, res.size
+
+
+def _from_layer_dir(ctx: Context, diff_id: str, want: str, level: int | None) -> tuple[str, int]:
+    """A layer made here (a build step, commit) is kept unpacked, with no blob: its tar is written
+    from the layer's directory in the store's namespace (storage.layertar, the writer that gave it
+    its diff ID), compressed as ``want`` while it is written, checked against the diff ID, and
+    kept and paired like any other, so that it is made once."""
+    from rootless.errors import DigestMismatchError, NotFoundError
+    from rootless.runtime.userns import StoreNamespace
+    from storage.atomic import fsync_dir
+    from storage.layerblobs import LayerBlobs
+    from storage.layers import LayerStore
+
+    ctx.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = ctx.layout.tmp / f"layer-{os.urandom(8).hex()}.partial"
+    try:
+        with StoreNamespace(ctx.layout, ctx.log) as runner:
+            layers = LayerStore(ctx.layout, runner)
+            if not layers.has(diff_id):
+                raise NotFoundError(f"layer {diff_id} has neither a blob nor a directory in the store",
+                                    "the image is damaged: build or pull it again")
+            res = runner.call("storage.layertar:write_layer", src=str(layers.path(diff_id)), dest=str(tmp),
+                              compression=want, level=level)
+        if res["diff_id"] != diff_id:
+            raise DigestMismatchError(f"layer {diff_id} now reads as {res['diff_id']}",
+                                      "the layer's files changed in the store: build the image again")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        final = ctx.layout.blob(res["digest"])
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    LayerBlobs(ctx.layout).record([(res["digest"], diff_id, want, res["compressed_size"])])
+    return res["digest"], res["compressed_size"]
 
 
 # --------------------------------------------------------------------------- destinations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 from tests.integration.conftest import BASIC_PASSWORD, BASIC_USER, TOKEN_PUSHER, TOKEN_PUSHER_PASSWORD
 from tests.integration.harness import (
@@ -184,3 +185,29 @@ def test_token_auth_push_scope(rl: RootlessEnv, mirror: RegistryProxy, auth_regi
             f"{host}/public/pushed2")
     assert cp.returncode == 0, cp.stderr
     assert "mounted from public/pushed" in cp.stderr
+
+
+def test_built_image_pushes_and_pulls_back(rl: RootlessEnv, mirror: RegistryProxy, tmp_path: Path) -> None:
+    """build → push → pull back elsewhere: the built layers (kept unpacked, no blob yet) are written,
+    compressed once and uploaded; a second push uploads and compresses nothing; the pulled image
+    is the same image and runs."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "greeting").write_text("hello from a built layer\n")
+    (ctx / "Containerfile").write_text(
+        f"FROM {mirror.host}/library/busybox:latest\n"
+        "COPY greeting /greeting\n"
+        "RUN echo ran > /ran && rm -f /bin/true\n")
+    rl("build", "-q", "-t", "localhost/built:1", str(ctx), check=True)
+    built = rl.inspect("localhost/built:1")
+    repo = _repo("built")
+    rl("push", "-q", "localhost/built:1", f"{mirror.host}/{repo}:v1", check=True)
+    mark = mirror.mark()
+    cp = rl("push", "localhost/built:1", f"{mirror.host}/{repo}:v1", check=True)
+    assert _uploaded(mirror, mark) == 0 and "skipped: already exists" in cp.stderr
+    rl("rmi", "-a", "-f", check=True)
+    rl("pull", "-q", f"{mirror.host}/{repo}:v1", check=True)
+    assert rl.inspect(f"{mirror.host}/{repo}:v1")["Id"] == built["Id"]
+    out = rl("run", "--rm", f"{mirror.host}/{repo}:v1", "sh", "-c",
+             "cat /greeting /ran; test -e /bin/true && echo still-there || echo whited-out", check=True).stdout
+    assert out.split("\n")[:3] == ["hello from a built layer", "ran", "whited-out"], out
