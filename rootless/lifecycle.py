@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
 from rootless.record import dataclass, replace
@@ -540,14 +540,21 @@ def parse_since(text: str, now: float) -> float:
     return d.timestamp()
 
 
-def read_logs(ctx: Context, cid: str, *, follow: bool, tail: int | None, since: float | None) -> Iterator[LogLine]:
-    path = state.log_path(ctx.layout, cid)
+def open_log(ctx: Context, cid: str) -> IO[bytes] | None:
+    """The container's log, open (None before its first start): a reader that opens it before it
+    answers keeps every line even if the container is removed meanwhile (``read_logs(log=...)``)."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - kept open while following
+        return open(state.log_path(ctx.layout, cid), "rb")  # noqa: SIM115 - the reader closes it
     except FileNotFoundError:
-        if not follow:
-            return
-        f = None
+        return None
+
+
+def read_logs(ctx: Context, cid: str, *, follow: bool, tail: int | None, since: float | None,
+              log: IO[bytes] | None = None) -> Iterator[LogLine]:
+    path = state.log_path(ctx.layout, cid)
+    f = log if log is not None else open_log(ctx, cid)
+    if f is None and not follow:
+        return
     try:
         lines: list[bytes] = f.readlines() if f is not None else []
         if tail is not None and tail >= 0:

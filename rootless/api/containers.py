@@ -525,9 +525,12 @@ def logs(ctx: Context, req: Request) -> None:
     until = lifecycle.parse_since(until_q, time.time()) if until_q not in ("0", "") else None
     stamps = req.qbool("timestamps")
     tty = c.config.spec.process.terminal
+    # open before the answer: docker-py's run() follows the logs, then waits and removes the
+    # container at once; what was written must still be read after that removal
+    log = lifecycle.open_log(ctx, cid)
     out = req.conn.stream(200, "application/vnd.docker.raw-stream" if tty else
                           "application/vnd.docker.multiplexed-stream")
-    for ln in lifecycle.read_logs(ctx, cid, follow=req.qbool("follow"), tail=tail, since=since):
+    for ln in lifecycle.read_logs(ctx, cid, follow=req.qbool("follow"), tail=tail, since=since, log=log):
         if until is not None and ln.epoch > until:
             break
         if ln.stream not in want:
