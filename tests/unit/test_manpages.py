@@ -48,7 +48,8 @@ ALIASES: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 
 # Pages that document no command of their own.
-NON_COMMAND_PAGES = {"rootless.1", "rootless.conf.5", "rootless-volume.1", "rootless-network.1"}
+NON_COMMAND_PAGES = {"rootless.1", "rootless.conf.5", "rootless-volume.1", "rootless-network.1",
+                     "rootless-container.1", "rootless-image.1", "rootless-system.1", "rootless-healthcheck.1"}
 
 REQUIRED_SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "SEE ALSO")
 
