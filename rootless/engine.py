@@ -416,10 +416,16 @@ def containers(ctx: Context, *, all_: bool = True, filters: Sequence[str] = ()) 
 
 
 def inspect(ctx: Context, ref: str) -> dict[str, Any]:
-    """Podman's `inspect` fields of a container."""
-    from rootless import lifecycle
+    """Podman's `inspect` fields of a container, its network addresses included
+    (rootless.networks.settings)."""
+    from rootless import lifecycle, networks
 
-    return lifecycle.inspect(ctx, container(ctx, ref))
+    c = container(ctx, ref)
+    data = lifecycle.inspect(ctx, c)
+    ns = networks.settings(ctx, c)
+    nets = ns.pop("Networks", None)
+    data["NetworkSettings"] = {**ns, "Ports": data["NetworkSettings"]["Ports"], **({"Networks": nets} if nets else {})}
+    return data
 
 
 def ports(ctx: Context, ref: str) -> tuple[PortMapping, ...]:

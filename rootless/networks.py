@@ -114,6 +114,55 @@ def running_client(ctx: Context) -> Client | None:
     return usernet.running(str(ctx.layout.runroot))
 
 
+def endpoints(ctx: Context, c: Container, live: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """network name → the container's endpoint on it, as `podman inspect` shows it
+    (NetworkSettings.Networks.NAME, Podman 4 on netavark): address, prefix, gateway and MAC
+    while it runs (the daemon's view), empty when it does not; its aliases and short ID always.
+    *live*: the daemon's members (``members``), when the caller has them already."""
+    import ipaddress
+
+    attached = attachments(c)
+    if not attached:
+        return {}
+    running = bool(c.state.running)
+    if live is None:
+        live = members(ctx) if running else {}
+    out: dict[str, dict[str, Any]] = {}
+    for a in attached:
+        name = a["net"]["name"]
+        m = live.get(name, {}).get(c.id) if running else None
+        out[name] = {
+            "EndpointID": "", "Gateway": a["net"]["gateway"] if m else "", "IPAddress": m["ip"] if m else "",
+            "IPPrefixLen": ipaddress.ip_network(a["net"]["subnet"]).prefixlen if m else 0,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "MacAddress": m["mac"] if m else "", "NetworkID": name, "DriverOpts": None, "IPAMConfig": None,
+            "Links": None, "Aliases": [*(a.get("aliases") or ()), c.id[:12]],
+        }
+    return out
+
+
+def settings(ctx: Context, c: Container) -> dict[str, Any]:
+    """NetworkSettings of `inspect` but its Ports: Networks (``endpoints``) and, at the top, the
+    first network's address, gateway, prefix and MAC (Podman 4.3 leaves those empty for a user
+    network; Docker fills them for its default bridge, and scripts read
+    ``{{.NetworkSettings.IPAddress}}``)."""
+    nets = endpoints(ctx, c)
+    first: dict[str, Any] = next(iter(nets.values()), {})
+    pid = c.state.pid if c.state.running else 0
+    mode = c.config.spec.network.mode
+    out: dict[str, Any] = {
+        "EndpointID": "", "Gateway": first.get("Gateway", ""), "IPAddress": first.get("IPAddress", ""),
+        "IPPrefixLen": first.get("IPPrefixLen", 0), "IPv6Gateway": "", "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0, "MacAddress": first.get("MacAddress", ""), "Bridge": "", "SandboxID": "",
+        "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+        # the container's network namespace (Podman names its netns file; ours is the process's)
+        "SandboxKey": f"/proc/{pid}/ns/net" if pid and mode != "host" else "",
+    }
+    if nets:
+        out["Networks"] = nets
+    return out
+
+
 # --------------------------------------------------------------------------- commands
 
 

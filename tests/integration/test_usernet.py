@@ -238,12 +238,24 @@ def test_network_commands_and_bad_input(rl: RootlessEnv) -> None:
                            "none")
         assert_clean_error(rl("run", "--rm", "--network", "cmd1", "--ip", "10.78.0.5", BUSYBOX, "true"), 125,
                            "10.78.0.5")
-        rl("run", "-d", "--name", "fixed", "--network", "cmd1", "--ip", "10.77.0.9", BUSYBOX, "sleep", "300",
-           check=True)
+        rl("run", "-d", "--name", "fixed", "--network", "cmd1", "--ip", "10.77.0.9", "--network-alias", "fixedalias",
+           BUSYBOX, "sleep", "300", check=True)
         assert "10.77.0.9/24" in rl("exec", "fixed", "ip", "-4", "-o", "addr", "show", "eth0", check=True).stdout
+        # inspect shows the address, gateway, prefix, MAC and aliases, as Podman's does
+        mac = rl("exec", "fixed", "cat", "/sys/class/net/eth0/address", check=True).stdout.strip()
+        data = json.loads(rl("inspect", "fixed", check=True).stdout)[0]
+        ep = data["NetworkSettings"]["Networks"]["cmd1"]
+        assert (ep["IPAddress"], ep["Gateway"], ep["IPPrefixLen"], ep["MacAddress"]) == \
+            ("10.77.0.9", "10.77.0.254", 24, mac), ep
+        assert ep["Aliases"] == ["fixedalias", data["Id"][:12]] and ep["NetworkID"] == "cmd1"
+        assert rl("inspect", "--format", "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.MacAddress}}",
+                  "fixed", check=True).stdout.split() == ["10.77.0.9", mac]
         cp = rl("run", "--rm", "--name", "clash", "--network", "cmd1", "--ip", "10.77.0.9", BUSYBOX, "true")
         assert_clean_error(cp, 125, "taken")
         assert "clash" not in rl("ps", "-a", "--format", "json").stdout
+        rl("stop", "-t", "0", "fixed", check=True)
+        ep = json.loads(rl("inspect", "fixed", check=True).stdout)[0]["NetworkSettings"]["Networks"]["cmd1"]
+        assert (ep["IPAddress"], ep["MacAddress"], ep["Aliases"][0]) == ("", "", "fixedalias"), ep
         rl("rm", "-f", "fixed", check=True)
         for name in ("x1", "x2", "x3"):
             assert rl("network", "exists", name).returncode == 1
