@@ -196,7 +196,9 @@ def _execute(b: Builder, state: State, ins: Instruction, argv: list[str], extra_
         uid_map, gid_map = RUNTIME.store_maps()
         spec = specgen.build(cfg, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
                              uid_map=uid_map, gid_map=gid_map, image_name=state.base_name, image_id="",
-                             host=specgen.HostInfo.read(network))
+                             host=specgen.HostInfo.read(network),
+                             # the default seccomp profile, compiled once into the store's cache as for `run`
+                             seccomp_cache=str(ctx.layout.seccomp))
         top = plan.upper if plan.upper else plan.target
         lowers = b.lowers(state)
         workdir = spec.process.cwd

@@ -207,14 +207,16 @@ def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, 
     """--init: stay PID 1, reap every orphan, forward signals to the command, exit with its status.
 
     As PID 1 the command would ignore every signal it has no handler for
-    (pid_namespaces(7)); as PID 2 it gets the default actions back.
+    (pid_namespaces(7)); as PID 2 it gets the default actions back. PID 1 itself is confined
+    as the command is (its user, capabilities, rlimits and seccomp filter, as Podman's
+    catatonit runs under the container's process settings): nothing in the container keeps
+    the namespace root's full set.
     """
+    single = len(spec.gid_map) <= 1
     pid = os.fork()
     if pid == 0:
         os.setsid()
-        exec_process(spec.process, who, report, slave, winsize, cap_last, single_gid_map=len(spec.gid_map) <= 1,
-                     seccomp=seccomp)
-    os.close(report)
+        exec_process(spec.process, who, report, slave, winsize, cap_last, single_gid_map=single, seccomp=seccomp)
     if slave >= 0:
         os.close(slave)
     try:
@@ -222,6 +224,9 @@ def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, 
             f.write("rootless-init")
     except OSError:
         pass
+    # a failure here is reported on the pipe the CLI still reads; PID 1's exit ends the namespace
+    _confine(spec.process, who, report, cap_last, single, seccomp)
+    os.close(report)
     waited = {*FORWARDED, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     while True:
@@ -384,7 +389,7 @@ def exec_process(p: Process, who: Who, report: int, slave: int, winsize: bytes |
                  single_gid_map: bool, seccomp: Filter | None = None) -> NoReturn:
     stage = "user"
     try:
-        uid, gid, groups = who.uid, who.gid, who.groups
+        uid = who.uid
         env = list(p.env)
         if who.home is not None and not any(e.startswith("HOME=") for e in env):
             env.append(f"HOME={who.home}")
@@ -423,21 +428,33 @@ def exec_process(p: Process, who: Who, report: int, slave: int, winsize: bytes |
             signal.signal(sig, signal.SIG_DFL)
         envp = dict(_env_pairs(env))
         argv = list(p.args)
-        # Loading a filter needs no_new_privs or CAP_SYS_ADMIN in our user namespace
-        # (seccomp(2)): without no_new_privs it is loaded while we are still namespace root,
-        # before the capabilities go, and the calls left (capset, setresuid, execve) must be
-        # allowed by it, as with runc and crun.
-        if seccomp is not None and not p.no_new_privileges:
-            stage = "seccomp"
-            _load_seccomp(seccomp)
-        stage = "credentials"
-        _credentials(p, uid, gid, groups, cap_last, single_gid_map)
-        if seccomp is not None and p.no_new_privileges:
-            stage = "seccomp"
-            _load_seccomp(seccomp)
+    except BaseException as e:
+        fail(report, stage, e)
+    _confine(p, who, report, cap_last, single_gid_map, seccomp)
+    try:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         stage = "exec"
         os.execve(exe, argv, envp)
+    except BaseException as e:
+        fail(report, stage, e)
+
+
+def _confine(p: Process, who: Who, report: int, cap_last: int, single_gid_map: bool,
+             seccomp: Filter | None) -> None:
+    """The last steps before execve(2), in every process of the container: the user, the
+    capabilities and the seccomp filter. Loading a filter needs no_new_privs or CAP_SYS_ADMIN
+    in our user namespace (seccomp(2)): without no_new_privs it is loaded while we are still
+    namespace root, before the capabilities go, and the calls left (capset, setresuid,
+    execve) must be allowed by it, as with runc and crun."""
+    stage = "seccomp"
+    try:
+        if seccomp is not None and not p.no_new_privileges:
+            _load_seccomp(seccomp)
+        stage = "credentials"
+        _credentials(p, who.uid, who.gid, who.groups, cap_last, single_gid_map)
+        if seccomp is not None and p.no_new_privileges:
+            stage = "seccomp"
+            _load_seccomp(seccomp)
     except BaseException as e:
         fail(report, stage, e)
 

@@ -102,6 +102,54 @@ def test_exec_is_filtered_too(rl: RootlessEnv, probes: Path) -> None:
         rl("rm", "-f", cid)
 
 
+def test_init_pid_1_is_confined_as_the_command_is(rl: RootlessEnv, probes: Path) -> None:
+    # Podman's catatonit runs under the container's settings: no process keeps namespace root's
+    # full capability set or escapes the filter
+    keys = "^(Seccomp|CapBnd|CapEff|Uid):"
+    script = f"grep -E '{keys}' /proc/1/status; echo ==; grep -E '{keys}' /proc/self/status"
+    for flags in ((), ("--user", "1000"), ("--security-opt", "no-new-privileges")):
+        cp = run(rl, "--init", *flags, "busybox", "sh", "-c", script)
+        assert cp.returncode == 0, cp.stderr
+        pid1, own = (" ".join(part.split()) for part in cp.stdout.split("=="))
+        assert "Seccomp: 2" in pid1 and pid1 == own, (flags, pid1, own)
+    cp = run(rl, "--init", "--security-opt", "seccomp=unconfined", "busybox", "grep", "^Seccomp:", "/proc/1/status")
+    assert " ".join(cp.stdout.split()) == "Seccomp: 0", cp.stderr
+    # the command under the init is filtered as without it, and signals still reach it
+    assert status_of(rl, probes, "sysfs", "--init") == EPERM
+    cp = run(rl, "--init", "--user", "1000", "busybox", "sh", "-c", "kill -TERM $$; sleep 5")
+    assert cp.returncode == 143, (cp.returncode, cp.stderr)
+
+
+def test_build_steps_are_filtered_as_run_is(rl: RootlessEnv, probes: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    shutil.copy(probes / "sysfs", ctx / "sysfs")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "COPY sysfs /probe/sysfs\n"
+        "RUN grep ^Seccomp: /proc/self/status > /probe/self && grep ^Seccomp: /proc/1/status > /probe/pid1 && "
+        "grep ^CapEff: /proc/self/status > /probe/caps && { /probe/sysfs; echo $? > /probe/status; }\n")
+    cache = rl.store / "seccomp"
+    for f in cache.iterdir() if cache.exists() else ():
+        f.unlink()
+    cp = rl("build", "-q", "-t", "localhost/seccomp-probe", str(ctx), timeout=240)
+    assert cp.returncode == 0, cp.stderr
+    try:
+        # compiled once into the store's cache, as for `run`, which then finds it there
+        built = sorted(cache.iterdir())
+        assert len(built) == 1 and built[0].suffix == ".bpf", built
+        out = run(rl, "--security-opt", "seccomp=unconfined", "localhost/seccomp-probe", "sh", "-c",
+                  "cat /probe/self /probe/pid1 /probe/caps /probe/status")
+        lines = [" ".join(ln.split()) for ln in out.stdout.splitlines()]
+        caps = run(rl, "busybox", "grep", "^CapEff:", "/proc/self/status").stdout
+        assert lines == ["Seccomp: 2", "Seccomp: 2", " ".join(caps.split()), str(EPERM)], out.stdout
+        assert sorted(cache.iterdir()) == built
+    finally:
+        rl("rmi", "-f", "localhost/seccomp-probe")
+
+
 def test_bad_profiles_are_one_line(rl: RootlessEnv, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "NOPE"}]}')
