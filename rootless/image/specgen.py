@@ -147,6 +147,7 @@ class HostInfo:
     host_ip: str | None = None  # the host's first non-loopback IPv4 address (host.containers.internal)
     user_name: str | None = None  # yours, for the passwd entry --userns keep-id adds (None: looked up then)
     limits: confine.HostLimits = field(default_factory=confine.HostLimits)
+    no_fuse_overlayfs: str | None = None  # why fuse-overlayfs cannot serve a keep-id rootfs; None: it can
 
     @classmethod
     def read(cls, network: str) -> HostInfo:
@@ -169,7 +170,8 @@ class HostInfo:
                    resolv_conf=text("/etc/resolv.conf") if network.partition(":")[0] != "none" else "",
                    hosts=text("/etc/hosts"),
                    cap_last=min(cap_last, len(CAP_NAMES) - 1), cgroup2=_is_cgroup2("/sys/fs/cgroup"),
-                   version=version, host_ip=_host_ip(text("/proc/net/fib_trie")), limits=confine.HostLimits.read())
+                   version=version, host_ip=_host_ip(text("/proc/net/fib_trie")), limits=confine.HostLimits.read(),
+                   no_fuse_overlayfs=fuse_overlayfs_missing())
 
 
 def _user_name() -> str | None:
@@ -415,13 +417,34 @@ def keep_id_shift(store: Sequence[IdMap], own: int) -> tuple[IdMap, ...]:
     return keep_id_map((IdMap(0, 0, total),), own)
 
 
-def fuse_overlayfs_usable() -> bool:
-    """fuse-overlayfs installed and /dev/fuse open to us (storage.drivers.fuse_overlayfs checks
-    the same, without the import on the run path)."""
+def fuse_overlayfs_missing() -> str | None:
+    """Why fuse-overlayfs cannot be used (not installed, /dev/fuse closed to us), or None
+    (storage.drivers.fuse_overlayfs checks the same, without the import on the run path)."""
     if not any(os.access(os.path.join(d, "fuse-overlayfs"), os.X_OK)
                for d in ("/usr/bin", "/usr/local/bin", "/bin")):
-        return False
-    return os.access("/dev/fuse", os.R_OK | os.W_OK)
+        return "fuse-overlayfs is not installed"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not open to you"
+    return None
+
+
+def keep_id_rootfs(plan: RootfsPlan, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap], host: HostInfo) -> RootfsPlan:
+    """--userns keep-id: the same upper and lower directories, read through fuse-overlayfs's ID
+    mapping, so the image's owners show as the image gives them. Without it the image's root
+    would show as you (the kernel's overlayfs cannot remap IDs for us), so the run is refused
+    rather than made differently; Podman makes a chown'ed copy of the image's layers instead."""
+    if sum(m.size for m in uid_map) <= 1:
+        return plan  # one ID mapped: every file is yours whatever the namespace (doctor says so)
+    hint = ("install fuse-overlayfs (apt-get install fuse-overlayfs) and use the overlay or fuse-overlayfs "
+            "storage driver, or run without --userns keep-id")
+    if plan.driver == "vfs":
+        raise RootlessError("--userns keep-id: the vfs storage driver cannot show the image's files with their "
+                            "owners under the keep-id mapping (the image's root would appear as you)", hint)
+    if host.no_fuse_overlayfs is not None:
+        raise RootlessError(f"--userns keep-id needs fuse-overlayfs to show the image's files with their owners "
+                            f"under the keep-id mapping, and {host.no_fuse_overlayfs}", hint)
+    return replace(plan, driver="fuse-overlayfs", uid_shift=keep_id_shift(uid_map, host.uid),
+                   gid_shift=keep_id_shift(gid_map, host.gid))
 
 
 # --------------------------------------------------------------------------- mounts
@@ -1106,10 +1129,8 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     if mode != "host":
         namespaces.add("network")
     rootfs = replace(plan, readonly=True) if opts.read_only else plan
-    if opts.userns == "keep-id" and rootfs.driver != "vfs" and len(uid_map) > 1 and fuse_overlayfs_usable():
-        # the same upper and lower directories, read through fuse-overlayfs's ID mapping
-        rootfs = replace(rootfs, driver="fuse-overlayfs", uid_shift=keep_id_shift(uid_map, host.uid),
-                         gid_shift=keep_id_shift(gid_map, host.gid))
+    if opts.userns == "keep-id":
+        rootfs = keep_id_rootfs(rootfs, uid_map, gid_map, host)
     return Spec(
         id=container_id,
         name=name,

@@ -480,6 +480,21 @@ def test_keep_id_shows_the_images_root_as_root(rl: RootlessEnv, tmp_path: Path) 
     assert lines[4] == str(os.getuid()) and lines[5] == str(os.getuid())
 
 
+def test_keep_id_refuses_a_rootfs_it_cannot_remap(rl: RootlessEnv) -> None:
+    # vfs has no ID-mapping layer to read the image through: the image's root would show as you,
+    # so the run is refused (not silently made so), and nothing is left behind
+    def containers() -> set[str]:
+        d = rl.store / "containers"
+        return set(os.listdir(d)) if d.exists() else set()
+
+    before = containers()
+    for verb in ("run", "create"):
+        assert_clean_error(rl(verb, "--storage-driver", "vfs", "--userns", "keep-id", "--network", "none",
+                              "--name", f"keep-id-vfs-{verb}", "busybox", "true"), 125, "keep-id", "vfs")
+        assert containers() == before
+        assert rl("container", "exists", f"keep-id-vfs-{verb}").returncode == 1
+
+
 def test_create_checks_a_profile_before_recording(rl: RootlessEnv, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": "read"}]}')

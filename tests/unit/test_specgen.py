@@ -345,3 +345,24 @@ def test_keep_id_shift_shows_the_images_owners() -> None:
     # keep-id's 1000 is stored as the image's root (store 0), its 0..999 as 1..1000, the rest the same
     assert shift == (IdMap(0, 1, 1000), IdMap(1000, 0, 1), IdMap(1001, 1001, 64536))
     assert specgen.keep_id_shift((IdMap(0, 1000, 1),), 1000) == ()
+
+
+def test_keep_id_reads_the_rootfs_through_fuse_overlayfs_or_refuses() -> None:
+    spec = build(userns="keep-id")
+    assert spec.rootfs.driver == "fuse-overlayfs" and spec.rootfs.uid_shift == specgen.keep_id_shift(STORE_UIDS, 1000)
+    assert build().rootfs == PLAN
+    # no silent fallback that would show the image's root as you
+    missing = HostInfo(uid=1000, gid=1000, no_fuse_overlayfs="fuse-overlayfs is not installed")
+    with pytest.raises(RootlessError, match="keep-id needs fuse-overlayfs.*fuse-overlayfs is not installed") as e:
+        build(userns="keep-id", host=missing)
+    assert "apt-get install fuse-overlayfs" in (e.value.hint or "")
+    assert build(host=missing).rootfs == PLAN
+    vfs = RootfsPlan("vfs", "/store/c/rootfs")
+    with pytest.raises(RootlessError, match="vfs storage driver"):
+        specgen.build({"Cmd": ["sh"]}, RunOptions(image="img", userns="keep-id"), vfs, container_id=CID,
+                      rundir="/run/x", uid_map=STORE_UIDS, gid_map=STORE_UIDS, host=HostInfo(uid=1000, gid=1000))
+    # one ID mapped (no subordinate IDs): every file is yours in any namespace, nothing to show otherwise
+    one = (IdMap(0, 1000, 1),)
+    spec = specgen.build({"Cmd": ["sh"]}, RunOptions(image="img", userns="keep-id"), vfs, container_id=CID,
+                         rundir="/run/x", uid_map=one, gid_map=one, host=missing)
+    assert spec.rootfs == vfs and spec.uid_map == (IdMap(1000, 1000, 1),)
