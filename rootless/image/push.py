@@ -302,15 +302,68 @@ def push(ctx: Context, source: str, destination: str | None, opts: PushOptions) 
     return digest
 
 
+def _candidates(pairs: Any, p: Plan) -> Callable[[Blob], tuple[str, ...]]:
+    """Where each blob may be mounted from ("registry/repository", most recent last): a layer
+    where it was seen; the config where the image's layers were (pulled or pushed with them)."""
+    seen = {b.digest: (i.seen if (i := pairs.get(b.digest)) is not None else None) for b in p.layers}
+    image_seen = tuple(dict.fromkeys(w for b in p.layers for w in seen[b.digest] or ()))
+
+    def where(b: Blob) -> tuple[str, ...]:
+        known = seen.get(b.digest) if b.kind == "layer" else None
+        return known if known is not None else image_seen
+
+    return where
+
+
+def _quick(ctx: Context, ref: Reference, p: Plan, opts: PushOptions, tty: bool,
+           candidates: Callable[[Blob], tuple[str, ...]]) -> str | None:
+    """The re-push lane (quickpush): the manifest digest, or None for the full client."""
+    from rootless.image import quickpush
+    from rootless.image.reference import DOCKER_HUB
+
+    if ref.registry == DOCKER_HUB or opts.tls_verify is False:
+        return None
+    has_creds = opts.creds is not None or opts.authfile is not None
+    if not has_creds:
+        from rootless.image import credentials
+
+        has_creds = credentials.get(ctx.layout, ref.registry) is not None
+    if not quickpush.eligible(ref.registry, [candidates(b) for b in p.layers], has_creds,
+                              tty and not opts.quiet):
+        return None
+    scheme = "http" if ctx.config.registry(ref.registry).insecure else "https"
+    outcomes = quickpush.push(scheme, ref.registry, ref.registry, ref.repository, ref.tag or "latest", p,
+                              candidates, ctx.config.max_parallel_uploads, log=ctx.log.debug)
+    if outcomes is None:
+        return None
+    if not opts.quiet:
+        report = _Report(None, True)
+        report.say("Getting image source signatures")
+        for b, outcome in outcomes:
+            report.say(f"Copying {'config' if b.kind == 'config' else 'blob'} {b.digest[7:19]} {outcome}")
+        report.say("Writing manifest to image destination")
+    return p.digest
+
+
 def _push_registry(ctx: Context, ref: Reference, p: Plan, opts: PushOptions) -> str:
-    from rootless.image.pull import Progress
     from storage.layerblobs import LayerBlobs
 
-    client = _client(ctx, ref, opts)
     pairs = LayerBlobs(ctx.layout)
-    repo = ref.repository
-    here = f"{ref.registry}/{repo}"
+    candidates = _candidates(pairs, p)
     tty = sys.stderr.isatty() if opts.show_progress is None else opts.show_progress
+    digest = _quick(ctx, ref, p, opts, tty, candidates)
+    if digest is None:
+        digest = _push_full(ctx, ref, p, opts, tty, candidates)
+    pairs.mark_seen([b.digest for b in p.layers], f"{ref.registry}/{ref.repository}")
+    return digest
+
+
+def _push_full(ctx: Context, ref: Reference, p: Plan, opts: PushOptions, tty: bool,
+               candidates: Callable[[Blob], tuple[str, ...]]) -> str:
+    from rootless.image.pull import Progress
+
+    client = _client(ctx, ref, opts)
+    repo = ref.repository
     try:
         with Progress(tty and not opts.quiet) as progress:
             report = _Report(progress, not tty and not opts.quiet)
@@ -319,16 +372,11 @@ def _push_registry(ctx: Context, ref: Reference, p: Plan, opts: PushOptions) -> 
             for b in todo:
                 progress.add(b.digest, b.size, "Copying")
 
-            # Where the layers were seen, the image's config is too (pulled or pushed with them).
-            image_seen = [w for b in p.layers if (i := pairs.get(b.digest)) is not None for w in i.seen]
-
             def one(b: Blob) -> None:
                 if client.blob_exists(repo, b.digest):
                     report.blob(b, "skipped: already exists")
                     return
-                info = pairs.get(b.digest) if b.kind == "layer" else None
-                candidates = info.seen if info else tuple(dict.fromkeys(image_seen))
-                for where in reversed(candidates):
+                for where in reversed(candidates(b)):
                     reg, _, other = where.partition("/")
                     if reg == ref.registry and other != repo and client.mount_blob(repo, b.digest, other):
                         report.blob(b, f"skipped: mounted from {other}")
@@ -347,9 +395,6 @@ def _push_registry(ctx: Context, ref: Reference, p: Plan, opts: PushOptions) -> 
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             report.say("Writing manifest to image destination")
-            digest = client.put_manifest(repo, ref.tag or "latest", p.manifest, p.media_type)
+            return client.put_manifest(repo, ref.tag or "latest", p.manifest, p.media_type)
     finally:
         client.close()
-    pairs.mark_seen([b.digest for b in p.layers], here)
-    return digest
-

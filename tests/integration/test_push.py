@@ -76,6 +76,21 @@ def test_push_again_uploads_nothing(rl: RootlessEnv, mirror: RegistryProxy) -> N
     assert len(heads) == 2 and cp.stderr.count("skipped: already exists") == 2
 
 
+def test_repush_lane_makes_no_httpx_client(rl: RootlessEnv, mirror: RegistryProxy) -> None:
+    """A re-push the registry can satisfy with HEADs and mounts goes over http.client: httpx
+    (most of a re-push's time) is never imported; same digest, no byte uploaded."""
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo("lane")
+    mark = mirror.mark()
+    cp = rl("push", src, f"{mirror.host}/{repo}:v1", env={"PYTHONPROFILEIMPORTTIME": "1"}, check=True)
+    imported = {ln.split("|")[-1].strip() for ln in cp.stderr.splitlines() if ln.startswith("import time:")}
+    assert "rootless.image.quickpush" in imported and "httpx" not in imported, cp.stderr[-2000:]
+    assert _uploaded(mirror, mark) == 0
+    assert cp.stderr.count("skipped: mounted from library/busybox") == 2
+    assert _manifest_digest(mirror, repo, "v1") == rl.inspect(src)["Digest"]
+
+
 def test_format_conversion_and_digestfile(rl: RootlessEnv, mirror: RegistryProxy) -> None:
     src = f"{mirror.host}/library/busybox:latest"
     rl("pull", "-q", src, check=True)

@@ -105,3 +105,19 @@ def test_push_scope_from_the_request_extension() -> None:
                         extensions={SCOPE_EXTENSION: "repository:a:pull,push repository:b:pull"})
     assert r.status_code == 202
     assert asked == [["repository:a:pull,push", "repository:b:pull"]]
+
+
+def test_repush_lane_only_when_every_layer_was_seen_at_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rootless.image.quickpush import eligible
+
+    for v in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(v, raising=False)
+    seen = [("reg:5000/a/b",), ("other.io/x", "reg:5000/c")]
+    assert eligible("reg:5000", seen, has_credentials=False, tty=False)
+    assert not eligible("reg:5000", [*seen, ()], has_credentials=False, tty=False)  # a layer never seen there
+    assert not eligible("reg:5000", [("other.io/reg:5000",)], has_credentials=False, tty=False)
+    assert not eligible("reg:5000", [], has_credentials=False, tty=False)
+    assert not eligible("reg:5000", seen, has_credentials=True, tty=False)  # auth: the full client's flow
+    assert not eligible("reg:5000", seen, has_credentials=False, tty=True)  # bars: the full client's
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    assert not eligible("reg:5000", seen, has_credentials=False, tty=False)  # httpx honours proxies
