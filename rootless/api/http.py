@@ -107,6 +107,25 @@ class Request:
         except ValueError:
             raise BadRequest("request body: not valid JSON") from None
 
+    def spool(self, directory: os.PathLike[str] | str, what: str) -> str:
+        """The body, written to a new file in *directory* (the caller removes it); an empty body
+        is a BadRequest naming *what* it should have been."""
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="body-", dir=directory)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in self.body_chunks():
+                    f.write(chunk)
+                    size += len(chunk)
+            if size == 0:
+                raise BadRequest(f"{self.method} {self.path}: the request body ({what}) is empty")
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
+
     def drain(self) -> None:
         for _ in self.body_chunks():
             pass

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rootless.api import containers, execs, images, system, volumes
+from rootless.api import build, containers, execs, images, system, volumes
 from rootless.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -41,6 +41,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", r"/info", system.info),
     ("POST", r"/auth", system.auth),
     ("GET", r"/events", system.events),
+    ("POST", r"/build", build.build),
     # containers
     ("GET", r"/containers/json", containers.list_),
     ("POST", r"/containers/create", containers.create),

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,16 @@ def have_docker() -> bool:
 
 def have_compose() -> bool:
     return bool(shutil.which("docker-compose"))
+
+
+def docker_service(rl: RootlessEnv) -> Iterator[Service]:
+    """A test's service for the docker CLI (skipped without it); afterwards no container is left
+    (as a pytest fixture: ``api = pytest.fixture(docker_service, name="api")``)."""
+    import pytest
+
+    if not have_docker():
+        pytest.skip("docker.io is not installed (apt-get install docker.io)")
+    svc = Service(rl)
+    yield svc
+    rl("rm", "-f", "-a")
+    svc.stop()

@@ -1,0 +1,114 @@
+"""Images through `rootless system service`: `DOCKER_BUILDKIT=0 docker build` and the SDK's
+images.build (the classic builder protocol over rootless's builder), as the unprivileged user
+with the real docker CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.apiharness import Service, docker_service
+from tests.integration.conftest import need
+from tests.integration.harness import RootlessEnv
+
+api = pytest.fixture(docker_service, name="api")
+
+
+def _names(rl: RootlessEnv) -> set[str]:
+    return {n for i in rl.images_json() for n in i["Names"]}
+
+
+def _context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "note.txt").write_text("a note from the context\n")
+    (ctx / "secret.key").write_text("not for the image\n")
+    (ctx / ".dockerignore").write_text("*.key\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM alpine AS base\n"
+        "ARG WHO=nobody\n"
+        "COPY . /src/\n"
+        "RUN echo built-by-$WHO > /who && cat /src/note.txt && echo to-stderr >&2\n"
+        "CMD [\"cat\", \"/who\"]\n"
+        "FROM base AS extra\n"
+        "RUN echo extra > /extra\n")
+    (ctx / "Dockerfile.fail").write_text("FROM alpine\nRUN echo failing; exit 3\n")
+    return ctx
+
+
+def test_docker_build(api: Service, rl: RootlessEnv, tmp_path: Path) -> None:
+    ctx = _context(tmp_path)
+    cp = api.docker("build", "-t", "app", "-t", "app:v2", "--build-arg", "WHO=docker", "--label", "made=api",
+                    "--target", "base", str(ctx), timeout=300, check=True)
+    assert "a note from the context\n" in cp.stdout and "to-stderr\n" in cp.stdout, "the RUN's output is streamed"
+    built = re.search(r"^Successfully built ([0-9a-f]{12})$", cp.stdout, re.M)
+    assert built, cp.stdout
+    assert cp.stdout.rstrip().endswith("Successfully tagged app:latest\nSuccessfully tagged app:v2"), cp.stdout
+    assert {"docker.io/library/app:latest", "docker.io/library/app:v2"} <= _names(rl), "in rootless's store"
+    assert api.docker("run", "--rm", "app", check=True).stdout == "built-by-docker\n", "the target stage's CMD"
+    assert api.docker("run", "--rm", "app", "ls", "/src").stdout.split() == ["Dockerfile", "Dockerfile.fail",
+                                                                            "note.txt"], ".dockerignore kept out"
+    assert api.docker("run", "--rm", "app", "test", "-e", "/extra").returncode == 1, "--target stopped at base"
+    insp = json.loads(api.docker("image", "inspect", "app:v2", check=True).stdout)[0]
+    assert insp["Id"].startswith(f"sha256:{built.group(1)}") and insp["Config"]["Labels"]["made"] == "api"
+    # the same build again is cached; -q prints only the ID
+    cp = api.docker("build", "-q", "-t", "app", "--build-arg", "WHO=docker", "--label", "made=api", "--target",
+                    "base", str(ctx), timeout=300, check=True)
+    assert cp.stdout.strip() == insp["Id"]
+    # --no-cache runs the step again
+    cp = api.docker("build", "--no-cache", "--build-arg", "WHO=again", "--target", "base", str(ctx), timeout=300,
+                    check=True)
+    assert "a note from the context" in cp.stdout and "Using cache" not in cp.stdout
+    # a failing RUN: Docker's error message and the command's status; no image is left
+    before = {i["Id"] for i in rl.images_json()}
+    cp = api.docker("build", "-t", "broken", "-f", str(ctx / "Dockerfile.fail"), str(ctx), timeout=300)
+    assert cp.returncode == 3, (cp.stdout, cp.stderr)
+    assert "failing" in cp.stdout and "exited with status 3" in cp.stderr
+    assert {i["Id"] for i in rl.images_json()} == before and "docker.io/library/broken:latest" not in _names(rl)
+    # a Dockerfile that is not in the context: one line, not a traceback
+    cp = api.docker("build", "-f", "Nope", str(ctx))
+    assert cp.returncode != 0 and "Nope" in cp.stderr and "Traceback" not in cp.stderr
+
+
+def test_build_rejects_what_it_cannot_do(api: Service) -> None:
+    status, body = api.json("POST", "/v1.44/build?remote=https://example.com/ctx.git")
+    assert status == 501 and "remote" in body["message"]
+    status, body = api.json("POST", "/v1.44/build?memory=1000000", b"")
+    assert status == 400 and "memory" in body["message"]
+    status, _, data = api.request("POST", "/v1.44/build", b"", {"Content-Type": "application/x-tar"})
+    assert status == 400 and b"empty" in data
+    status, _, data = api.request("POST", "/v1.44/build", b"not a tar" * 100, {"Content-Type": "application/x-tar"})
+    assert status == 400 and b"build context" in data
+
+
+SDK_BUILD = """
+import json, sys, docker
+client = docker.DockerClient(base_url=sys.argv[1])
+image, logs = client.images.build(path=sys.argv[2], tag="sdkapp:1", buildargs={"WHO": "sdk"}, target="base",
+                                  labels={"via": "sdk"}, rm=True)
+out = {"tags": image.tags, "labels": image.labels, "streamed": "".join(c.get("stream", "") for c in logs)}
+out["run"] = client.containers.run("sdkapp:1", remove=True).decode()
+try:
+    client.images.build(path=sys.argv[2], dockerfile="Dockerfile.fail")
+except docker.errors.BuildError as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_python_sdk_build(api: Service, rl: RootlessEnv, tmp_path: Path) -> None:
+    need(Path("/usr/lib/python3/dist-packages/docker").is_dir(), "python3-docker is not installed")
+    ctx = _context(tmp_path)
+    cp = subprocess.run(["/usr/bin/python3", "-c", SDK_BUILD, f"unix://{api.sock}", str(ctx)], env=rl.env,
+                        capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout)
+    assert out["tags"] == ["sdkapp:1"] and out["labels"]["via"] == "sdk"
+    assert "a note from the context" in out["streamed"] and "Successfully built" in out["streamed"]
+    assert out["run"] == "built-by-sdk\n"
+    assert "exited with status 3" in out["error"]
+
