@@ -65,20 +65,24 @@ def _matches(ctx: Context, rec: ImageRecord, filters: dict[str, list[str]]) -> b
     return True
 
 
+def summary(ctx: Context, rec: ImageRecord) -> dict[str, Any]:
+    """Docker's ImageSummary (GET /images/json, GET /system/df)."""
+    cfg = present.image_config(ctx, rec)
+    ts = present.timestamp(rec.created)
+    return {"Id": f"sha256:{rec.id}", "ParentId": "", "RepoTags": [familiar(n) for n in rec.names],
+            "RepoDigests": [familiar(d) for d in rec.digests], "Created": int(ts) if ts else 0,
+            "Size": rec.size, "SharedSize": -1, "VirtualSize": rec.size,
+            "Labels": (cfg.get("config") or {}).get("Labels") or {}, "Containers": -1}
+
+
 def list_(ctx: Context, req: Request) -> None:
     from storage.images import ImageStore
 
     filters = _filters(req)
     out: list[dict[str, Any]] = []
     for rec in ImageStore(ctx.layout).list():
-        if not _matches(ctx, rec, filters):
-            continue
-        cfg = present.image_config(ctx, rec)
-        ts = present.timestamp(rec.created)
-        out.append({"Id": f"sha256:{rec.id}", "ParentId": "", "RepoTags": [familiar(n) for n in rec.names],
-                    "RepoDigests": [familiar(d) for d in rec.digests], "Created": int(ts) if ts else 0,
-                    "Size": rec.size, "SharedSize": -1, "VirtualSize": rec.size,
-                    "Labels": (cfg.get("config") or {}).get("Labels") or {}, "Containers": -1})
+        if _matches(ctx, rec, filters):
+            out.append(summary(ctx, rec))
     out.sort(key=lambda r: r["Created"], reverse=True)
     req.conn.respond_json(200, out)
 
@@ -86,9 +90,7 @@ def list_(ctx: Context, req: Request) -> None:
 def _pull_name(req: Request) -> str:
     image = req.q("fromImage") or ""
     if not image:
-        if req.q("fromSrc"):
-            raise NotImplementedHere("POST /images/create?fromSrc= (import) is not served by rootless")
-        raise BadRequest("images/create: fromImage is required")
+        raise BadRequest("images/create: fromImage (or fromSrc) is required")
     tag = req.q("tag") or ""
     if tag:
         image += ("@" if tag.startswith("sha256:") else ":") + tag
@@ -100,6 +102,9 @@ def create(ctx: Context, req: Request) -> None:
     the first line are reported in the stream, as Docker does ({"error": …})."""
     from rootless.image.pull import pull
 
+    if req.q("fromSrc") and not req.q("fromImage"):
+        import_(ctx, req)
+        return
     image = _pull_name(req)
     req.drain()
     out = req.conn.stream(200)
@@ -116,6 +121,31 @@ def create(ctx: Context, req: Request) -> None:
         out.json({"status": f"Digest: {rec.manifest_digest}"})
     shown = familiar(rec.names[0]) if rec.names else image
     out.json({"status": f"Status: Downloaded newer image for {shown}"})
+    out.close()
+
+
+def import_(ctx: Context, req: Request) -> None:
+    """POST /images/create?fromSrc=-: `docker import`, the tarball in the body (rootless import)."""
+    import os
+
+    from rootless.image import archive
+
+    if req.q("fromSrc") != "-":
+        raise NotImplementedHere(f"POST /images/create?fromSrc={req.q('fromSrc')}: importing from a URL is not "
+                                 "served by rootless (send the tarball in the body: fromSrc=-)")
+    repo, tag = req.q("repo") or "", req.q("tag") or ""
+    name = (repo + (f":{tag}" if tag else "")) if repo else None
+    ctx.layout.ensure_store()
+    path = req.spool(ctx.layout.tmp, "a tarball")
+    try:
+        image_id = archive.import_tarball(ctx, path, name, list(req.query.get("changes", [])),
+                                          req.q("message") or None)
+    except RootlessError as e:
+        raise BadRequest(f"import: {e.message}" + (f" ({e.hint})" if e.hint else "")) from None
+    finally:
+        os.unlink(path)
+    out = req.conn.stream(200)
+    out.json({"status": f"sha256:{image_id}"})
     out.close()
 
 
@@ -193,3 +223,152 @@ def prune(ctx: Context, req: Request) -> None:
     removed = present.prune(ctx, all_=all_)
     req.conn.respond_json(200, {"ImagesDeleted": [{"Deleted": f"sha256:{i}"} for i in removed] or None,
                                 "SpaceReclaimed": 0})
+
+
+# --------------------------------------------------------------------------- push, save, load
+
+_PUSHED = {"done": "Pushed", "skipped: already exists": "Layer already exists"}
+
+
+def registry_auth(req: Request) -> str | None:
+    """X-Registry-Auth (base64url JSON, Docker's AuthConfig) → push's ``USER:PASSWORD``; None
+    when absent or empty (the credentials `rootless login`/`docker login` stored are used)."""
+    import base64
+    import json
+
+    raw = req.headers.get("x-registry-auth", "").strip()
+    if not raw:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        raise BadRequest("X-Registry-Auth: not base64-encoded JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("X-Registry-Auth: not a JSON object")
+    if data.get("identitytoken") or data.get("registrytoken"):
+        raise BadRequest("X-Registry-Auth: identity tokens are not supported by rootless (give a password)")
+    user, password = data.get("username") or "", data.get("password") or ""
+    return f"{user}:{password}" if user else None
+
+
+def _push_sources(ctx: Context, name: str, tag: str | None) -> list[str]:
+    """``name`` with ``tag``; without a tag (`docker push --all-tags`), every name of that repository."""
+    from rootless.image.reference import parse_reference
+
+    if tag:
+        text = f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"
+        _find(ctx, text)
+        return [text]
+    try:
+        repo = parse_reference(name).name
+    except RootlessError as e:
+        raise BadRequest(f"invalid reference {name!r}: {e.message}") from None
+    names = sorted(n for rec in present.list_images(ctx) for n in rec.names if n.rpartition(":")[0] == repo)
+    if not names:
+        raise NotFound(f"An image does not exist locally with the tag: {name}")
+    return names
+
+
+def push(ctx: Context, req: Request) -> None:
+    """POST /images/{name}/push: rootless push, its per-blob lines as Docker's progress messages."""
+    import re
+
+    from rootless.api import child
+    from rootless.image.push import PushOptions
+    from rootless.image.push import push as do_push
+
+    name, tag = _name(req), req.q("tag") or None
+    creds = registry_auth(req)
+    try:
+        sources = _push_sources(ctx, name, tag)
+    except NotFound:
+        raise NotFound(f"An image does not exist locally with the tag: {name}") from None
+    req.drain()
+    opts = PushOptions(creds=creds, show_progress=False)
+    out = req.conn.stream(200)
+    out.json({"status": f"The push refers to repository [{familiar(name.partition('@')[0])}]"})
+    blob_line = re.compile(r"Copying (?:blob|config) ([0-9a-f]{12}) (.*)")
+
+    def line(text: str) -> None:
+        m = blob_line.match(text.strip())
+        if m:
+            outcome = m.group(2)
+            status = _PUSHED.get(outcome) or (f"Mounted from {outcome.removeprefix('skipped: mounted from ')}"
+                                              if outcome.startswith("skipped: mounted from ") else outcome)
+            out.json({"status": status, "progressDetail": {}, "id": m.group(1)})
+        elif text.startswith(("Warning", "Hint")):
+            out.json({"status": text.rstrip("\n")})
+
+    for source in sources:
+        try:
+            digest = child.run(req, lambda source=source: do_push(ctx, source, None, opts), line)
+        except child.CallFailed as e:
+            out.json({"errorDetail": {"message": e.message}, "error": e.message})
+            out.close()
+            return
+        shown_tag = source.rpartition(":")[2] if "@" not in source else source.rpartition("@")[2]
+        size = _blob_size(ctx, digest)
+        out.json({"status": f"{shown_tag}: digest: {digest} size: {size}"})
+        out.json({"progressDetail": {}, "aux": {"Tag": shown_tag, "Digest": digest, "Size": size}})
+    out.close()
+
+
+def _blob_size(ctx: Context, digest: str) -> int:
+    try:
+        return ctx.layout.blob(digest).stat().st_size
+    except OSError:
+        return 0
+
+
+def get(ctx: Context, req: Request) -> None:
+    """GET /images/{name}/get and GET /images/get?names=…: a docker-archive of the images (rootless save)."""
+    import os
+    import tempfile
+
+    from rootless.image import archive
+
+    params = getattr(req, "params", {})
+    names = [params["name"]] if "name" in params else [n for v in req.query.get("names", []) for n in v.split(",")
+                                                       if n]
+    if not names:
+        raise BadRequest("images/get: names is required")
+    for n in names:
+        _find(ctx, n)
+    ctx.layout.ensure_store()
+    fd, path = tempfile.mkstemp(prefix="save-", suffix=".tar", dir=ctx.layout.tmp)
+    os.close(fd)
+    try:
+        archive.save(ctx, names, path, "docker-archive")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.unlink(path)  # the open descriptor keeps the data until it is sent
+    try:
+        req.conn.respond_stream_fd(200, fd, os.fstat(fd).st_size, "application/x-tar")
+    finally:
+        os.close(fd)
+
+
+def load(ctx: Context, req: Request) -> None:
+    """POST /images/load: a docker-archive or OCI archive in the body (rootless load)."""
+    import os
+
+    from rootless.image import archive
+
+    ctx.layout.ensure_store()
+    path = req.spool(ctx.layout.tmp, "an image archive")
+    try:
+        loaded = archive.load(ctx, path, True)
+    except RootlessError as e:
+        raise BadRequest(f"load: {e.message}" + (f" ({e.hint})" if e.hint else "")) from None
+    finally:
+        os.unlink(path)
+    lines = []
+    for what in loaded:
+        if what.startswith("sha256:"):
+            lines.append(f"Loaded image ID: {what}\n")
+        else:
+            lines += [f"Loaded image: {familiar(n)}\n" for n in what.split(", ")]
+    out = req.conn.stream(200)
+    for text in lines:
+        out.json({"stream": text})
+    out.close()

@@ -1,19 +1,23 @@
 """Images through `rootless system service`: `DOCKER_BUILDKIT=0 docker build` and the SDK's
-images.build (the classic builder protocol over rootless's builder), as the unprivileged user
-with the real docker CLI."""
+images.build (the classic builder protocol over rootless's builder), push, save, load and import
+against the test registry, as the unprivileged user with the real docker CLI."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
+import tarfile
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.integration.apiharness import Service, docker_service
 from tests.integration.conftest import need
-from tests.integration.harness import RootlessEnv
+from tests.integration.harness import RegistryProxy, RootlessEnv
 
 api = pytest.fixture(docker_service, name="api")
 
@@ -111,4 +115,53 @@ def test_python_sdk_build(api: Service, rl: RootlessEnv, tmp_path: Path) -> None
     assert "a note from the context" in out["streamed"] and "Successfully built" in out["streamed"]
     assert out["run"] == "built-by-sdk\n"
     assert "exited with status 3" in out["error"]
+
+
+def test_docker_push_save_load_import(api: Service, rl: RootlessEnv, mirror: RegistryProxy, tmp_path: Path) -> None:
+    repo = f"{mirror.host}/apipushed/t{uuid.uuid4().hex[:10]}"
+    api.docker("pull", "alpine", check=True)
+    api.docker("tag", "alpine", f"{repo}:v1", check=True)
+    cp = api.docker("push", f"{repo}:v1", check=True)
+    assert f"The push refers to repository [{repo}]" in cp.stdout
+    assert re.search(r"^[0-9a-f]{12}: (Mounted from library/alpine|Pushed)$", cp.stdout, re.M), cp.stdout
+    pushed = re.search(r"^v1: digest: (sha256:[0-9a-f]{64}) size: [1-9]\d*$", cp.stdout, re.M)
+    assert pushed, cp.stdout
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{mirror.url}/v2/{repo.partition('/')[2]}/manifests/v1", method="HEAD", headers={"Accept": ", ".join([
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.docker.distribution.manifest.v2+json"])})) as r:
+        assert r.headers["docker-content-digest"] == pushed.group(1), "in the registry, as docker push said"
+    cp = api.docker("push", f"{repo}:v1", check=True)
+    assert re.search(r"^[0-9a-f]{12}: Layer already exists$", cp.stdout, re.M), cp.stdout
+    cp = api.docker("push", f"{mirror.host}/apipushed/nothing:v1")
+    assert cp.returncode != 0 and "does not exist locally" in cp.stderr
+    # save → rmi → load: the same image, runnable
+    alpine_id = json.loads(api.docker("image", "inspect", "alpine", check=True).stdout)[0]["Id"]
+    tar = tmp_path / "alpine.tar"
+    api.docker("save", "-o", str(tar), "alpine", check=True)
+    with tarfile.open(tar) as t:
+        member = t.extractfile("manifest.json")
+        assert member is not None
+        assert json.load(member)[0]["RepoTags"] == ["alpine:latest"]
+    api.docker("rmi", "alpine", f"{repo}:v1", check=True)
+    assert alpine_id not in {f"sha256:{i['Id']}" for i in rl.images_json()}
+    cp = api.docker("load", "-i", str(tar), check=True)
+    assert cp.stdout == "Loaded image: alpine:latest\n"
+    assert json.loads(api.docker("image", "inspect", "alpine", check=True).stdout)[0]["Id"] == alpine_id
+    assert api.docker("run", "--rm", "alpine", "echo", "loaded", check=True).stdout == "loaded\n"
+    cp = api.docker("load", input="not an archive\n" * 100)
+    assert cp.returncode != 0 and "load:" in cp.stderr and "Traceback" not in cp.stderr
+    # import: a tarball of a file tree → a one-layer image with the changes given
+    tree = tmp_path / "tree.tar"
+    with tarfile.open(tree, "w") as t:
+        data = b"imported\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    cp = api.docker("import", "-c", "CMD [\"/hello.txt\"]", "-m", "from the API", str(tree), "imported:v1",
+                    check=True)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", cp.stdout)
+    insp = json.loads(api.docker("image", "inspect", "imported:v1", check=True).stdout)[0]
+    assert insp["Config"]["Cmd"] == ["/hello.txt"] and len(insp["RootFS"]["Layers"]) == 1
+    assert "docker.io/library/imported:v1" in _names(rl)
 
