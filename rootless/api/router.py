@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rootless.api import build, containers, execs, images, system, volumes
+from rootless.api import build, containers, execs, images, snapshots, system, volumes
 from rootless.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -42,6 +42,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/auth", system.auth),
     ("GET", r"/events", system.events),
     ("POST", r"/build", build.build),
+    ("GET", r"/system/df", snapshots.disk_usage),
+    ("POST", r"/commit", snapshots.commit),
     # containers
     ("GET", r"/containers/json", containers.list_),
     ("POST", r"/containers/create", containers.create),
@@ -62,6 +64,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", rf"/containers/{_ID}/archive", containers.archive_get),
     ("HEAD", rf"/containers/{_ID}/archive", containers.archive_head),
     ("PUT", rf"/containers/{_ID}/archive", containers.archive_put),
+    ("GET", rf"/containers/{_ID}/export", snapshots.export),
+    ("GET", rf"/containers/{_ID}/changes", snapshots.changes),
+    ("POST", rf"/containers/{_ID}/pause", snapshots.pause),
+    ("POST", rf"/containers/{_ID}/unpause", snapshots.unpause),
     # exec
     ("POST", rf"/containers/{_ID}/exec", execs.create),
     ("POST", rf"/exec/{_ID}/start", execs.start),

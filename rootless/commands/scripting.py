@@ -225,35 +225,17 @@ def image_exists(ctx: Context, a: Args) -> int:
 table.group("system", "Manage the store as a whole.")
 
 
-def _du(path: str) -> int:
-    """Bytes of the files under ``path`` we may read (the rest, owned by subordinate IDs in
-    directories closed to us, is not counted)."""
-    import os
-
-    total = 0
-    for top, _dirs, files in os.walk(path, onerror=lambda e: None):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(top, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _df_rows(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from rootless import engine, volumes
+    from rootless import engine
     from rootless.units import decimal_size
 
-    images = engine.images(ctx)
-    ctrs = engine.containers(ctx)
-    used = {c.config.image_id for c in ctrs}
+    d = engine.disk_usage(ctx)
+    images, ctrs, sizes, vols, vsizes, used = (d[k] for k in ("images", "containers", "sizes", "volumes", "vsizes",
+                                                                "used"))
     img_size = sum(r.size for r in images)
     img_free = sum(r.size for r in images if r.id not in used)
-    sizes = {c.id: _du(str(ctx.layout.containers / c.id)) for c in ctrs}
     ctr_size = sum(sizes.values())
-    ctr_free = sum(s for cid, s in sizes.items() if not next(c for c in ctrs if c.id == cid).state.running)
-    vols = volumes.listing(ctx)
-    vsizes = {v.name: _du(str(volumes.store(ctx).data(v.name))) for v, _ in vols}
+    ctr_free = sum(sizes[c.id] for c in ctrs if not c.state.running)
     vol_size = sum(vsizes.values())
     vol_free = sum(vsizes[v.name] for v, n in vols if n == 0)
 
@@ -265,8 +247,7 @@ def _df_rows(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = [row("Images", len(images), len({r.id for r in images} & used), img_size, img_free),
             row("Containers", len(ctrs), sum(1 for c in ctrs if c.state.running), ctr_size, ctr_free),
             row("Local Volumes", len(vols), sum(1 for _, n in vols if n), vol_size, vol_free)]
-    return rows, {"images": images, "containers": ctrs, "sizes": sizes, "volumes": vols, "vsizes": vsizes,
-                  "used": used}
+    return rows, d
 
 
 @table.command("system df", "Show how much space images, containers and volumes take, and how much is "

@@ -1,6 +1,7 @@
 """Images through `rootless system service`: `DOCKER_BUILDKIT=0 docker build` and the SDK's
 images.build (the classic builder protocol over rootless's builder), push, save, load and import
-against the test registry, as the unprivileged user with the real docker CLI."""
+against the test registry, and commit, export, diff, pause and system df, as the unprivileged user
+with the real docker CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import subprocess
 import tarfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -165,3 +167,47 @@ def test_docker_push_save_load_import(api: Service, rl: RootlessEnv, mirror: Reg
     assert insp["Config"]["Cmd"] == ["/hello.txt"] and len(insp["RootFS"]["Layers"]) == 1
     assert "docker.io/library/imported:v1" in _names(rl)
 
+
+def test_diff_commit_export_pause_df(api: Service, rl: RootlessEnv, tmp_path: Path) -> None:
+    api.docker("run", "-d", "--name", "snap", "alpine", "sh", "-c",
+               "echo changed > /etc/alpine-release; mkdir /made; touch /made/f; rm /etc/os-release; touch /ready; "
+               "exec sleep 300",
+               check=True)
+    for _ in range(100):
+        if api.docker("exec", "snap", "test", "-e", "/ready").returncode == 0:
+            break
+        time.sleep(0.1)
+    lines = set(api.docker("diff", "snap", check=True).stdout.splitlines())
+    assert {"C /etc", "C /etc/alpine-release", "D /etc/os-release", "A /made", "A /made/f"} <= lines, lines
+    assert set(rl("diff", "snap", check=True).stdout.splitlines()) == lines, "docker diff is rootless diff"
+    cp = api.docker("commit", "-c", 'CMD ["cat", "/etc/alpine-release"]', "-m", "a snapshot", "snap", "snapped:v1",
+                    check=True)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", cp.stdout)
+    assert "docker.io/library/snapped:v1" in _names(rl)
+    assert api.docker("run", "--rm", "snapped:v1", check=True).stdout == "changed\n", "the change and the CMD"
+    assert api.docker("run", "--rm", "snapped:v1", "ls", "/made").stdout == "f\n"
+    comments = api.docker("history", "--format", "{{.Comment}}", "snapped:v1", check=True).stdout.splitlines()
+    assert comments[0] == "a snapshot"
+    cp = api.docker("commit", "-c", "RUN true", "snap")
+    assert cp.returncode != 0 and "changes" in cp.stderr and "Traceback" not in cp.stderr
+    out = tmp_path / "snap.tar"
+    api.docker("export", "-o", str(out), "snap", check=True)
+    with tarfile.open(out) as t:
+        names = set(t.getnames())
+        release = t.extractfile("etc/alpine-release")
+        assert release is not None and release.read() == b"changed\n"
+    assert "made/f" in names and "etc/os-release" not in names and "bin/busybox" in names
+    # pause needs a cgroup v2 freezer: it freezes where there is one, else one clear line
+    cp = api.docker("pause", "snap")
+    if cp.returncode == 0:
+        assert json.loads(api.docker("inspect", "snap", check=True).stdout)[0]["State"]["Status"] == "paused"
+        api.docker("unpause", "snap", check=True)
+        assert api.docker("exec", "snap", "true").returncode == 0
+    else:
+        assert "freezer" in cp.stderr and len(cp.stderr.strip().splitlines()) == 1, cp.stderr
+    assert api.docker("pause", "nosuch").returncode == 1
+    # docker system df reads GET /system/df
+    df = api.docker("system", "df", check=True).stdout
+    assert re.search(r"^Containers\s+1\s+1\s", df, re.M), df
+    assert re.search(r"^Images\s+[2-9]\s+1\s", df, re.M), df
+    assert re.search(r"^Local Volumes\s+0\s+0\s", df, re.M), df
