@@ -582,10 +582,10 @@ def read_logs(ctx: Context, cid: str, *, follow: bool, tail: int | None, since: 
                         yield ln
                 continue
             try:
-                st = state.read_state(ctx.layout, cid)
+                running = state.read_state(ctx.layout, cid).running
             except RootlessError:
-                return
-            if not st.running:
+                running = False  # its record is gone (removed): what the open log still holds is all
+            if not running:
                 # the monitor writes the last lines before it records the exit
                 rest = f.read() if f is not None else b""
                 for raw in (buf + rest).split(b"\n"):

@@ -172,6 +172,14 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
             ("record", json.dumps(dataclasses.asdict(dataclasses.replace(st, status="exited")))), *extra]
     args_path = str(state.state_dir(layout, spec.id) / ARGS_FILE)
     write_args(args_path, args)
+    # The log exists before the start is reported: a follower that opens it once the start has
+    # returned (docker-py's run(): logs, wait, remove) reads every line even when the container is
+    # removed before it reads; created by the loop instead, it would appear only after the
+    # interpreter's start-up, and a follower that found nothing could miss the container's whole life.
+    try:
+        os.close(os.open(dict(args)["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # the loop reports it
     os.write(ready, b"P%d\n" % started.pid)
     os.close(ready)
     os.execv(sys.executable, [sys.executable, "-S", "-E", "-s", os.path.abspath(monitor.__file__), args_path])

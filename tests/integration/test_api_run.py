@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.apiharness import DOCKER, Service, have_docker
+from tests.integration.apiharness import DOCKER, Service, UnixHTTP, have_docker
 from tests.integration.conftest import need
 from tests.integration.harness import RootlessEnv, Tty, free_port
 from tests.integration.test_api_docker import DockerTerm, rootless_ps, serve_http, until_resized
@@ -137,12 +137,33 @@ def test_python_sdk_runs_containers(api: Service, rl: RootlessEnv) -> None:
                         text=True, timeout=120)
     assert cp.returncode == 0, cp.stderr
     out = json.loads(cp.stdout)
-    # KNOWN BUG (open): docker-py's containers.run() (logs followed, then wait, then remove) now and
-    # then gets no output here; reported in the closing note. The rest of this test still holds.
-    assert out["run"] in ("sdk-run\n", "")
+    assert out["run"] == "sdk-run\n"
     assert out["stream"] == "n1\nn2\nn3\n" and out["wait"] == 2
     assert out["labels"]["k"] == "v" and out["listed"] == ["sdkd"]
     assert rootless_ps(rl) == []
+
+
+def test_followed_log_outlives_the_container(api: Service, rl: RootlessEnv) -> None:
+    """docker-py's run(): start, follow the logs (headers only), wait, remove, then read the body.
+    The log must exist the moment the start has answered: a follower that found none then kept
+    polling for it, and lost the whole output when the container was removed before its next look."""
+    api.docker("pull", "alpine", check=True)
+    for _ in range(3):
+        status, body = api.json("POST", "/v1.44/containers/create", {"Image": "alpine", "Cmd": ["echo", "hi"]})
+        assert status == 201, body
+        cid = body["Id"]
+        log_path = api.json("GET", f"/v1.44/containers/{cid}/json")[1]["LogPath"]
+        assert api.request("POST", f"/v1.44/containers/{cid}/start")[0] == 204
+        assert Path(log_path).exists(), "the log is there once the start has answered"
+        conn = UnixHTTP(str(api.sock))
+        try:
+            conn.request("GET", f"/v1.44/containers/{cid}/logs?follow=1&stdout=1&stderr=1")
+            r = conn.getresponse()
+            assert api.json("POST", f"/v1.44/containers/{cid}/wait")[1]["StatusCode"] == 0
+            assert api.request("DELETE", f"/v1.44/containers/{cid}")[0] == 204
+            assert r.read() == b"\x01\0\0\0\0\0\0\x03hi\n"
+        finally:
+            conn.close()
 
 
 def test_events(api: Service, rl: RootlessEnv) -> None:
