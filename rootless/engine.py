@@ -76,6 +76,10 @@ class Runtime:
 
     def run(self, ctx: Context, spec: Spec, recorded: bool) -> int:
         """The container's process with our standard streams, to its exit status."""
+        if spec.shared:
+            from rootless import lifecycle
+
+            spec = lifecycle.joined(ctx, spec)
         if recorded:
             from rootless import lifecycle
 
@@ -185,6 +189,7 @@ def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, 
 
     if ctx.config.default_ulimits and not opts.default_ulimits:
         opts = replace(opts, default_ulimits=ctx.config.default_ulimits)
+    shared = _shared(ctx, opts)
     host = specgen.HostInfo.read(opts.network)
 
     # 1. the image: from the store, else pulled
@@ -236,7 +241,8 @@ def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, 
             ctx.layout.ensure_runroot()
             spec = specgen.build(config, opts, plan, container_id=cid, rundir=str(ctx.layout.state / cid),
                                  uid_map=uid_map, gid_map=gid_map, image_name=image_name, image_id=image.id,
-                                 host=host, volume_mounts=vol_mounts, seccomp_cache=str(ctx.layout.seccomp))
+                                 host=host, volume_mounts=vol_mounts, seccomp_cache=str(ctx.layout.seccomp),
+                                 shared=shared)
             if spec.resources is not None:
                 from rootless.runtime.run import check_cgroups
 
@@ -256,6 +262,27 @@ def _create(ctx: Context, opts: RunOptions, *, pull: str, platform: str | None, 
     if opts.cidfile:
         _write_cidfile(opts.cidfile, cid)
     return Created(id=cid, spec=spec, recorded=record, volumes=bool(vol_refs))
+
+
+def _shared(ctx: Context, opts: RunOptions) -> dict[str, Spec]:
+    """The Spec of each container whose namespace ``--network/--pid/--ipc/--uts container:NAME``
+    shares (it must exist now, and run when this one starts), by namespace."""
+    from rootless.image.specgen import shared_refs
+
+    refs = shared_refs(opts)
+    if not refs:
+        return {}
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    out = {}
+    for ns, ref in refs.items():
+        try:
+            out[ns] = lifecycle.load(ctx, lifecycle.resolve(ctx, ref)).config.spec
+        except NoSuchContainer as e:  # Podman's wording
+            raise NoSuchContainer(f"looking up container to share {'net' if ns == 'network' else ns} namespace "
+                                  f"with: {e.message}", e.hint) from None
+    return out
 
 
 def _check_attach(streams: Sequence[str], detach: bool) -> None:

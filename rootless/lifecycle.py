@@ -67,6 +67,31 @@ def event(ctx: Context, cfg: Config, status: str, attributes: dict[str, str] | N
                 attributes={**cfg.labels, **(attributes or {})} or None, **kw)
 
 
+def joined(ctx: Context, spec: Spec) -> Spec:
+    """*spec* with the namespaces it shares (Spec.shared) resolved to the running PID 1 of the
+    containers that have them: a container that is gone or not running is an error."""
+    out = []
+    for ns, cid in spec.shared:
+        what = f"join the {ns} namespace of container {cid[:12]}"
+        try:
+            c = load(ctx, cid)
+        except NoSuchContainer:
+            raise RootlessError(f"{what}: the container no longer exists",
+                                f"remove this container and create it again: `rootless rm {spec.name}`") from None
+        if not c.state.running or c.state.pid <= 0:
+            raise RootlessError(f"{what.replace(cid[:12], c.config.name)}: container {c.config.name} is not running",
+                                f"start it first: `rootless start {c.config.name}`")
+        out.append((ns, c.state.pid))
+    return replace(spec, join=tuple(out))
+
+
+def network_mode(spec: Spec) -> str:
+    """HostConfig.NetworkMode as Podman shows it: ``container:ID`` for another container's namespace."""
+    if spec.network.mode == "container":
+        return f"container:{dict(spec.shared)['network']}"
+    return spec.network.mode
+
+
 def run_foreground(ctx: Context, spec: Spec) -> int:
     """`run` without -d: the CLI is the container's monitor, the record says so."""
     from rootless.runtime.run import run as run_container
@@ -121,6 +146,7 @@ def start(ctx: Context, cid: str, keep_count: bool = False, stdin: int | None = 
         st = state.read_state(ctx.layout, cid)
         if st.running:
             return 0
+        spec = joined(ctx, cfg.spec) if cfg.spec.shared else cfg.spec
         # A fresh record, so a concurrent start sees this one as under way.
         state.write_state(ctx.layout, cid, State(status="created"))
     stopped_marker(ctx, cid).unlink(missing_ok=True)
@@ -138,7 +164,7 @@ def start(ctx: Context, cid: str, keep_count: bool = False, stdin: int | None = 
                            attributes=dict(cfg.labels) or None, exit_code=0)
         events.log_path(ctx.layout).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         died = (str(events.log_path(ctx.layout)), json.dumps(ev, separators=(",", ":")))
-    pid = launcher.launch(ctx.layout, ctx.log, cfg.spec, rm_argv, died=died,
+    pid = launcher.launch(ctx.layout, ctx.log, spec, rm_argv, died=died,
                           log_file=os.devnull if cfg.log_driver == "none" else None, log_max_size=cfg.log_max_size,
                           stdin=stdin if cfg.spec.process.interactive and not cfg.spec.process.terminal else None)
     event(ctx, cfg, "start")
@@ -413,7 +439,7 @@ def inspect(ctx: Context, c: Container) -> dict[str, Any]:
                    "OpenStdin": p.interactive, "StopSignal": c.config.stop_signal,
                    "Labels": dict(c.config.labels), "Annotations": dict(spec.annotations)},
         "NetworkSettings": {"Ports": _inspect_ports(c)},
-        "HostConfig": {"NetworkMode": spec.network.mode, "AutoRemove": c.config.rm,
+        "HostConfig": {"NetworkMode": network_mode(spec), "AutoRemove": c.config.rm,
                        "CapAdd": [], "Privileged": False, "CgroupManager": st.cgroup_manager,
                        **_inspect_resources(spec)},
     }

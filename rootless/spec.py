@@ -134,7 +134,8 @@ class PortMapping:
 class Network:
     # "bridge": user networks (rootless.runtime.usernet); each option ("attach", JSON) names
     # one: {"net": its record (slirp.usernet.NetworkConfig), "ip": IP or null, "aliases": [...]}
-    mode: Literal["none", "host", "slirp4netns", "bridge"] = "none"
+    # "container": another container's network namespace (Spec.shared names it)
+    mode: Literal["none", "host", "slirp4netns", "bridge", "container"] = "none"
     options: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortMapping, ...] = ()
 
@@ -187,3 +188,9 @@ class Spec:
     # written under /proc/sys once the namespaces exist (net.ipv4.ping_group_range = "0 0")
     sysctls: tuple[tuple[str, str], ...] = ()
     seccomp: Seccomp | None = None  # None: unconfined (--privileged, seccomp=unconfined)
+    # --network/--pid/--ipc/--uts container:NAME: (namespace, ID of the container whose namespace
+    # is joined); those namespaces are not in ``namespaces``.
+    shared: tuple[tuple[str, str], ...] = ()
+    # ``shared`` once started: (namespace, the PID 1 of that container). The first process joins
+    # that process's user namespace, then these namespaces, as Podman does rootless.
+    join: tuple[tuple[str, int], ...] = ()

@@ -42,8 +42,8 @@ RUN_OPTIONS = (
     value("--security-opt", many=True, help="no-new-privileges; seccomp=unconfined or seccomp=PROFILE.json."),
     flag("--privileged", help="All capabilities of the user namespace, no masked or read-only paths."),
     value("--network", "--net", dest="networks", many=True, help="slirp4netns[:mtu=N,cidr=CIDR,"
-          "allow_host_loopback=true,enable_ipv6=true,outbound_addr=IP] (the default), none, host, or a user "
-          "network's name (repeatable)."),
+          "allow_host_loopback=true,enable_ipv6=true,outbound_addr=IP] (the default), none, host, "
+          "container:NAME (that container's), or a user network's name (repeatable)."),
     value("--network-alias", many=True, help="Another name of the container on its user networks."),
     value("--ip", help="The container's address on its (first) user network."),
     value("-p", "--publish", many=True, help="Publish a port: [IP:][HOST-PORT:]CONTAINER-PORT[/tcp|udp]; "
@@ -100,9 +100,12 @@ RUN_OPTIONS = (
     value("-a", "--attach", many=True, help="Attach to STDIN, STDOUT or STDERR only (repeatable)."),
     value("--device", many=True, complete="file", help="Add a host device the user may open: "
           "HOST[:CONTAINER][:PERMISSIONS]."),
-    value("--uts", help="host: share the host's UTS namespace (its host name); private (the default)."),
-    value("--pid", help="host: share the host's PID namespace (its processes); private (the default)."),
-    value("--ipc", help="private (the default; host is not supported rootless)."),
+    value("--uts", help="host: share the host's UTS namespace (its host name); container:NAME: that "
+          "container's; private (the default)."),
+    value("--pid", help="host: share the host's PID namespace (its processes); container:NAME: that "
+          "container's; private (the default)."),
+    value("--ipc", help="private (the default); container:NAME: that container's (host is not supported "
+          "rootless)."),
     flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container (=false is "
          "not supported)."),
     value("--ulimit", many=True, help="NAME=SOFT[:HARD] resource limit (nofile=1024:2048), or host."),

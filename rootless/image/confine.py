@@ -183,8 +183,8 @@ def sysctls(items: Sequence[str], own_network: bool) -> tuple[tuple[str, str], .
             raise RootlessError(f"--sysctl {item!r}: expected KEY=VALUE", "e.g. --sysctl net.ipv4.ip_forward=1")
         if key.startswith("net."):
             if not own_network:
-                raise RootlessError(f"--sysctl {key}: the container shares the host's network namespace",
-                                    "drop it, or give the container its own network (not --network host)")
+                raise RootlessError(f"--sysctl {key}: the container shares another's network namespace (the "
+                                    "host's or a container's)", "drop it, or give the container its own network")
         elif not (key in _SYSCTL_IPC or key.startswith(_SYSCTL_PREFIXES)):
             raise RootlessError(f"--sysctl {key}: not a namespaced sysctl, so a container cannot set it",
                                 "allowed: net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*")

@@ -827,6 +827,7 @@ def network_spec(mode: str, slirp: SlirpOptions | None, opts: RunOptions,
         return Network(mode=mode, options=pairs)  # type: ignore[arg-type]
     if mode not in ("slirp4netns", "bridge"):
         why = ("the container has no network" if mode == "none" else
+               "with --network container:NAME they are published by that container" if mode == "container" else
                "with --network host the container's ports are the host's already")
         raise RootlessError(f"-p/--publish needs the container's own network: {why}",
                             "drop -p/-P, or use --network slirp4netns (the default)")
@@ -967,16 +968,30 @@ def shm_mount(m: Mount, size: str) -> Mount:
 def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *,
           container_id: str, rundir: str, uid_map: Sequence[IdMap], gid_map: Sequence[IdMap],
           image_name: str = "", image_id: str = "", host: HostInfo | None = None,
-          volume_mounts: Sequence[Mount] = (), seccomp_cache: str = "") -> Spec:
+          volume_mounts: Sequence[Mount] = (), seccomp_cache: str = "",
+          shared: Mapping[str, Spec] | None = None) -> Spec:
     """The Spec for ``rootless run`` of an image whose container config (the ``config``
     object of the image config: Env, Entrypoint, Cmd, WorkingDir, User) is *image_config*;
-    *volume_mounts* are the run's volumes (``volume_refs``) as the volume store resolved them."""
+    *volume_mounts* are the run's volumes (``volume_refs``) as the volume store resolved them;
+    *shared*: the Spec of each container ``shared_refs`` names, by namespace."""
     host = host or HostInfo()
     from slirp.config import parse_network
 
+    shared = dict(shared or {})
+    if set(shared) != set(shared_refs(opts)):
+        raise RootlessError("the containers whose namespaces are shared were not looked up", "this is a bug: report it")
     if opts.expose:
         image_config = {**image_config, "ExposedPorts": exposed_ports(image_config, opts.expose)}
-    if opts.network == "bridge" and opts.user_networks:
+    if "network" in shared:
+        mode, slirp = "container", None
+        if opts.dns or opts.dns_search or opts.dns_option:  # Podman's wording
+            raise RootlessError("conflicting options: dns and the network mode: container",
+                                "the container uses the other container's /etc/resolv.conf: drop --dns*")
+        if opts.add_host:
+            raise RootlessError("cannot set extra host entries when the container is joined to another container's "
+                                "network namespace", "the container uses the other container's /etc/hosts: drop "
+                                "--add-host")
+    elif opts.network == "bridge" and opts.user_networks:
         mode, slirp = "bridge", None
         if opts.userns == "keep-id":
             raise RootlessError("--userns keep-id cannot be combined with a user network: the container joins "
@@ -987,7 +1002,11 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     name = opts.name or container_id[:12]
     if opts.uts == "host" and opts.hostname:
         raise RootlessError("conflicting options: --hostname and --uts host", hint="drop one of them")
-    hostname = opts.hostname or (host.hostname if mode == "host" or opts.uts == "host" else container_id[:12])
+    if "uts" in shared and opts.hostname:
+        raise RootlessError(f"conflicting options: --hostname and --uts {opts.uts}",
+                            hint="the container has the other container's host name: drop one of them")
+    hostname = opts.hostname or (shared["uts"].hostname if "uts" in shared else
+                                 host.hostname if mode == "host" or opts.uts == "host" else container_id[:12])
     if len(hostname) > 64:  # sethostname(2): EINVAL beyond HOST_NAME_MAX
         raise RootlessError(f"--hostname {hostname[:20]}…: {len(hostname)} characters, more than the kernel's "
                             "limit of 64")
@@ -1035,7 +1054,15 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     resources, oom_score_adj, cgroups = cgroup_settings(opts)
 
     user_name: str | None = None
-    if opts.userns in (None, "", "host"):
+    if shared and opts.userns not in (None, "", "host"):
+        raise RootlessError(f"conflicting options: --userns {opts.userns} and sharing another container's "
+                            "namespaces: the container joins that container's user namespace", "drop --userns")
+    owner = next(iter(shared.values()), None)
+    if owner is not None:
+        # the user namespace is the other container's, with its maps
+        umap, gmap = owner.uid_map, owner.gid_map
+        user = opts.user if opts.user is not None else (image_config.get("User") or "")
+    elif opts.userns in (None, "", "host"):
         umap, gmap = tuple(uid_map), tuple(gid_map)
         user = opts.user if opts.user is not None else (image_config.get("User") or "")
     elif opts.userns == "keep-id":
@@ -1093,13 +1120,18 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
                        own_address=slirp.guest if slirp is not None else "127.0.0.1", host_gateway=host_address)
     wanted = [("/run/.containerenv", File(".containerenv", containerenv(
                   host.version, name, container_id, image_name, image_id, opts.privileged))),
-              ("/etc/hostname", File("hostname", hostname + "\n")),
-              ("/etc/hosts", File("hosts", hosts))]
-    if resolv is not None:
-        wanted.append(("/etc/resolv.conf", File("resolv.conf", resolv)))
+              ("/etc/hostname", File("hostname", hostname + "\n"))]
+    if mode != "container":
+        wanted.append(("/etc/hosts", File("hosts", hosts)))
+        if resolv is not None:
+            wanted.append(("/etc/resolv.conf", File("resolv.conf", resolv)))
     files = [f for _, f in wanted]
     generated = [Mount(dst, "bind", os.path.join(rundir, f.name), ("bind",))
                  for dst, f in wanted if dst not in taken]
+    if mode == "container":
+        # the other container's files, as Podman binds them (those of its run directory live while it runs)
+        generated += [m for m in shared["network"].mounts
+                      if m.destination in ("/etc/hosts", "/etc/resolv.conf") and m.destination not in taken]
     mounts = system_mounts(mode, privileged=opts.privileged, cgroup2=host.cgroup2,
                            read_only=opts.read_only, read_only_tmpfs=opts.read_only_tmpfs)
     if opts.shm_size is not None:
@@ -1109,27 +1141,37 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
     mounts += [device_mount(d) for d in opts.device]
     mounts = [m for m in mounts if m.destination not in taken] + generated + user_mounts
 
-    namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"}
-    if opts.pid == "host":
+    namespaces = {"user", "mount", "pid", "uts", "ipc", "cgroup"} - set(shared)
+    if "pid" in shared:
+        pass  # a proc instance of its own, mounted in that PID namespace, shows the other's processes
+    elif opts.pid == "host":
         # no PID namespace: a new proc instance would need one of ours, so the host's /proc
         # is bound in (as rootless Podman does); the masked paths still cover it
         namespaces.discard("pid")
         mounts = [Mount("/proc", "bind", "/proc", ("rbind", "nosuid", "noexec", "nodev")) if m.destination == "/proc"
                   else m for m in mounts]
     elif opts.pid not in (None, "", "private"):
-        raise RootlessError(f"--pid {opts.pid!r} is not supported", hint="supported: host, private")
-    if opts.ipc not in (None, "", "private", "shareable"):
+        raise RootlessError(f"--pid {opts.pid!r} is not supported", hint="supported: host, private, container:NAME")
+    if opts.ipc not in (None, "", "private", "shareable") and "ipc" not in shared:
         raise RootlessError(f"--ipc {opts.ipc!r} is not supported",
-                            hint="private: the host's IPC namespace would need its /dev/mqueue, which a user "
-                            "namespace cannot mount")
+                            hint="private, shareable or container:NAME: the host's IPC namespace would need its "
+                            "/dev/mqueue, which a user namespace cannot mount")
     if opts.uts == "host":
         namespaces.discard("uts")  # the host's name, which the container cannot change
-    elif opts.uts not in (None, "", "private"):
-        raise RootlessError(f"--uts {opts.uts!r} is not supported", hint="supported: host, private")
-    if mode != "host":
+    elif opts.uts not in (None, "", "private") and "uts" not in shared:
+        raise RootlessError(f"--uts {opts.uts!r} is not supported", hint="supported: host, private, container:NAME")
+    if mode not in ("host", "container"):
         namespaces.add("network")
     rootfs = replace(plan, readonly=True) if opts.read_only else plan
-    if opts.userns == "keep-id":
+    if owner is not None and owner.rootfs.uid_shift:
+        # the other container's keep-id namespace: the files shown as the image gave them, as there
+        if rootfs.driver == "vfs" or host.no_fuse_overlayfs is not None:
+            raise RootlessError(f"container {owner.name} uses --userns keep-id, and sharing its namespaces needs "
+                                "fuse-overlayfs to show the image's files with their owners",
+                                "install fuse-overlayfs and use the overlay or fuse-overlayfs storage driver")
+        rootfs = replace(rootfs, driver="fuse-overlayfs", uid_shift=owner.rootfs.uid_shift,
+                         gid_shift=owner.rootfs.gid_shift)
+    elif opts.userns == "keep-id":
         rootfs = keep_id_rootfs(rootfs, uid_map, gid_map, host)
     return Spec(
         id=container_id,
@@ -1149,6 +1191,22 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         annotations=(("io.rootless.image", image_name), ("io.rootless.image-id", image_id)),
         rundir=rundir,
         files=tuple(files),
-        sysctls=confine.sysctls(opts.sysctl, own_network=mode != "host"),
+        sysctls=confine.sysctls(opts.sysctl, own_network=mode not in ("host", "container")),
         seccomp=seccomp,
+        shared=tuple((ns, s.id) for ns, s in shared.items()),
     )
+
+
+SHAREABLE = ("network", "pid", "ipc", "uts")
+
+
+def shared_refs(opts: RunOptions) -> dict[str, str]:
+    """--network/--pid/--ipc/--uts container:NAME: the container named for each namespace."""
+    out = {}
+    for ns, value in zip(SHAREABLE, (opts.network, opts.pid, opts.ipc, opts.uts), strict=True):
+        kind, _, ref = (value or "").partition(":")
+        if kind == "container":
+            if not ref:
+                raise RootlessError(f"--{ns} {value}: no container named", f"--{ns} container:NAME")
+            out[ns] = ref
+    return out

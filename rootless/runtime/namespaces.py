@@ -50,3 +50,67 @@ def private_root() -> None:
 def set_hostname(name: str) -> None:
     if name and name != os.uname().nodename:
         sc.sethostname(name)
+
+
+# /proc/PID/ns/ file names (namespaces(7))
+_PROC_NAMES = {"network": "net", "pid": "pid", "ipc": "ipc", "uts": "uts"}
+
+
+class Shared:
+    """Another container's namespaces, opened by the CLI before it forks (Spec.join): setns(2)
+    joins by descriptor, so a PID reused meanwhile cannot swap them. ``userns`` is theirs, which
+    owns them: joining it first gives the capabilities setns needs for the others."""
+
+    def __init__(self, join: Iterable[tuple[str, int]]) -> None:
+        self.userns = -1
+        self.fds: list[tuple[int, int]] = []  # (descriptor, CLONE_NEW*)
+        try:
+            for ns, pid in join:
+                self._open(ns, pid)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, ns: str, pid: int) -> None:
+        if ns not in _PROC_NAMES:
+            raise NamespaceError(f"the {ns} namespace cannot be shared with another container",
+                                 f"shared: {', '.join(_PROC_NAMES)}")
+        try:
+            user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            if self.userns < 0:
+                self.userns = user
+            else:
+                a, b = os.fstat(user), os.fstat(self.userns)
+                os.close(user)
+                if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                    raise NamespaceError("the containers whose namespaces are shared have different user "
+                                         "namespaces, and a process can be in only one",
+                                         "share the namespaces of one container")
+            self.fds.append((os.open(f"/proc/{pid}/ns/{_PROC_NAMES[ns]}", os.O_RDONLY | os.O_CLOEXEC), FLAGS[ns]))
+        except OSError as e:
+            raise NamespaceError(f"open the {ns} namespace of process {pid}: {e.strerror}",
+                                 "the container it belongs to has exited: start it again") from None
+
+    def enter(self) -> int:
+        """In the container's first process, once in ``userns``: join the namespaces but the PID
+        one (which applies to the children forked after it, setns(2)); their CLONE_NEW* flags."""
+        joined = 0
+        for fd, kind in self.fds:
+            if kind != sc.CLONE_NEWPID:
+                sc.setns(fd, kind, f"join the shared {sc.ns_names(kind)} namespace")
+            joined |= kind
+        return joined
+
+    def enter_pid(self) -> bool:
+        for fd, kind in self.fds:
+            if kind == sc.CLONE_NEWPID:
+                sc.setns(fd, kind, "join the shared pid namespace")
+                return True
+        return False
+
+    def close(self) -> None:
+        for fd in (self.userns, *(fd for fd, _ in self.fds)):
+            if fd >= 0:
+                os.close(fd)
+        self.userns = -1
+        self.fds = []

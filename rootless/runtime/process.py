@@ -11,6 +11,10 @@ extra interpreter):
    └─ C2: parent-death signal, the mount list, pty, pivot_root, user and capabilities, execve
           (with --init C2 stays as a reaping PID 1 that forwards signals, and C3 execs)
 
+With --network/--pid/--ipc/--uts container:NAME (Spec.join) C1 joins that container's user
+namespace and those namespaces with setns(2) instead of making them (the maps are already
+written), and C2 is forked into its PID namespace: not PID 1 there, still the CLI's child.
+
 Every child reports failures on a close-on-exec pipe (crun's convention): EOF with no
 message means execve succeeded. The CLI forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
 and SIGUSR2 to PID 1 and returns its status, 128+N when signal N killed it.
@@ -61,6 +65,7 @@ class _Fds:
     sock: int  # our end of the socketpair carrying the pty master (-1 without -t)
     userns: int = -1  # a user namespace to join instead of making one (user networks)
     seccomp: Filter | None = None  # compiled by the CLI before forking, loaded last before execve
+    shared: namespaces.Shared | None = None  # another container's namespaces to join (Spec.join)
 
 
 # --------------------------------------------------------------------------- child side
@@ -107,6 +112,8 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             syscalls.setns(fds.userns, syscalls.CLONE_NEWUSER, "join the user networks' user namespace")
             os.close(fds.userns)
             flags &= ~syscalls.CLONE_NEWUSER
+            if fds.shared is not None:
+                flags &= ~fds.shared.enter()
         # CLONE_NEWCGROUP waits too: the CLI first moves us into the container's own cgroup,
         # which must become the root of the namespace's view.
         syscalls.unshare(flags & ~(syscalls.CLONE_NEWPID | syscalls.CLONE_NEWCGROUP))
@@ -136,6 +143,8 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
         mounts.mount_rootfs(spec.rootfs)
         if flags & syscalls.CLONE_NEWPID:
             syscalls.unshare(syscalls.CLONE_NEWPID)
+        elif fds.shared is not None:
+            fds.shared.enter_pid()  # the next child is in the other container's PID namespace
         pid = os.fork()
         if pid == 0:
             _c2(spec, fds, winsize, cap_last)
@@ -620,6 +629,12 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
     """
     maps = _maps(spec)
     slirp_binary = network.prepare(spec)
+    if spec.join:
+        shared = namespaces.Shared(spec.join)
+        try:
+            return _start(spec, log, maps, slirp_binary, None, winsize, place, shared)
+        finally:
+            shared.close()
     # the run root holds the containers' run directories (rootless.layout)
     joined = network.join(spec, os.path.dirname(os.path.dirname(spec.rundir)) if spec.rundir else None)
     try:
@@ -630,7 +645,8 @@ def start(spec: Spec, log: Log, *, winsize: bytes | None = None,
 
 
 def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, joined: network.Joined | None,
-           winsize: bytes | None, place: Callable[[int], Cgroup | None] | None) -> Started:
+           winsize: bytes | None, place: Callable[[int], Cgroup | None] | None,
+           shared: namespaces.Shared | None = None) -> Started:
     filt = seccomp_filter(spec, log)
     cap_last = cap_last_cap()
     syscalls.set_child_subreaper()
@@ -647,8 +663,8 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
         os.close(go2_w)
         if sock_parent >= 0:
             os.close(sock_parent)
-        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, joined.userns_fd if joined else -1, filt), winsize,
-            cap_last)
+        userns = joined.userns_fd if joined else shared.userns if shared else -1
+        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, userns, filt, shared), winsize, cap_last)
     os.close(report_w)
     os.close(go_r)
     os.close(go2_r)
@@ -665,7 +681,7 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
             raise child_error(spec.process.args[0], first) if first.startswith(b"E") else \
                 NamespaceError(f"the container's first process exited before its namespaces existed ({first!r})")
         try:
-            if joined is None and not _apply_maps_fast(pid1, maps):
+            if joined is None and shared is None and not _apply_maps_fast(pid1, maps):
                 # diagnose: the same writes one at a time, with idmap's explanations
                 idmap.apply(pid1, maps)
             if place is not None:

@@ -93,7 +93,8 @@ def spec_from_dict(d: dict[str, Any]) -> Spec:
         annotations=_tuple(d.get("annotations", ())), rundir=d.get("rundir", ""),
         files=tuple(File(**f) for f in d.get("files", ())),
         sysctls=_tuple(d.get("sysctls", ())),
-        seccomp=Seccomp(**d["seccomp"]) if d.get("seccomp") else None)
+        seccomp=Seccomp(**d["seccomp"]) if d.get("seccomp") else None,
+        shared=_tuple(d.get("shared", ())), join=_tuple(d.get("join", ())))
 
 
 # --------------------------------------------------------------------------- records

@@ -539,3 +539,58 @@ def test_pid_host(rl: RootlessEnv) -> None:
     assert int(out) != 1  # the host's PID, not 1 in a namespace of its own
     cp = rl("run", "--rm", "--ipc", "host", BUSYBOX, "true")
     assert cp.returncode == 125 and "--ipc 'host' is not supported" in cp.stderr
+
+
+def test_namespaces_shared_with_another_container(rl: RootlessEnv) -> None:
+    """--network/--pid/--ipc/--uts container:NAME join that container's namespaces (in its user
+    namespace, as rootless Podman does): the sidecar pattern."""
+    from tests.integration.harness import assert_clean_error
+
+    cid = rl("run", "-d", "--name", "nsa", "--hostname", "nsa-host", BUSYBOX, "sh", "-c",
+             "echo hi > /tmp/i; httpd -p 127.0.0.1:8080 -h /tmp; exec sleep 300", check=True).stdout.strip()
+    try:
+        # the loopback listener of nsa answers on the other container's localhost
+        out = rl("run", "--rm", "--network", "container:nsa", BUSYBOX, "sh", "-c",
+                 "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:8080/i && break; sleep 0.2; done; "
+                 "cat /etc/resolv.conf; cat /etc/hosts", check=True).stdout
+        assert out.startswith("hi\n"), out
+        assert "nsa-host" in out  # nsa's /etc/hosts
+        assert "10.0.2.3" in out  # nsa's /etc/resolv.conf
+        # its processes, in its PID namespace
+        ps = rl("run", "--rm", "--pid", "container:nsa", BUSYBOX, "ps", "-o", "pid,args", check=True).stdout
+        assert re.search(r"^\s*1 sleep 300$", ps, re.M) and "httpd -p" in ps, ps
+        # its host name, in its UTS namespace; an own --hostname conflicts
+        assert rl("run", "--rm", "--uts", "container:nsa", BUSYBOX, "hostname", check=True).stdout == "nsa-host\n"
+        assert_clean_error(rl("run", "--rm", "--uts", "container:nsa", "--hostname", "x", BUSYBOX, "true"), 125,
+                           "--hostname")
+        # its IPC namespace: the same SysV IPC namespace as a file's inode
+        mine = rl("exec", "nsa", "readlink", "/proc/self/ns/ipc", check=True).stdout
+        assert rl("run", "--rm", "--ipc", cid[:12], BUSYBOX, "true").returncode == 125
+        theirs = rl("run", "--rm", "--ipc", f"container:{cid}", BUSYBOX, "readlink", "/proc/self/ns/ipc",
+                    check=True).stdout
+        assert mine == theirs and mine.startswith("ipc:["), (mine, theirs)
+        # a detached one, kept: `start` joins again
+        rl("create", "--name", "nsb", "--network", "container:nsa", "--pid", "container:nsa", BUSYBOX,
+           "sleep", "300", check=True)
+        rl("start", "nsb", check=True)
+        assert "sleep 300" in rl("exec", "nsb", "ps", "-o", "args", check=True).stdout
+        assert_clean_error(rl("run", "--rm", "--network", "container:nsa", "-p", "8081:80", BUSYBOX, "true"), 125,
+                           "publish")
+        assert_clean_error(rl("run", "--rm", "--network", "container:nsa", "--dns", "1.1.1.1", BUSYBOX, "true"), 125,
+                           "dns")
+    finally:
+        rl("rm", "-f", "-t", "0", "nsb")
+        rl("rm", "-f", "-t", "0", "nsa")
+    # Podman's wording for a container that does not exist; one that is not running is named
+    assert_clean_error(rl("run", "--rm", "--network", "container:nsa", BUSYBOX, "true"), 125,
+                       'looking up container to share net namespace with: no container with name or ID "nsa" found')
+    assert_clean_error(rl("run", "--rm", "--pid", "container:nosuch", BUSYBOX, "true"), 125,
+                       "share pid namespace")
+    rl("create", "--name", "nsc", BUSYBOX, "sleep", "300", check=True)
+    try:
+        before = set(rl("ps", "-aq", "--no-trunc", check=True).stdout.split())
+        assert_clean_error(rl("run", "--rm", "--network", "container:nsc", BUSYBOX, "true"), 125,
+                           "container nsc is not running")
+        assert set(rl("ps", "-aq", "--no-trunc", check=True).stdout.split()) == before  # nothing left behind
+    finally:
+        rl("rm", "-f", "nsc")

@@ -60,7 +60,7 @@ def test_sysctls() -> None:
     for bad in ("kernel.pid_max=1", "vm.swappiness=1", "kernel.domainname=x"):
         with pytest.raises(RootlessError, match="not a namespaced sysctl"):
             sysctls((bad,), own_network=True)
-    with pytest.raises(RootlessError, match="host's network namespace"):
+    with pytest.raises(RootlessError, match="shares another.s network namespace"):
         sysctls(("net.ipv4.ip_forward=1",), own_network=False)
     with pytest.raises(RootlessError, match="KEY=VALUE"):
         sysctls(("net.ipv4.ip_forward",), own_network=True)

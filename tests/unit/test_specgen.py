@@ -366,3 +366,63 @@ def test_keep_id_reads_the_rootfs_through_fuse_overlayfs_or_refuses() -> None:
     spec = specgen.build({"Cmd": ["sh"]}, RunOptions(image="img", userns="keep-id"), vfs, container_id=CID,
                          rundir="/run/x", uid_map=one, gid_map=one, host=missing)
     assert spec.rootfs == vfs and spec.uid_map == (IdMap(1000, 1000, 1),)
+
+
+# --------------------------------------------------------------------------- container:NAME namespaces
+
+
+def _other(**kw: object):  # type: ignore[no-untyped-def]
+    """A running container's Spec as the engine loads it for container:NAME (its own run dir)."""
+    opts = RunOptions(image="img", hostname="side", network="slirp4netns", **kw)  # type: ignore[arg-type]
+    keep = IdMap(0, 1, 1000), IdMap(1000, 1000, 1)
+    return specgen.build({"Cmd": ["sh"]}, opts, PLAN, container_id="cd" * 32, rundir="/run/other",
+                         uid_map=keep, gid_map=keep, host=HostInfo(uid=1000, gid=1000))
+
+
+def test_shared_refs() -> None:
+    opts = RunOptions(image="i", network="container:a", pid="container:b", ipc="private", uts="host")
+    assert specgen.shared_refs(opts) == {"network": "a", "pid": "b"}
+    with pytest.raises(RootlessError, match="no container named"):
+        specgen.shared_refs(RunOptions(image="i", uts="container:"))
+
+
+def test_container_network_joins_and_binds_the_others_files() -> None:
+    other = _other()
+    opts = RunOptions(image="img", network="container:a", pid="container:a")
+    spec = specgen.build({"Cmd": ["sh"]}, opts, PLAN, container_id=CID, rundir="/run/x", uid_map=STORE_UIDS,
+                         gid_map=STORE_UIDS, host=HostInfo(uid=1000, gid=1000),
+                         shared={"network": other, "pid": other})
+    assert spec.shared == (("network", other.id), ("pid", other.id))
+    assert "network" not in spec.namespaces and "pid" not in spec.namespaces and "user" in spec.namespaces
+    assert spec.network.mode == "container" and spec.sysctls == ()
+    assert spec.uid_map == other.uid_map  # its user namespace, its maps
+    binds = {m.destination: m.source for m in spec.mounts}
+    assert binds["/etc/hosts"] == "/run/other/hosts" and binds["/etc/resolv.conf"] == "/run/other/resolv.conf"
+    assert binds["/etc/hostname"] == "/run/x/hostname" and spec.hostname == CID[:12]
+    assert {f.name for f in spec.files} == {".containerenv", "hostname"}
+    assert next(m for m in spec.mounts if m.destination == "/sys").type == "sysfs"  # its namespace is ours to mount
+
+
+def test_container_uts_takes_the_others_host_name() -> None:
+    other = _other()
+    opts = RunOptions(image="img", uts="container:a")
+    spec = specgen.build({"Cmd": ["sh"]}, opts, PLAN, container_id=CID, rundir="/run/x", uid_map=STORE_UIDS,
+                         gid_map=STORE_UIDS, host=HostInfo(uid=1000, gid=1000), shared={"uts": other})
+    assert spec.hostname == "side" and "HOSTNAME=side" in spec.process.env and "uts" not in spec.namespaces
+    assert "network" in spec.namespaces  # a network of its own still
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"network": "container:a", "dns": ("1.1.1.1",)}, "dns and the network mode: container"),
+    ({"network": "container:a", "add_host": ("x:1.2.3.4",)}, "extra host entries"),
+    ({"network": "container:a", "publish": ("8080:80",)}, "published by that container"),
+    ({"network": "container:a", "sysctl": ("net.ipv4.ip_forward=1",)}, "network namespace"),
+    ({"uts": "container:a", "hostname": "x"}, "--hostname and --uts container:a"),
+    ({"pid": "container:a", "userns": "keep-id"}, "--userns keep-id"),
+])
+def test_container_namespaces_refuse(kw: dict, needle: str) -> None:
+    opts = RunOptions(image="img", **kw)
+    shared = dict.fromkeys(specgen.shared_refs(opts), _other())
+    with pytest.raises(RootlessError, match=needle):
+        specgen.build({"Cmd": ["sh"]}, opts, PLAN, container_id=CID, rundir="/run/x", uid_map=STORE_UIDS,
+                      gid_map=STORE_UIDS, host=HostInfo(uid=1000, gid=1000), shared=shared)
