@@ -32,7 +32,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                           "rootless.api.server"),
     "rootless.completion": ("rootless.options", "rootless.commands"),
     "rootless.build": (*FRONT, "rootless.build"),
-    "rootless.api": (*FRONT, "rootless.api"),
+    # POST /build and /commit start the same builder and commit as `rootless build`/`commit`
+    "rootless.api": (*FRONT, "rootless.api", "rootless.build.builder", "rootless.build.commit"),
     "rootless.options": (),
     # the engine: makes, runs and handles containers and images
     "rootless.engine": (*BASE, *ENGINE),
