@@ -88,12 +88,14 @@ class Runtime:
 
         return run_process(ctx, spec)
 
-    def start(self, ctx: Context, cid: str, stdin: int | None = None) -> int:
+    def start(self, ctx: Context, cid: str, stdin: int | None = None, terminal: int | None = None,
+              winsize: bytes | None = None) -> int:
         """The recorded container under a new monitor; its PID (0: it was running). ``stdin``:
-        what a container made with -i reads (`start -a`), else /dev/null."""
+        what a container made with -i reads (`start -a`), else /dev/null; ``terminal``, a
+        stream socket the monitor relays a -t container's terminal over, sized ``winsize``."""
         from rootless import lifecycle
 
-        return lifecycle.start(ctx, cid, stdin=stdin)
+        return lifecycle.start(ctx, cid, stdin=stdin, terminal=terminal, winsize=winsize)
 
 
 RUNTIME = Runtime()
@@ -335,13 +337,16 @@ def _discard_anonymous_volumes(ctx: Context, made: Created) -> None:
         volumes.discard(ctx, volumes.anonymous_in(ctx, made.spec))
 
 
-def start(ctx: Context, ref: str, *, stdin: int | None = None, runtime: Runtime = RUNTIME) -> int:
+def start(ctx: Context, ref: str, *, stdin: int | None = None, terminal: int | None = None,
+          winsize: bytes | None = None, runtime: Runtime = RUNTIME) -> int:
     """Start a created or exited container under its monitor; the container's PID (0: already running).
-    ``stdin``: a descriptor a container made with -i reads (`start -a`), as under Podman."""
+    ``stdin``: a descriptor a container made with -i reads (`start -a`), as under Podman.
+    ``terminal``: for a container made with -t, a connected stream socket over which its monitor
+    relays the terminal (its output; the keys sent, with -i), the pty sized ``winsize`` first."""
     from rootless import lifecycle
 
     cid = lifecycle.resolve(ctx, ref)
-    return runtime.start(ctx, cid, stdin)
+    return runtime.start(ctx, cid, stdin, terminal, winsize)
 
 
 def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,

@@ -135,10 +135,12 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
         event(ctx, cfg, "died", exit_code=code)
 
 
-def start(ctx: Context, cid: str, keep_count: bool = False, stdin: int | None = None) -> int:
+def start(ctx: Context, cid: str, keep_count: bool = False, stdin: int | None = None,
+          terminal: int | None = None, winsize: bytes | None = None) -> int:
     """Start a created or exited container under a monitor; its PID (0 when already running).
     *keep_count*: a restart by the restart policy (the count of restarts goes on). *stdin*: what a
-    container made with -i reads (`start -a`), else /dev/null."""
+    container made with -i reads (`start -a`), else /dev/null. *terminal*: a stream socket the
+    monitor relays a -t container's pty over (`start -a`), sized *winsize* first."""
     from rootless.runtime import launcher
 
     cfg = state.load_config(ctx.layout, cid)
@@ -166,7 +168,8 @@ def start(ctx: Context, cid: str, keep_count: bool = False, stdin: int | None = 
         died = (str(events.log_path(ctx.layout)), json.dumps(ev, separators=(",", ":")))
     pid = launcher.launch(ctx.layout, ctx.log, spec, rm_argv, died=died,
                           log_file=os.devnull if cfg.log_driver == "none" else None, log_max_size=cfg.log_max_size,
-                          stdin=stdin if cfg.spec.process.interactive and not cfg.spec.process.terminal else None)
+                          stdin=stdin if cfg.spec.process.interactive and not cfg.spec.process.terminal else None,
+                          terminal=terminal if cfg.spec.process.terminal else None, winsize=winsize)
     event(ctx, cfg, "start")
     spawn_health_loop(ctx, cfg)
     return pid

@@ -196,7 +196,8 @@ def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
 @table.command("start", "Start created or stopped containers under a monitor, as `podman start` does.",
                args=_containers("Containers to start (names, IDs or ID prefixes)."),
                options=[flag("-a", "--attach", help="Follow the container's output and exit with its status; a "
-                             "container made with -i reads this standard input."),
+                             "container made with -i reads this standard input, one made with -t gets this "
+                             "terminal."),
                         flag("--all", help="Start every container that is not running.")])
 def start(ctx: Context, a: Args) -> int:
     from rootless import engine
@@ -213,12 +214,41 @@ def start(ctx: Context, a: Args) -> int:
         import time
 
         cid = engine.resolve(ctx, a.container[0])
+        if engine.container(ctx, cid).config.spec.process.terminal:
+            return _start_terminal(ctx, cid)
         since = time.time()
         engine.start(ctx, cid, stdin=0)  # a container made with -i reads ours, as under Podman
         print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
         code = engine.wait(ctx, cid)
         return EXIT_TOOL if code is None else code
     return _each(ctx, list(a.container), engine.start)
+
+
+def _start_terminal(ctx: Context, cid: str) -> int:
+    """`start -a` of a container made with -t: its terminal, relayed by its monitor over a socket
+    pair, on ours (in raw mode when it reads our keys: made with -i and we are on a terminal)."""
+    import os
+    import socket
+
+    from rootless import engine
+    from rootless.runtime import tty
+
+    interactive = engine.container(ctx, cid).config.spec.process.interactive
+    src = tty.terminal_size_source()
+    ours, theirs = socket.socketpair()
+    with ours:
+        try:
+            engine.start(ctx, cid, terminal=theirs.fileno(), winsize=tty.get_winsize(src) if src is not None else None)
+        finally:
+            theirs.close()
+        sys.stdout.flush()
+        if interactive and os.isatty(0):
+            with tty.raw_mode(0):
+                tty.relay_attached(ours.fileno(), interactive=True)
+        else:
+            tty.relay_attached(ours.fileno(), interactive=interactive)
+    code = engine.wait(ctx, cid)
+    return EXIT_TOOL if code is None else code
 
 
 @table.command("stop", "Stop containers: the image's stop signal (SIGTERM), then SIGKILL after the timeout.",

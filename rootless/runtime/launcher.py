@@ -34,10 +34,12 @@ ARGS_FILE = "monitor.args"
 
 def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = None, *,
            died: tuple[str, str] | None = None, log_file: str | None = None, log_max_size: int = 0,
-           stdin: int | None = None) -> int:
+           stdin: int | None = None, terminal: int | None = None, winsize: bytes | None = None) -> int:
     """Start ``spec`` under a new monitor; the container's PID once its command is exec'd.
     ``stdin``: a descriptor the container reads as its standard input (`start -a` of a container
-    made with -i), instead of /dev/null.
+    made with -i), instead of /dev/null. ``terminal``: a connected stream socket over which the
+    monitor relays a -t container's pty (`start -a`): the output (logged too) goes out on it,
+    what comes in goes to the pty; ``winsize``: the pty's size to begin with.
 
     Raises the error that stopped it (CommandNotFoundError → 127, NotExecutableError → 126,
     RootlessError → 125), as `run` would. ``rm_argv`` is exec'd by the monitor at the end (--rm,
@@ -61,7 +63,7 @@ def launch(layout: Layout, log: Log, spec: Spec, rm_argv: list[str] | None = Non
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _start(layout, log, spec, ready_w, rm_argv, extra, stdin)
+            _start(layout, log, spec, ready_w, rm_argv, extra, stdin, terminal, winsize)
         except BaseException as e:
             childerr.report(ready_w, "monitor", e)
         os._exit(125)
@@ -98,7 +100,8 @@ def write_args(path: str, lines: list[tuple[str, str]]) -> None:
 
 
 def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] | None,
-           extra: list[tuple[str, str]], stdin: int | None = None) -> None:
+           extra: list[tuple[str, str]], stdin: int | None = None, terminal: int | None = None,
+           winsize: bytes | None = None) -> None:
     """In the monitor (the session leader's child): start the container, report, become the loop."""
     import dataclasses
     import json
@@ -127,7 +130,7 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
         place = cgroup_placer(spec, log)
         write_files(spec)
         with process.blocked((*process.FORWARDED, signal.SIGCHLD)):
-            started = process.start(spec, log, place=place)
+            started = process.start(spec, log, place=place, winsize=winsize)
     except RootlessError as e:
         childerr.report(ready, "start", e)
         os._exit(1)
@@ -139,6 +142,10 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
     if started.master is not None:
         fds["pty"] = started.master
         os.set_inheritable(started.master, True)
+        if terminal is not None:
+            # close-on-exec until now: the container's processes never held it
+            os.set_inheritable(terminal, True)
+            fds["attach"] = terminal
     keep: list[int] = []
     ports: list[dict[str, object]] = []
     if started.network is not None:

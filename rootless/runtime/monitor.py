@@ -6,13 +6,17 @@ directory) that imports only the standard library and this package's reap module
 
   - the container's stdout and stderr pipes (or its pty master), copied into ctr.log as
     k8s-file lines: ``<RFC 3339 time> <stdout|stderr> <F|P> <text>`` (P: a partial line);
+  - for `start -a` of a -t container, a stream socket to the attached CLI: the pty's output
+    goes out on it as it is (and into the log), what comes in goes to the pty (the user's
+    keys); it closes once the container has exited, and is dropped if the CLI goes first;
   - the container's PID 1, through a pidfd (pidfd_open(2)), reaped when it exits; the exit
     status (128+N for signal N) and time go into state.json under the container's lock;
   - whatever else the container left re-parented to it (the fuse-overlayfs daemon, a
     network helper such as slirp4netns started by the runtime): SIGTERM, then SIGKILL.
 
 ``monitor.args`` holds one ``key value`` line each: pid, log, config, state (paths), stream
-(``NAME FD``: stdout, stderr or pty), keep (an FD held until the end: slirp4netns's exit fd, the
+(``NAME FD``: stdout, stderr, pty, or attach: the socket above),
+keep (an FD held until the end: slirp4netns's exit fd, the
 cgroup supervisor's pipe), cgroup (the container's cgroup directory, or empty), then (the words
 of a command exec'd last, for --rm and --restart), record (the state to write once the container has
 exited, as JSON; read only then, because json costs the loop resident memory while it runs), log_max
@@ -103,6 +107,7 @@ class Args:
         self.pid = self.log_max = 0
         self.log = self.config = self.state = self.cgroup = self.record = self.event_log = self.died = ""
         self.streams: dict[int, str] = {}
+        self.pty = self.attach = -1
         self.keep: list[int] = []
         self.then: list[str] = []
         with open(path) as f:
@@ -116,6 +121,11 @@ class Args:
                     self.log_max = int(value)
                 elif key == "stream":
                     name, _, fd = value.partition(" ")
+                    if name == "attach":
+                        self.attach = int(fd)
+                        continue
+                    if name == "pty":
+                        self.pty = int(fd)
                     self.streams[int(fd)] = "stdout" if name == "pty" else name
                 elif key == "keep":
                     self.keep.append(int(value))
@@ -168,6 +178,56 @@ def _event(a: Args, code: int) -> None:
         os.close(fd)
 
 
+class Attach:
+    """The attached CLI's socket (-1: none) and the pty it types into: keys are written to the
+    pty as it takes them (non-blocking, kept meanwhile), so a container that reads nothing
+    never stops the loop; output the CLI cannot take at once waits for it (a terminal's pace)."""
+
+    def __init__(self, sock: int, pty: int) -> None:
+        self.sock, self.pty = (sock, pty) if sock >= 0 and pty >= 0 else (-1, -1)
+        self.keys = b""
+        if self.pty >= 0:
+            os.set_blocking(self.pty, False)
+
+    def readers(self) -> list[int]:
+        return [self.sock] if self.sock >= 0 and not self.keys else []
+
+    def writers(self) -> list[int]:
+        return [self.pty] if self.sock >= 0 and self.keys else []
+
+    def pump(self, ready: list[int], writable: list[int]) -> None:
+        if self.sock >= 0 and self.sock in ready:
+            data = _read(self.sock)
+            if data:
+                self.keys += data
+            elif data == b"":
+                self.close()  # the CLI went: the container runs on, detached
+                return
+        if self.keys and self.pty in writable:
+            try:
+                n = os.write(self.pty, self.keys)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                n = len(self.keys)  # the container's side of the pty is gone
+            self.keys = self.keys[n:]
+
+    def send(self, data: bytes) -> None:
+        if self.sock < 0:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.sock, view):]
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self.sock >= 0:
+            os.close(self.sock)
+        self.sock, self.keys = -1, b""
+
+
 def main(args_path: str) -> int:
     from rootless.runtime.reap import oom_kills, remove_cgroup, stop_children
 
@@ -177,14 +237,18 @@ def main(args_path: str) -> int:
     log = LogWriter(a.log, a.log_max)
     streams = dict(a.streams)
     pidfd = os.pidfd_open(a.pid)
+    attach = Attach(a.attach, a.pty)
     while True:
-        ready, _, _ = select.select([*streams, pidfd], [], [])
+        ready, writable, _ = select.select([*streams, pidfd, *attach.readers()], attach.writers(), [])
+        attach.pump(ready, writable)
         for fd in ready:
-            if fd == pidfd:
+            if fd == pidfd or fd not in streams:
                 continue
             data = _read(fd)
             if data:
                 log.feed(streams[fd], data)
+                if fd == a.pty:
+                    attach.send(data)
             elif data == b"":
                 del streams[fd]
                 os.close(fd)
@@ -199,8 +263,11 @@ def main(args_path: str) -> int:
         os.set_blocking(fd, False)
         while data := _read(fd):
             log.feed(name, data)
+            if fd == a.pty:
+                attach.send(data)
     log.flush()
     _record_exit(a, code, bool(a.cgroup) and oom_kills(a.cgroup) > 0)
+    attach.close()  # the attached CLI reads the end of the output, then the exit just recorded
     if a.event_log:
         _event(a, code)
     if a.cgroup:

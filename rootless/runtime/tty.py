@@ -169,3 +169,32 @@ def relay(started: Started, *, interactive: bool) -> int:
         os.close(wake_w)
         os.close(master)
     return status
+
+
+def relay_attached(sock: int, *, interactive: bool) -> None:
+    """`start -a` of a -t container: its monitor relays the pty over the stream socket *sock*
+    (rootless.runtime.monitor); copy socket → stdout and, *interactive*, stdin → socket, until
+    the monitor closes it once the container has exited. End of our input is sent as an EOF
+    character (VEOF), as ``relay`` does. Ctrl-C reaches the container as a key in raw mode."""
+    stdin_open = interactive
+    while True:
+        fds = [sock, 0] if stdin_open else [sock]
+        try:
+            ready, _, _ = select.select(fds, [], [])
+        except InterruptedError:
+            continue
+        if sock in ready:
+            try:
+                data = os.read(sock, 65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return
+            _write_all(1, data)
+        if stdin_open and 0 in ready:
+            data = os.read(0, 65536)
+            try:
+                _write_all(sock, data or b"\x04")
+            except BrokenPipeError:
+                return
+            stdin_open = bool(data)

@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -463,6 +464,41 @@ def test_start_attach_passes_stdin_to_an_interactive_container(rl: RootlessEnv) 
     try:
         cp = rl("start", "-a", cid, input="hello\n")
         assert cp.returncode == 0 and cp.stdout == "got:hello\n", cp.stderr
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_start_attach_a_terminal_passes_keys_and_size(rl: RootlessEnv) -> None:
+    import shutil
+
+    from tests.integration.harness import Tty
+
+    need(bool(shutil.which("tmux")), "tmux is not installed")
+    cid = rl("create", "-it", "--network", "none", "busybox", "sh", check=True).stdout.strip()
+    tty = Tty(rl, [*rl.command, "start", "-a", cid], width=120, height=33)
+    try:
+        tty.wait_for("/ #")
+        tty.type_line("tty; stty size; echo mark-$((6*7))")
+        screen = tty.wait_for("mark-42")
+        assert "/dev/pts/0" in screen and "33 120" in screen, screen
+        # raw mode: Ctrl-C reaches the container's shell as a key, not our CLI as a signal
+        tty.type_line("sleep 30")
+        time.sleep(0.5)
+        tty.send("C-c")
+        tty.type_line("echo after-$((1+1))")
+        tty.wait_for("after-2")
+        tty.type_line("exit 3")
+        assert tty.wait_exit() == 3
+        assert "Traceback" not in tty.screen()
+    finally:
+        tty.close()
+        rl("rm", "-f", cid)
+    # the session is in the log as under `run -t`
+    cid = rl("create", "-t", "-i", "--network", "none", "busybox", "sh", check=True).stdout.strip()
+    try:
+        cp = rl("start", "-a", cid, input="echo piped-$((2*3))\nexit 4\n")
+        assert cp.returncode == 4 and "piped-6" in cp.stdout, (cp.returncode, cp.stdout, cp.stderr)
+        assert "piped-6" in rl("logs", cid).stdout
     finally:
         rl("rm", "-f", cid)
 

@@ -54,7 +54,8 @@ class FakeRuntime(engine.Runtime):
             raise self.fail_run
         return self.exit
 
-    def start(self, ctx: Context, cid: str, stdin: int | None = None) -> int:
+    def start(self, ctx: Context, cid: str, stdin: int | None = None, terminal: int | None = None,
+              winsize: bytes | None = None) -> int:
         self.calls.append(("start", cid))
         return 4242
 

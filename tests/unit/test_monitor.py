@@ -31,6 +31,36 @@ def test_args_file_round_trip(tmp_path: Path) -> None:
         launcher.write_args(path, [("log", "a\nb")])
 
 
+def test_attach_relays_keys_to_the_pty_and_output_to_the_cli() -> None:
+    """`start -a` of a -t container: keys from the CLI's socket reach the pty (kept while the pty
+    cannot take them), output goes back on the socket, and the CLI's leaving drops it."""
+    import select
+    import socket
+
+    master, slave = os.openpty()
+    cli, mon = socket.socketpair()
+    try:
+        a = monitor.Attach(mon.detach(), master)
+        assert a.readers() == [a.sock] and a.writers() == []
+        cli.sendall(b"keys\n")
+        ready, _, _ = select.select(a.readers(), [], [], 5)
+        a.pump(ready, [])
+        assert a.keys == b"keys\n" and a.readers() == [] and a.writers() == [master]
+        a.pump([], [master])
+        assert a.keys == b"" and os.read(slave, 100) == b"keys\n"
+        a.send(b"output")
+        assert cli.recv(100) == b"output"
+        cli.close()
+        ready, _, _ = select.select(a.readers(), [], [], 5)
+        a.pump(ready, [])
+        assert a.sock == -1 and a.readers() == [] and a.writers() == []
+        a.send(b"nobody listens")  # dropped, no error
+        assert monitor.Attach(-1, master).readers() == []
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_the_loop_logs_reaps_and_records_the_exit(tmp_path: Path) -> None:
     """A child writing to stdout and stderr and exiting 3: the loop (a bare interpreter, as the
     launcher execs it) logs both streams, reaps it and completes the exit record."""
