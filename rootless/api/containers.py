@@ -14,7 +14,7 @@ from rootless import lifecycle
 from rootless.api import ctrmeta
 from rootless.api.http import ApiError, BadRequest, ClientGone, Conflict, NotFound, Request
 from rootless.api.streams import client_gone
-from rootless.errors import RootlessError
+from rootless.errors import NotFoundError, RootlessError
 from rootless.runtime import state
 from rootless.runtime.state import NoSuchContainer
 
@@ -65,16 +65,37 @@ def _unsupported(section: str, data: dict[str, Any], fields: tuple[str, ...]) ->
         raise BadRequest(f"{section}.{k} is not supported by rootless (got {json.dumps(v)})")
 
 
-def _network(host: dict[str, Any], ctx: Context) -> str:
+def _network(host: dict[str, Any], body: dict[str, Any], ctx: Context) -> tuple[str, tuple[str, ...], tuple[str, ...],
+                                                                       str | None, dict[str, Any]]:
+    """(network mode, user networks, the first one's aliases and address, the other endpoints) of
+    HostConfig.NetworkMode and NetworkingConfig.EndpointsConfig: the mode names a user network (or
+    Docker's default ``bridge``, slirp4netns here) and the endpoints give its aliases; an endpoint
+    on another network is connected once the container exists, as `docker network connect` would."""
+    from rootless.api.networks import endpoint_args
+
     mode = host.get("NetworkMode") or "default"
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict):
+        raise BadRequest("NetworkingConfig.EndpointsConfig: expected an object")
     if mode in ("default", "bridge"):
-        return ctx.config.network  # the default network here is slirp4netns
+        for key in ("default", "bridge"):
+            if any(endpoint_args(endpoints.get(key))):
+                raise BadRequest(f"NetworkingConfig.EndpointsConfig.{key}: aliases and addresses need a user "
+                                 "network (docker network create)")
+        others = {k: v for k, v in endpoints.items() if k not in ("default", "bridge")}
+        if others:
+            raise BadRequest(f"NetworkingConfig.EndpointsConfig.{next(iter(others))}: the default network cannot be "
+                             "combined with user networks here (set HostConfig.NetworkMode to one of them)")
+        return ctx.config.network, (), (), None, {}  # the default network here is slirp4netns
     if mode in ("none", "host", "slirp4netns") or mode.startswith("slirp4netns:"):
-        return mode
+        if endpoints:
+            raise BadRequest(f"NetworkingConfig.EndpointsConfig: HostConfig.NetworkMode {mode!r} has no endpoints")
+        return mode, (), (), None, {}
     if mode.startswith("container:"):
         raise BadRequest(f"HostConfig.NetworkMode {mode!r}: sharing another container's network is not "
                          "supported by rootless")
-    raise BadRequest(f"HostConfig.NetworkMode {mode!r}: user-defined networks are not served by the API yet")
+    aliases, ip = endpoint_args(endpoints.get(mode))
+    return mode, (mode,), tuple(aliases), ip, {k: v for k, v in endpoints.items() if k != mode}
 
 
 def _publish(host: dict[str, Any]) -> tuple[str, ...]:
@@ -150,6 +171,7 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
     tmpfs = tuple(f"{path}:{opts}" if opts else path for path, opts in (host.get("Tmpfs") or {}).items())
     nano = host.get("NanoCpus") or 0
     swap = host.get("MemorySwap")
+    network, nets, aliases, ip, more = _network(host, body, ctx)
     opts = RunOptions(
         image=image, command=tuple(body.get("Cmd") or ()), name=name, rm=bool(host.get("AutoRemove")),
         interactive=bool(body.get("OpenStdin")), tty=bool(body.get("Tty")), env=tuple(body.get("Env") or ()),
@@ -158,7 +180,8 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
         hostname=body.get("Hostname") or None, init=bool(host.get("Init")),
         cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
         security_opt=tuple(host.get("SecurityOpt") or ()), privileged=bool(host.get("Privileged")),
-        network=_network(host, ctx), volumes=tuple(host.get("Binds") or ()), mounts=_mounts(host), tmpfs=tmpfs,
+        network=network, networks=nets, network_alias=aliases, ip=ip, volumes=tuple(host.get("Binds") or ()),
+        mounts=_mounts(host), tmpfs=tmpfs,
         read_only=bool(host.get("ReadonlyRootfs")), publish=_publish(host),
         publish_all=bool(host.get("PublishAllPorts")), dns=tuple(host.get("Dns") or ()),
         dns_search=tuple(host.get("DnsSearch") or ()), dns_option=tuple(host.get("DnsOptions") or ()),
@@ -178,7 +201,8 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
             "HostConfig": {k: host.get(k) for k in ("Binds", "PortBindings", "AutoRemove",
                                                     "NetworkMode", "Mounts", "PublishAllPorts", "Memory",
                                                     "NanoCpus", "CpuShares", "Init", "Privileged", "CapAdd",
-                                                    "CapDrop")}}
+                                                    "CapDrop")},
+            "Connect": more}
     return opts, meta
 
 
@@ -189,7 +213,7 @@ def create(ctx: Context, req: Request) -> None:
         name = name.lstrip("/")
     opts, meta = run_options(ctx, body, name)
     from rootless import engine
-    from rootless.errors import NamespaceError, NotFoundError, StorageError
+    from rootless.errors import NamespaceError, StorageError
 
     try:
         made = engine.create(ctx, opts, pull="never", platform=req.q("platform") or None)
@@ -202,8 +226,31 @@ def create(ctx: Context, req: Request) -> None:
         if "already in use" in e.message:
             raise Conflict(e.message) from None
         raise BadRequest(f"{e.message} ({e.hint})" if e.hint else e.message) from None  # the request's values
+    more = meta.pop("Connect")
     ctrmeta.save(ctx, made.id, meta)
+    if more:
+        _connect_more(ctx, made.id, more)
     req.conn.respond_json(201, {"Id": made.id, "Warnings": []})
+
+
+def _connect_more(ctx: Context, cid: str, endpoints: dict[str, Any]) -> None:
+    """The endpoints beyond HostConfig.NetworkMode's: connected, each with its own aliases; the
+    container goes again if one cannot be (nothing half-made is left)."""
+    from rootless import networks
+    from rootless.api.networks import endpoint_args
+
+    try:
+        for name, endpoint in endpoints.items():
+            aliases, ip = endpoint_args(endpoint)
+            networks.connect(ctx, name, cid, aliases, ip)
+    except (RootlessError, ApiError) as e:
+        with contextlib.suppress(RootlessError):
+            lifecycle.remove(ctx, cid, force=True)
+        if isinstance(e, ApiError):
+            raise
+        if isinstance(e, NotFoundError):
+            raise NotFound(e.message) from None
+        raise BadRequest(f"{e.message} ({e.hint})" if e.hint else e.message) from None
 
 
 # --------------------------------------------------------------------------- views
@@ -218,21 +265,29 @@ def _ports(c: Container) -> list[dict[str, Any]]:
              "Type": p.protocol} for p in lifecycle.published(c)]
 
 
-def _summary(ctx: Context, c: Container) -> dict[str, Any]:
+def _summary(ctx: Context, c: Container, live: dict[str, Any] | None) -> dict[str, Any]:
     spec = c.config.spec
+    nets = _networks(ctx, c, live)
     return {
         "Id": c.id, "Names": [f"/{c.config.name}"], "Image": c.config.image, "ImageID": f"sha256:{c.config.image_id}",
         "Command": " ".join(spec.process.args), "Created": int(c.config.created), "Ports": _ports(c),
         "Labels": dict(c.config.labels), "State": _status(c), "Status": lifecycle.status_text(c, time.time()),
-        "HostConfig": {"NetworkMode": spec.network.mode},
-        "NetworkSettings": {"Networks": _networks(c)}, "Mounts": _mount_points(c),
+        "HostConfig": {"NetworkMode": next(iter(nets), "") if spec.network.mode == "bridge" else spec.network.mode},
+        "NetworkSettings": {"Networks": nets}, "Mounts": _mount_points(c),
     }
 
 
-def _networks(c: Container) -> dict[str, Any]:
+def _networks(ctx: Context, c: Container, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """NetworkSettings.Networks: the user networks' endpoints (rootless.networks.endpoints: the
+    address while it runs, the aliases with the short ID always, as compose expects), else the
+    one network of its mode. *live*: the network daemon's members, when the caller has them."""
     mode = c.config.spec.network.mode
     if mode == "none":
         return {}
+    if mode == "bridge":
+        from rootless import networks
+
+        return networks.endpoints(ctx, c, live)
     ip = "10.0.2.100" if mode.startswith("slirp4netns") and c.state.running else ""
     return {mode.split(":")[0]: {"IPAddress": ip, "Gateway": "10.0.2.2" if ip else "", "IPPrefixLen": 24 if ip else 0,
                                  "MacAddress": "", "NetworkID": mode, "EndpointID": "", "Aliases": None}}
@@ -243,17 +298,6 @@ def _mount_points(c: Container) -> list[dict[str, Any]]:
     return [{"Type": "bind", "Source": m.source, "Destination": m.destination, "Mode": "",
              "RW": "ro" not in m.options, "Propagation": "rprivate"}
             for m in spec.mounts if m.type == "bind" and not m.source.startswith(spec.rundir or "\0")]
-
-
-def _filters(req: Request) -> dict[str, list[str]]:
-    raw = req.qjson("filters") or {}
-    if not isinstance(raw, dict):
-        raise BadRequest("filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for k, v in raw.items():
-        # the API's two spellings: {"label": ["a=b"]} and {"label": {"a=b": true}}
-        out[k] = [x for x, on in v.items() if on] if isinstance(v, dict) else [str(x) for x in v]
-    return out
 
 
 def matches(ctx: Context, c: Container, filters: dict[str, list[str]]) -> bool:
@@ -287,7 +331,7 @@ def matches(ctx: Context, c: Container, filters: dict[str, list[str]]) -> bool:
 
 
 def list_(ctx: Context, req: Request) -> None:
-    filters = _filters(req)
+    filters = req.filters()
     rows = lifecycle.all_containers(ctx)
     if not req.qbool("all") and "status" not in filters:
         rows = [c for c in rows if c.state.running]
@@ -295,7 +339,12 @@ def list_(ctx: Context, req: Request) -> None:
     limit = req.qint("limit")
     if limit is not None and limit > 0:
         rows = rows[:limit]
-    req.conn.respond_json(200, [_summary(ctx, c) for c in rows])
+    live = None
+    if any(c.state.running and c.config.spec.network.mode == "bridge" for c in rows):
+        from rootless import networks
+
+        live = networks.members(ctx)  # one call to the network daemon for every row
+    req.conn.respond_json(200, [_summary(ctx, c, live) for c in rows])
 
 
 def inspect_data(ctx: Context, c: Container) -> dict[str, Any]:
@@ -339,12 +388,13 @@ def inspect_data(ctx: Context, c: Container) -> dict[str, Any]:
                "CapDrop": mhost.get("CapDrop"), "Init": mhost.get("Init"), "Tmpfs": None,
                "ReadonlyRootfs": False, "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None,
                "VolumesFrom": None, "Links": None, "Devices": [], "Ulimits": None})
-    nets = _networks(c)
+    nets = _networks(ctx, c)
     first: dict[str, Any] = next(iter(nets.values()), {})
     base["NetworkSettings"] = {
         "Ports": base["NetworkSettings"]["Ports"], "Networks": nets, "IPAddress": first.get("IPAddress", ""),
-        "Gateway": first.get("Gateway", ""), "IPPrefixLen": first.get("IPPrefixLen", 0), "MacAddress": "",
-        "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
+        "Gateway": first.get("Gateway", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
+        "MacAddress": first.get("MacAddress", ""), "Bridge": "", "SandboxID": "", "SandboxKey": "",
+        "HairpinMode": False, "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
         "EndpointID": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": ""}
     return base
@@ -427,7 +477,7 @@ def remove(ctx: Context, req: Request) -> None:
 
 
 def prune(ctx: Context, req: Request) -> None:
-    filters = _filters(req)
+    filters = req.filters()
     removed = []
     for c in lifecycle.all_containers(ctx):
         if c.state.running or not matches(ctx, c, {k: v for k, v in filters.items() if k == "label"}):

@@ -71,6 +71,17 @@ class Request:
         except ValueError:
             raise BadRequest(f"query parameter {name}: not valid JSON") from None
 
+    def filters(self) -> dict[str, list[str]]:
+        """The ``filters`` parameter in either of the API's spellings: {"label": ["a=b"]} and
+        {"label": {"a=b": true}}."""
+        raw = self.qjson("filters") or {}
+        if not isinstance(raw, dict):
+            raise BadRequest("filters: expected a JSON object")
+        out: dict[str, list[str]] = {}
+        for k, v in raw.items():
+            out[k] = [x for x, on in v.items() if on] if isinstance(v, dict) else [str(x) for x in v]
+        return out
+
     @property
     def wants_upgrade(self) -> bool:
         return "upgrade" in self.headers.get("connection", "").lower()

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rootless.api import build, containers, execs, images, snapshots, system, volumes
+from rootless.api import build, containers, execs, images, networks, snapshots, system, volumes
 from rootless.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -85,6 +85,14 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", rf"/images/{_NAME}/history", images.history),
     ("POST", rf"/images/{_NAME}/tag", images.tag),
     ("DELETE", rf"/images/{_NAME}", images.remove),
+    # networks
+    ("GET", r"/networks", networks.list_),
+    ("POST", r"/networks/create", networks.create),
+    ("POST", r"/networks/prune", networks.prune),
+    ("GET", rf"/networks/{_ID}", networks.inspect),
+    ("DELETE", rf"/networks/{_ID}", networks.remove),
+    ("POST", rf"/networks/{_ID}/connect", networks.connect),
+    ("POST", rf"/networks/{_ID}/disconnect", networks.disconnect),
     # volumes
     ("GET", r"/volumes", volumes.list_),
     ("POST", r"/volumes/create", volumes.create),

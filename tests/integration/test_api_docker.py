@@ -179,6 +179,90 @@ def test_volumes(api: Service, rl: RootlessEnv) -> None:
     assert cp.returncode != 0 and "no such volume" in cp.stderr.lower()
 
 
+def nc_get(host: str, timeout: int = 5) -> str:
+    """A shell command fetching http://HOST/ with busybox nc (its wget segfaults here): the body's last line."""
+    return f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {host} 80 | tail -n 1"
+
+
+HTTPD = "mkdir -p /w && echo hello-$0 > /w/index.html && exec httpd -f -p 80 -h /w"
+
+
+def test_networks(api: Service, rl: RootlessEnv) -> None:
+    need(Path("/usr/bin/slirp4netns").exists() and Path("/usr/sbin/iptables").exists(),
+         "user networks need slirp4netns and iptables")
+    api.docker("network", "create", "--label", "team=web", "front", check=True)
+    rl("network", "create", "back", check=True)
+    try:
+        assert rl("network", "exists", "front").returncode == 0, "docker network create is rootless's"
+        ls = api.docker("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}", check=True).stdout
+        assert sorted(ls.splitlines()) == ["back bridge local", "bridge bridge local", "front bridge local",
+                                           "host host local", "none null local"]
+        assert api.docker("network", "ls", "-q", "--filter", "label=team=web", check=True).stdout.strip() \
+            == json.loads(rl("network", "inspect", "front", check=True).stdout)[0]["id"][:12]
+        names = api.docker("network", "ls", "--format", "{{.Name}}", "--filter", "type=custom", check=True).stdout
+        assert sorted(names.split()) == ["back", "front"]
+        net = json.loads(api.docker("network", "inspect", "front", check=True).stdout)[0]
+        assert net["Driver"] == "bridge" and net["Labels"] == {"team": "web"}
+        [pool] = net["IPAM"]["Config"]
+        assert pool["Subnet"].startswith("10.89.") and pool["Gateway"].startswith("10.89.")
+        # a container docker runs on the network, with an alias, is reached by that alias
+        api.docker("run", "-d", "--name", "web", "--network", "front", "--network-alias", "www", "alpine", "sh",
+                   "-c", HTTPD, "web", check=True)
+        out = ""
+        for _ in range(50):
+            out = api.docker("run", "--rm", "--network", "front", "alpine", "sh", "-c", nc_get("www")).stdout
+            if out.strip() == "hello-web":
+                break
+            time.sleep(0.2)
+        assert out.strip() == "hello-web"
+        ip = api.docker("inspect", "-f", "{{.NetworkSettings.Networks.front.IPAddress}}", "web", check=True)
+        ip_addr = ip.stdout.strip()
+        assert ip_addr.startswith(pool["Subnet"].rsplit(".", 1)[0] + "."), ip_addr
+        native = json.loads(rl("inspect", "web", check=True).stdout)[0]
+        assert native["NetworkSettings"]["Networks"]["front"]["IPAddress"] == ip_addr
+        aliases = json.loads(api.docker("inspect", "-f", "{{json .NetworkSettings.Networks.front.Aliases}}", "web",
+                                        check=True).stdout)
+        assert "www" in aliases and native["Id"][:12] in aliases
+        members = json.loads(api.docker("network", "inspect", "front", check=True).stdout)[0]["Containers"]
+        assert [(m["Name"], m["IPv4Address"].split("/")[0]) for m in members.values()] == [("web", ip_addr)]
+        # connect and disconnect a running container
+        api.docker("run", "-d", "--name", "roamer", "--network", "back", "alpine", "sleep", "300", check=True)
+        assert api.docker("exec", "roamer", "sh", "-c", nc_get("www", 2)).stdout.strip() == ""
+        api.docker("network", "connect", "--alias", "wanderer", "front", "roamer", check=True)
+        assert api.docker("exec", "roamer", "sh", "-c", nc_get("www"), check=True).stdout.strip() == "hello-web"
+        assert api.docker("exec", "web", "sh", "-c", "nslookup wanderer >/dev/null && echo yes").stdout.strip() \
+            == "yes"
+        cp = api.docker("network", "connect", "front", "roamer")
+        assert cp.returncode != 0 and "already connected" in cp.stderr
+        api.docker("network", "disconnect", "front", "roamer", check=True)
+        assert api.docker("exec", "roamer", "sh", "-c", nc_get("www", 2)).stdout.strip() == ""
+        # what cannot be done says so, in one line
+        cp = api.docker("network", "rm", "front")
+        assert cp.returncode != 0 and "web" in cp.stderr and rl("network", "exists", "front").returncode == 0
+        cp = api.docker("network", "rm", "bridge")
+        assert cp.returncode != 0 and "pre-defined" in cp.stderr
+        cp = api.docker("network", "create", "front")
+        assert cp.returncode != 0 and "already exists" in cp.stderr
+        cp = api.docker("network", "create", "--driver", "overlay", "x")
+        assert cp.returncode != 0 and "Driver" in cp.stderr and rl("network", "exists", "x").returncode != 0
+        cp = api.docker("run", "--rm", "--network", "nosuch", "alpine", "true")
+        assert cp.returncode == 125 and "nosuch" in cp.stderr
+        cp = api.docker("network", "inspect", "nosuch")
+        assert cp.returncode != 0 and "No such network: nosuch" in cp.stderr
+        # prune: the networks no container uses
+        api.docker("rm", "-f", "roamer", check=True)
+        api.docker("network", "create", "spare", check=True)
+        out = api.docker("network", "prune", "-f", check=True).stdout
+        assert sorted(out.split()[2:]) == ["back", "spare"], out
+        assert api.docker("network", "ls", "-q", "--filter", "type=custom", check=True).stdout.count("\n") == 1
+        api.docker("rm", "-f", "web", check=True)
+        api.docker("network", "rm", "front", check=True)
+        assert rl("network", "exists", "front").returncode != 0
+    finally:
+        rl("rm", "-f", "web", "roamer")
+        rl("network", "rm", "front", "back", "spare")
+
+
 SDK = r"""
 import json, sys
 import docker
