@@ -208,7 +208,9 @@ class RegistryClient:
         return f" from mirror {ep}" if ep.mirror else ""
 
     # --- errors ----------------------------------------------------------------
-    def _network_error(self, ep: Endpoint, exc: httpx.RequestError) -> RegistryError:
+    def _network_error(self, ep: Endpoint, exc: httpx.RequestError, push: bool = False) -> RegistryError:
+        """The one-line error for a failed request; ``push``: the hints a push needs (a push
+        goes to the registry itself, never to a mirror, and has --tls-verify)."""
         target = f"registry {ep.display}"
         try:
             host = exc.request.url.netloc.decode("ascii")
@@ -220,12 +222,20 @@ class RegistryClient:
         low = text.lower()
         conf_hint = (f'mirrors are tried first when set under [registry."{self.registry}"] mirrors in the '
                      "config file (rootless.conf(5)); otherwise check the registry and the network")
+        if push:
+            conf_hint = (f"check that {ep.display} is up and that nothing between us (a proxy's body size "
+                         "or time limit) cuts uploads, then push again")
         if any(isinstance(c, ssl.SSLError) for c in _causes(exc)) or "ssl" in low or "certificate" in low:
             reason = text.split("] ", 1)[-1].split(" (_ssl", 1)[0] or type(exc).__name__
-            if "certificate" in low:
+            if "certificate" in low and push:
+                hint = ("install the registry's CA certificate (or point SSL_CERT_FILE at it), or push "
+                        "with --tls-verify=false to skip the check")
+            elif "certificate" in low:
                 hint = (f"install the registry's CA certificate (or point SSL_CERT_FILE at it); for a "
                         f'plain-HTTP registry set insecure = true under [registry."{ep.display}"] '
                         "in rootless.conf(5)")
+            elif push:
+                hint = f"if {ep.display} serves plain HTTP, push with --tls-verify=false"
             else:
                 hint = (f"if {ep.display} serves plain HTTP, set insecure = true under "
                         f'[registry."{ep.display}"] '
@@ -260,6 +270,13 @@ class RegistryClient:
             raise AuthError(f"{what}: access denied by {ep.display}{suffix}", f"rootless login {ep.display}")
         err = RegistryError(f"{what}: registry {ep.display} answered {status} "
                             f"{response.reason_phrase}{suffix}")
+        if status in (413, 507):
+            # Payload Too Large (RFC 9110 §15.5.14), Insufficient Storage (RFC 4918 §11.5): a
+            # size limit or a quota, not something a retry a few seconds later cures.
+            raise RegistryError(f"{what}: registry {ep.display} refused it for lack of room ({status} "
+                                f"{response.reason_phrase}){suffix}",
+                                f"free space or raise the quota at {ep.display} (or its size limit), "
+                                "then push again")
         if status == 429:
             hint = ("the registry limits the request rate; wait, or log in (rootless login "
                     f"{ep.display}): authenticated users usually get a higher limit")
@@ -274,7 +291,7 @@ class RegistryClient:
         return max(delay, hinted or 0.0)
 
     def _retrying(self, ep: Endpoint, attempt: Callable[[], T],
-                  progressed: Callable[[], bool] | None = None) -> T:
+                  progressed: Callable[[], bool] | None = None, push: bool = False) -> T:
         """Run ``attempt`` with exponential backoff on transient failures.
 
         A refused connection or unknown host on first contact fails at once (the
@@ -296,13 +313,13 @@ class RegistryClient:
                 contacted = True
             except (httpx.TimeoutException, httpx.ReadError, httpx.WriteError,
                     httpx.RemoteProtocolError, httpx.LocalProtocolError) as e:
-                err, hinted = self._network_error(ep, e), None
+                err, hinted = self._network_error(ep, e, push), None
                 if ep.mirror and isinstance(e, httpx.TimeoutException) and not (progressed and progressed()):
                     # A mirror that accepts and never answers would hold the pull for every
                     # retry's full timeout: the next endpoint gets the request instead.
                     raise err from None
             except httpx.RequestError as e:
-                err, hinted = self._network_error(ep, e), None
+                err, hinted = self._network_error(ep, e, push), None
                 if not contacted and not (progressed and progressed()):
                     raise err from None
             if progressed is not None and progressed():
@@ -571,7 +588,7 @@ class RegistryClient:
                 return False
             self._status_error(ep, r, f"checking blob {digest} in {self._name(repository)}")
 
-        return self._retrying(ep, attempt)
+        return self._retrying(ep, attempt, push=True)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """POST ?mount=DIGEST&from=REPO: True if the registry linked the blob (201). A
@@ -599,7 +616,7 @@ class RegistryClient:
                 return False  # no pull right on the source: upload instead
             self._status_error(ep, r, f"mounting blob {digest} into {self._name(repository)}")
 
-        return self._retrying(ep, attempt)
+        return self._retrying(ep, attempt, push=True)
 
     def upload_blob(self, repository: str, digest: str, path: str, size: int,
                     progress: Callable[[int], None] | None = None) -> None:
@@ -630,23 +647,32 @@ class RegistryClient:
             loc = r.headers.get("location")
             if not loc:
                 raise RegistryError(f"{what}: the registry started an upload without a Location")
-            h = hashlib.sha256()
-            r = self._client.patch(str(httpx.URL(ep.base_url).join(loc)), content=body(h), extensions=ext,
-                                   headers={"Content-Type": "application/octet-stream",
-                                            "Content-Length": str(size)})
-            if r.status_code not in (202, 204):
-                self._status_error(ep, r, what)
-            got = "sha256:" + h.hexdigest()
-            if got != digest or sent[0] != size:
-                raise DigestMismatchError(f"{what}: the stored blob has digest {got} ({sent[0]} bytes)",
-                                          "the store is damaged: remove the image and pull or build it again")
-            loc = r.headers.get("location") or loc
-            url = httpx.URL(ep.base_url).join(loc).copy_merge_params({"digest": digest})
-            r = self._client.put(url, extensions=ext, headers={"Content-Length": "0"})
-            if r.status_code not in (201, 204):
-                self._status_error(ep, r, what)
+            try:
+                h = hashlib.sha256()
+                r = self._client.patch(str(httpx.URL(ep.base_url).join(loc)), content=body(h), extensions=ext,
+                                       headers={"Content-Type": "application/octet-stream",
+                                                "Content-Length": str(size)})
+                if r.status_code not in (202, 204):
+                    self._status_error(ep, r, what)
+                got = "sha256:" + h.hexdigest()
+                if got != digest or sent[0] != size:
+                    raise DigestMismatchError(f"{what}: the stored blob has digest {got} ({sent[0]} bytes)",
+                                              "the store is damaged: remove the image and pull or build it again")
+                loc = r.headers.get("location") or loc
+                url = httpx.URL(ep.base_url).join(loc).copy_merge_params({"digest": digest})
+                r = self._client.put(url, extensions=ext, headers={"Content-Length": "0"})
+                if r.status_code not in (201, 204):
+                    self._status_error(ep, r, what)
+            except RootlessError:
+                # refused for good: cancel the session (the spec's DELETE on the upload URL) so the
+                # registry keeps no partial upload; one it cannot cancel expires on its own
+                try:
+                    self._client.delete(str(httpx.URL(ep.base_url).join(loc)), extensions=ext)
+                except httpx.HTTPError:
+                    pass
+                raise
 
-        self._retrying(ep, attempt)
+        self._retrying(ep, attempt, push=True)
 
     def put_manifest(self, repository: str, ref: str, data: bytes, media_type: str) -> str:
         """PUT the manifest's exact bytes with its own content type; returns its digest."""
@@ -664,4 +690,4 @@ class RegistryClient:
                 raise DigestMismatchError(f"{what}: the registry stored digest {said}, the manifest is {digest}")
             return digest
 
-        return self._retrying(ep, attempt)
+        return self._retrying(ep, attempt, push=True)

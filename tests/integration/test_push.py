@@ -7,6 +7,8 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import BASIC_PASSWORD, BASIC_USER, TOKEN_PUSHER, TOKEN_PUSHER_PASSWORD
 from tests.integration.harness import (
     AuthRegistries,
@@ -149,11 +151,36 @@ def test_registry_that_keeps_dropping_fails_cleanly(rl: RootlessEnv, faults: Reg
     faults.add_fault(Fault("drop", methods=("PATCH",)))
     cp = rl("push", "-q", src, f"{faults.host}/{repo}", timeout=120)
     assert_clean_error(cp, 125, faults.host)
+    # a push's hint, not a pull's: a push never goes through mirrors
+    assert "mirror" not in cp.stderr and "push again" in cp.stderr, cp.stderr
     faults.clear_faults()
     import httpx
 
     r = httpx.get(f"{faults.url}/v2/{repo}/tags/list")
     assert r.status_code == 404, "no manifest may name blobs that never arrived"
+
+
+@pytest.mark.parametrize("status", [413, 507])
+def test_quota_refusal_is_one_line_and_records_nothing(rl: RootlessEnv, faults: RegistryProxy, registry: Registry,
+                                                       status: int) -> None:
+    # pulled from the registry itself, pushed through the proxy (another host): the layers upload
+    src = f"{registry.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    repo = _repo("full")
+    fault = faults.add_fault(Fault("status", methods=("PATCH",), status=status))
+    mark = faults.mark()
+    line = assert_clean_error(rl("push", "-q", src, f"{faults.host}/{repo}", timeout=60), 125, str(status))
+    assert "room" in line
+    assert fault.hits <= 2, "a full registry is asked once per blob (config and layer), not again and again"
+    cancels = [r for r in faults.since(mark) if r.method == "DELETE" and "/blobs/uploads/" in r.path]
+    assert cancels and all(r.status in (202, 204) for r in cancels), "the refused upload session is cancelled"
+    faults.clear_faults()
+    import httpx
+
+    assert httpx.get(f"{faults.url}/v2/{repo}/tags/list").status_code == 404, "no manifest was written"
+    pairs = json.loads((rl.store / "layer-blobs.json").read_text())
+    assert not any(f"{faults.host}/{repo}" in e.get("seen", []) for e in pairs.values()), \
+        "the store does not think the registry holds the layers"
 
 
 def test_manifest_rejected_is_one_line(rl: RootlessEnv, faults: RegistryProxy) -> None:
