@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,15 +230,13 @@ def _credentials(ctx: Context, opts: PushOptions) -> Callable[[str], tuple[str, 
 
 
 def _client(ctx: Context, ref: Reference, opts: PushOptions) -> RegistryClient:
-    from rootless.config import RegistryConfig
     from rootless.image.registry import RegistryClient
 
+    client = RegistryClient(ctx, ref.registry, credentials=_credentials(ctx, opts),
+                            tls_verify=opts.tls_verify is not False)
     if opts.tls_verify is False:
-        regs = dict(ctx.config.registries)
-        regs[ref.registry] = replace(ctx.config.registry(ref.registry), insecure=True)
-        ctx = replace(ctx, config=replace(ctx.config, registries=regs))
-        assert isinstance(ctx.config.registry(ref.registry), RegistryConfig)
-    return RegistryClient(ctx, ref.registry, credentials=_credentials(ctx, opts))
+        client.settle_scheme()
+    return client
 
 
 # --------------------------------------------------------------------------- progress

@@ -9,6 +9,7 @@ manifests here, blobs by the store's writer as they stream.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import socket
@@ -164,7 +165,7 @@ class RegistryClient:
                  sleep: Callable[[float], None] = time.sleep,
                  tries: int = 4, base_delay: float = 0.5,
                  credentials: Callable[[str], tuple[str, str] | None] | None = None,
-                 timeout: httpx.Timeout | None = None) -> None:
+                 timeout: httpx.Timeout | None = None, tls_verify: bool = True) -> None:
         self.ctx = ctx
         self.registry = registry
         self.endpoints = endpoints_for(ctx, registry)
@@ -178,7 +179,7 @@ class RegistryClient:
         self._auth = RegistryAuth(lookup, display_name=lambda h: self._names.get(h, h))
         pool = max(ctx.config.max_parallel_downloads, 6) + 2
         self._client = httpx.Client(
-            auth=self._auth, transport=transport, http2=False, follow_redirects=False,
+            auth=self._auth, transport=transport, http2=False, follow_redirects=False, verify=tls_verify,
             timeout=timeout or httpx.Timeout(60.0, connect=15.0, pool=600.0),
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             headers={"User-Agent": USER_AGENT})
@@ -186,6 +187,22 @@ class RegistryClient:
     # --- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         self._client.close()
+
+    def settle_scheme(self) -> None:
+        """For --tls-verify=false (containers/image's insecure registry): HTTPS is tried first,
+        without checking the certificate (the client was made with tls_verify=False); a
+        registry that does not speak TLS is then spoken to in plain HTTP."""
+        ep = self.primary
+        if ep.insecure:
+            return
+        try:
+            self._client.get(f"{ep.base_url}/v2/", auth=None).read()
+        except httpx.ConnectError as e:
+            if any(isinstance(c, ssl.SSLError) for c in _causes(e)):
+                self.ctx.log.debug(f"{ep.display} does not speak TLS: plain HTTP ({e})")
+                self.endpoints = (*self.endpoints[:-1], dataclasses.replace(ep, insecure=True))
+        except httpx.HTTPError:
+            pass  # the request that needs the registry says what is wrong
 
     def __enter__(self) -> RegistryClient:
         return self

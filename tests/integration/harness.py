@@ -50,7 +50,7 @@ def free_port() -> int:
 
 def wait_http(url: str, ok: Callable[[int], bool], timeout: float = 20,
               proc: subprocess.Popen[Any] | None = None, what: str = "server",
-              log: Path | None = None) -> None:
+              log: Path | None = None, verify: bool = True) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -60,7 +60,7 @@ def wait_http(url: str, ok: Callable[[int], bool], timeout: float = 20,
             tail = log.read_text()[-3000:] if log and log.exists() else ""
             raise RuntimeError(f"{what} exited with status {proc.returncode} while starting:\n{tail}")
         try:
-            r = httpx.get(url, timeout=2)
+            r = httpx.get(url, timeout=2, verify=verify)
             if ok(r.status_code):
                 return
             last = r.status_code
@@ -85,6 +85,7 @@ class Registry:
     proc: subprocess.Popen[bytes] | None = None
     username: str | None = None  # credentials the tests push with
     password: str | None = None
+    scheme: str = "http"  # "https" with start_registry(tls=...)
 
     @property
     def host(self) -> str:
@@ -92,7 +93,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     def pusher(self) -> Any:
         from tests.imagebuild import Pusher
@@ -114,8 +115,9 @@ class Registry:
 
 
 def start_registry(name: str, workdir: Path, auth: dict[str, Any] | None = None,
-                   port: int | None = None) -> Registry:
-    """Starts ``docker-registry serve`` with filesystem storage under ``workdir``."""
+                   port: int | None = None, tls: tuple[Path, Path] | None = None) -> Registry:
+    """Starts ``docker-registry serve`` with filesystem storage under ``workdir``; over HTTPS
+    with ``tls`` = (certificate, key) PEM files."""
     if not os.path.exists(REGISTRY_BIN):
         raise FileNotFoundError("docker-registry is not installed (apt-get install docker-registry)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,8 @@ def start_registry(name: str, workdir: Path, auth: dict[str, Any] | None = None,
     }
     if auth:
         config["auth"] = auth
+    if tls:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     cfg = workdir / "config.yml"
     cfg.write_text(json.dumps(config, indent=2))  # JSON is YAML
     log_path = workdir / "registry.log"
@@ -146,10 +150,11 @@ def start_registry(name: str, workdir: Path, auth: dict[str, Any] | None = None,
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                             preexec_fn=_die_with_parent)
     logf.close()
-    reg = Registry(name=name, port=port, root=root, log_path=log_path, proc=proc)
+    reg = Registry(name=name, port=port, root=root, log_path=log_path, proc=proc,
+                   scheme="https" if tls else "http")
     try:
         wait_http(f"{reg.url}/v2/", lambda s: s in (200, 401), proc=proc, what=f"registry {name}",
-                  log=log_path)
+                  log=log_path, verify=not tls)
     except BaseException:
         reg.stop()
         raise

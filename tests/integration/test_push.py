@@ -4,7 +4,9 @@ instead of uploads, auth (basic and token), retries, and one-line refusals."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from tests.integration.harness import (
     RegistryProxy,
     RootlessEnv,
     assert_clean_error,
+    start_registry,
 )
 
 
@@ -181,6 +184,46 @@ def test_quota_refusal_is_one_line_and_records_nothing(rl: RootlessEnv, faults: 
     pairs = json.loads((rl.store / "layer-blobs.json").read_text())
     assert not any(f"{faults.host}/{repo}" in e.get("seen", []) for e in pairs.values()), \
         "the store does not think the registry holds the layers"
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """docker-registry over HTTPS with a self-signed certificate made here (no CA knows it)."""
+    work = tmp_path_factory.mktemp("tls-registry")
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    reg = start_registry("tls", work, tls=(cert, key))
+    yield reg
+    reg.stop()
+
+
+def test_tls_verify(rl: RootlessEnv, mirror: RegistryProxy, registry: Registry, tls_registry: Registry) -> None:
+    import httpx
+
+    src = f"{mirror.host}/library/busybox:latest"
+    rl("pull", "-q", src, check=True)
+    # verification on (the default): a certificate no CA signed is one line, with the fix
+    cp = rl("push", "-q", src, f"{tls_registry.host}/self/signed")
+    assert_clean_error(cp, 125, tls_registry.host, "certificate")
+    assert "--tls-verify=false" in cp.stderr, cp.stderr
+    # --tls-verify=false: HTTPS without checking the certificate (not plain HTTP)
+    rl("push", "-q", "--tls-verify=false", src, f"{tls_registry.host}/self/signed", check=True)
+    r = httpx.get(f"{tls_registry.url}/v2/self/signed/manifests/latest", verify=False, headers={"Accept": ", ".join([
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])})
+    assert r.status_code == 200 and r.headers["docker-content-digest"] == rl.inspect(src)["Digest"]
+    # ...and plain HTTP to a registry that does not speak TLS (a proxy of the plain registry on
+    # a port the config does not call insecure)
+    plain = RegistryProxy(registry)
+    try:
+        cp = rl("push", "-q", src, f"{plain.host}/plain/http")
+        assert_clean_error(cp, 125, plain.host)
+        assert "--tls-verify=false" in cp.stderr, cp.stderr
+        rl("push", "-q", "--tls-verify=false", src, f"{plain.host}/plain/http", check=True)
+        assert httpx.get(f"{plain.url}/v2/plain/http/tags/list").json()["tags"] == ["latest"]
+    finally:
+        plain.stop()
 
 
 def test_manifest_rejected_is_one_line(rl: RootlessEnv, faults: RegistryProxy) -> None:
