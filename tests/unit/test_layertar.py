@@ -292,3 +292,27 @@ def test_read_ahead_hashes_and_passes_errors() -> None:
     with pytest.raises(ValueError, match="corrupt"):
         list(bad)
     bad.close()
+
+
+@pytest.mark.parametrize("name", ["a", "dir/x.txt", "d" * 99, "x" * 100, "x" * 101, "é", "bad\udcff"])
+def test_header_fast_path_is_tarfiles_pax_header_byte_for_byte(name: str) -> None:
+    """layertar.header_bytes builds plain ustar headers itself: the bytes (and so every diff
+    ID) must be what tarfile writes, and anything a plain header cannot hold goes to tarfile."""
+    import itertools
+    import tarfile
+
+    from storage.layertar import header_bytes
+
+    types = (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE)
+    for typ, uid, mode, mtime, link, pax in itertools.product(
+            types, (0, 1000, 0o7777777, 10**8), (0o644, 0o4755, 0o1777), (0, 1_600_000_000, 2**40),
+            ("t", "t" * 100, "t" * 101, "ü"), ({}, {"SCHILY.xattr.user.a": "b"})):
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.uid, ti.gid, ti.mode, ti.mtime = typ, uid, uid // 2, mode, mtime
+        ti.uname = ti.gname = ""
+        ti.size = 12345 if typ == tarfile.REGTYPE else 0
+        ti.linkname = link if typ in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+        if typ == tarfile.CHRTYPE:
+            ti.devmajor, ti.devminor = 1, 3
+        ti.pax_headers = dict(pax)
+        assert header_bytes(ti) == ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), (typ, uid, mtime, link)
