@@ -22,7 +22,32 @@ _CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNA
 
 
 def commit(ctx: Context, container: str, image: str | None, *, changes: Sequence[str], message: str,
-           author: str, fmt: str, quiet: bool) -> str:
+           author: str, fmt: str, quiet: bool, pause: bool = False) -> str:
+    """Commit the container; with ``pause`` a running one is frozen for the copy (the cgroup v2
+    freezer, as `rootless pause`) and thawed after, or, where there is no freezer, committed
+    running with one warning."""
+    from rootless import lifecycle
+
+    if not pause:
+        return _commit(ctx, container, image, changes=changes, message=message, author=author, fmt=fmt)
+    cid = lifecycle.resolve(ctx, container)
+    c = lifecycle.load(ctx, cid)
+    frozen = False
+    if c.state.running and c.state.status != "paused":
+        try:
+            lifecycle.pause(ctx, cid, True)
+            frozen = True
+        except RootlessError as e:
+            ctx.log.warn(f"--pause: {e.message}: committing the container while it runs")
+    try:
+        return _commit(ctx, cid, image, changes=changes, message=message, author=author, fmt=fmt)
+    finally:
+        if frozen:
+            lifecycle.pause(ctx, cid, False)
+
+
+def _commit(ctx: Context, container: str, image: str | None, *, changes: Sequence[str], message: str,
+            author: str, fmt: str) -> str:
     from rootless import lifecycle
     from rootless.build.builder import Builder, BuildOptions, State, now_rfc3339, record_image, tag_name
     from rootless.build.dockerfile import Dockerfile, parse

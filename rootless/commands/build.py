@@ -73,7 +73,8 @@ def history(ctx: Context, a: Args) -> int:
                                    "STOPSIGNAL, USER, VOLUME, WORKDIR)."),
                         value("-m", "--message", default="", help="Commit message (history comment)."),
                         value("-a", "--author", default="", help="The image's author."),
-                        flag("-p", "--pause", help="Accepted: the layer is copied while the container runs."),
+                        flag("-p", "--pause", help="Pause the running container during the commit (cgroup v2 "
+                                                   "freezer; without one: a warning, and it is committed running)."),
                         value("-f", "--format", default="oci", choices=("oci", "docker"),
                               help="Image format: oci (default) or docker."),
                         flag("-q", "--quiet", help="Print only the image ID.")])
@@ -81,5 +82,5 @@ def commit(ctx: Context, a: Args) -> int:
     from rootless.build.commit import commit as do_commit
 
     print(do_commit(ctx, a.container, a.image, changes=list(a.change or ()), message=a.message,
-                    author=a.author, fmt=a.format, quiet=a.quiet))
+                    author=a.author, fmt=a.format, quiet=a.quiet, pause=a.pause))
     return 0
