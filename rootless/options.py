@@ -72,13 +72,13 @@ class Opt:
     """One option: its spellings, where its value goes, how it is checked and shown."""
 
     __slots__ = ("names", "dest", "help", "metavar", "type", "many", "default", "choices", "min", "negate",
-                 "hidden", "complete", "lower")
+                 "hidden", "complete", "lower", "word")
 
     def __init__(self, names: Sequence[str], *, help: str, dest: str | None = None,  # noqa: A002
                  metavar: str | None = None, type: Any = None, many: bool = False,  # noqa: A002
                  default: Any = None, choices: Sequence[str] = (), min: int | None = None,  # noqa: A002
-                 negate: str | None = None, hidden: bool = False, complete: str = "", lower: bool = False
-                 ) -> None:
+                 negate: str | None = None, hidden: bool = False, complete: str = "", lower: bool = False,
+                 word: bool = False) -> None:
         self.names = tuple(names)
         longs = [n for n in self.names if n.startswith("--")]
         self.dest = dest or max(longs or self.names, key=len).lstrip("-").replace("-", "_")
@@ -93,6 +93,7 @@ class Opt:
         self.hidden = hidden
         self.complete = complete  # what a shell completes the value with: "file", "dir", or ""
         self.lower = lower  # choices compared in lower case
+        self.word = word  # a flag that also takes its value as the next word: --layers false
 
     @property
     def takes_value(self) -> bool:
@@ -128,9 +129,10 @@ class Opt:
 
 
 def flag(*names: str, help: str, dest: str | None = None, default: bool = False,  # noqa: A002
-         negate: str | None = None, hidden: bool = False) -> Opt:
-    """A boolean option: ``--rm``, ``--rm=true``, ``--rm=false`` (and ``negate``, e.g. ``--no-x``)."""
-    return Opt(names, help=help, dest=dest, default=default, negate=negate, hidden=hidden)
+         negate: str | None = None, hidden: bool = False, word: bool = False) -> Opt:
+    """A boolean option: ``--rm``, ``--rm=true``, ``--rm=false`` (and ``negate``, e.g. ``--no-x``;
+    ``word``: ``--layers false`` too, the next word taken when it is exactly true or false)."""
+    return Opt(names, help=help, dest=dest, default=default, negate=negate, hidden=hidden, word=word)
 
 
 def value(*names: str, help: str, dest: str | None = None, metavar: str | None = None,  # noqa: A002
@@ -314,6 +316,9 @@ def parse(cmd: Command, argv: Sequence[str], path: Sequence[str] | None = None) 
                 return None
             if not o.takes_value:
                 on = _bool(raw, name, shown) if eq else True
+                if not eq and o.word and i < n and argv[i] in ("true", "false"):
+                    on = argv[i] == "true"
+                    i += 1
                 put(o, (not on) if name == o.negate else on)
             else:
                 put(o, o.convert(raw if eq else need_value(name), name, shown))

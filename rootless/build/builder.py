@@ -85,6 +85,8 @@ class State:
         self.base_name = base_name
         self.args: dict[str, str] = {}  # ARGs in scope: name → value
         self.declared: list[str] = []
+        self.base = len(layers)  # how many of the layers are the base image's (--squash keeps them)
+        self.base_history = len(config.get("history") or [])
 
     @property
     def c(self) -> dict[str, Any]:
@@ -174,7 +176,8 @@ class Builder:
         self.used_args: set[str] = set()
         self.made_layers: list[str] = []
         self.out = sys.stdout
-        self.cache = True  # False: steps leave no cache entries (commit's --change)
+        self.cache = opts.layers  # False: steps leave no cache entries (--layers=false, commit's --change)
+        self.fresh_layers: list[str] = []  # layers this build added to the store
         self.downloads: list[str] = []  # ADD's downloaded files, removed when the build ends
         self.memo: dict[str, list[Any]] | None = None
 
@@ -223,13 +226,61 @@ class Builder:
                         - {n for n, _ in self.plan.meta_args})
         if unused:
             self.ctx.log.warn(f"one or more build args were not consumed: {unused}")
-        return self.commit(self.results[self.plan.target])
+        final = self.results[self.plan.target]
+        if self.opts.squash or not self.opts.layers:
+            self.squash(final)
+        image_id = self.commit(final)
+        if not self.opts.layers:
+            self.drop_intermediate(final)
+        return image_id
+
+    def squash(self, state: State) -> None:
+        """The build's new layers (above the base image's) merged into one, as Podman's --squash
+        (and --layers=false, which commits once) makes them; the history keeps every step, with
+        the one layer on the last that made one."""
+        new = state.layers[state.base:]
+        if len(new) < 2:
+            return
+        key = _chain(state.key, "squash")
+        hit = self.cached(key)
+        if hit:
+            diff_id = hit["diff_id"]
+        else:
+            base = [str(self.ctx.layout.layer(d) / "diff") for d in reversed(state.layers[:state.base])]
+            dirs = [str(self.ctx.layout.layer(d) / "diff") for d in new]
+            made = self.new_layer(state, lambda layer: self.runner.call("rootless.build.layerfs:squash", layers=dirs,
+                                                                        lowers=base, dest=layer))
+            assert made is not None
+            diff_id = made
+            if self.cache:
+                self.remember(key, {"created": now_rfc3339(), "diff_id": diff_id})
+        state.layers = [*state.layers[:state.base], diff_id]
+        hist = state.config.get("history") or []
+        made_layer = [i for i in range(state.base_history, len(hist)) if not hist[i].get("empty_layer")]
+        for i in made_layer[:-1]:
+            hist[i]["empty_layer"] = True
+
+    def drop_intermediate(self, state: State) -> None:
+        """--layers=false: the step layers this build stored and its image does not use are removed."""
+        from storage.images import ImageStore
+        from storage.layers import LayerStore
+
+        doomed = [d for d in dict.fromkeys(self.fresh_layers) if d not in state.layers]
+        if not doomed:
+            return
+        used = ImageStore(self.ctx.layout).layers_in_use()
+        store = LayerStore(self.ctx.layout, self.runner)
+        for d in doomed:
+            if d not in used:
+                with contextlib.suppress(RootlessError, OSError):
+                    store.remove(d)
 
     # ------------------------------------------------------------------ FROM
     def from_(self, base: str, base_stage: int | None, ins: Instruction) -> State:
         if base_stage is not None:
             src = self.results[base_stage]
             st = State(list(src.layers), json.loads(json.dumps(src.config)), src.key, src.base_name)
+            st.base, st.base_history = src.base, src.base_history
             return st
         if base.lower() == "scratch":
             cfg: dict[str, Any] = {"architecture": platform_args()["TARGETARCH"], "os": "linux",
@@ -337,9 +388,12 @@ class Builder:
                 self.say(f"--> Using cache {key}")
             diff_id, created = hit["diff_id"], hit["created"]
         else:
+            t0 = time.monotonic()
             diff_id = make(state)
+            self.ctx.log.debug(f"step {ins.original if ins else text}: layer made in {time.monotonic() - t0:.2f}s")
             created = now_rfc3339()
-            self.remember(key, {"created": created, "diff_id": diff_id})
+            if self.cache:
+                self.remember(key, {"created": created, "diff_id": diff_id})
         state.layers.append(diff_id)
         self.history(state, created_by, False, created)
         state.key = key
@@ -521,7 +575,7 @@ class Builder:
     def lowers(self, state: State) -> list[str]:
         return [str(self.ctx.layout.layer(d) / "diff") for d in reversed(state.layers)]
 
-    def new_layer(self, state: State, fill: Any) -> str | None:
+    def new_layer(self, state: State, fill: Any, own: bool = False) -> str | None:
         """A fresh layer directory filled by ``fill(path)`` (False/None result and nothing
         written: no layer), sealed and stored; returns its diff ID."""
         from storage.layers import LayerStore
@@ -533,10 +587,14 @@ class Builder:
             result = fill(str(diff))
             if result is False:
                 return None
-            return self.store_layer(store, tmp)
+            return self.store_layer(store, tmp, own)
 
-    def store_layer(self, store: Any, tmp: Any) -> str:
-        sealed = self.runner.call("rootless.build.layerfs:seal", path=str(tmp / "diff"))
+    def store_layer(self, store: Any, tmp: Any, own: bool = False) -> str:
+        t0 = time.monotonic()
+        sealed = self.runner.call("rootless.build.layerfs:seal", path=str(tmp / "diff"), own=own)
+        self.ctx.log.debug(f"layer {sealed['diff_id'][:19]}: sealed in {time.monotonic() - t0:.2f}s")
+        if not store.has(sealed["diff_id"]):
+            self.fresh_layers.append(sealed["diff_id"])
         meta = {"diff_id": sealed["diff_id"], "blob": None, "media_type": LAYER_TAR, "origin": "build",
                 "created": time.time(), "size": sealed["size"], "whiteout_format": sealed["whiteout_format"]}
         store.register(tmp, sealed["diff_id"], meta)
@@ -581,6 +639,7 @@ class Builder:
         heredocs = {h.name: h for h in ins.heredocs}
         items: list[dict[str, Any]] = []
         digest = hashlib.sha256()
+        files: dict[str, str] = {}  # the context files' content digests, by host path
         from_ref = ins.flag("--from")
         what = self.where(ins)
         if from_ref is not None:
@@ -616,7 +675,7 @@ class Builder:
                 if (len(sources) + len(items) > 1) and not dest_dir:
                     raise self.fail(ins, f"{ins.cmd} with several sources needs a directory as destination, "
                                          f"ending in '/': {dest}", f"write the destination as {dest}/")
-                digest.update(digest_sources(self.context, sources, self.file_memo()).encode())
+                digest.update(digest_sources(self.context, sources, self.file_memo(), files).encode())
                 for src in sources:
                     if add and not src.is_dir and _archive_kind(src.path):
                         items.append({"archive": src.path, "dest": dest_abs})
@@ -631,19 +690,62 @@ class Builder:
         text = f"{ins.cmd} {flags} {digest.hexdigest()} {dest_abs}{'/' if dest_dir else ''}"
         created_by = f"{_NOP}{ins.cmd} {('' if not flags else flags + ' ')}{ins.args if ins.json_args is None else json.dumps(list(ins.json_args))}"  # noqa: E501
 
+        # the step's identity without its sources' digest: where its previous layer is found
+        reuse = _chain(state.key, f"reuse {ins.cmd} {flags} {json.dumps(args)}") if files else None
+
         def make(_s: State) -> str:
-            diff_id = self.new_layer(state, lambda layer: self.fill_copy(state, layer, items, chown, chmod, dest_dir))
+            index: dict[str, str] = {}
+            try:
+                # a plain copy holds no overlay bookkeeping for seal to undo (an archive's may)
+                own = not any("archive" in i for i in items)
+                diff_id = self.new_layer(state, lambda layer: self.fill_copy(state, layer, items, chown, chmod,
+                                                                             files, reuse, index), own)
+            except DockerfileError:
+                raise
+            except RootlessError as e:  # a full disk, a source that vanished: name the step
+                raise self.fail(ins, e.message, e.hint) from None
             assert diff_id is not None
+            if reuse is not None and self.cache:
+                self.remember_copy(reuse, diff_id, index)
             return diff_id
 
         self.layer_step(state, ins, text, created_by, make)
 
+    def previous_copy(self, reuse: str | None) -> tuple[str | None, dict[str, str] | None]:
+        """The layer directory and file index the same COPY step made last (or None)."""
+        if reuse is None or self.opts.no_cache:
+            return None, None
+        try:
+            data = json.loads((self.ctx.layout.build_cache / "copies" / f"{reuse}.json").read_bytes())
+            layer = self.ctx.layout.layer(str(data["diff_id"]))
+            files = data["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, None
+        if not isinstance(files, dict) or not (layer / "meta.json").is_file():
+            return None, None
+        return str(layer / "diff"), files
+
+    def remember_copy(self, reuse: str, diff_id: str, index: dict[str, str]) -> None:
+        from storage.atomic import write_atomic
+
+        d = self.ctx.layout.build_cache / "copies"
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(d / f"{reuse}.json", json.dumps({"diff_id": diff_id, "files": index}).encode(), durable=False)
+
     def fill_copy(self, state: State, layer: str, items: list[dict[str, Any]], chown: list[int] | None,
-                  chmod: int | None, dest_dir: bool) -> bool:
+                  chmod: int | None, files: dict[str, str] | None = None, reuse: str | None = None,
+                  index: dict[str, str] | None = None) -> bool:
         plain = [i for i in items if "archive" not in i]
         if plain:
-            self.runner.call("rootless.build.layerfs:copy", layer=layer, lowers=self.lowers(state), items=plain,
-                             chown=chown, chmod=chmod)
+            prev, known = self.previous_copy(reuse)
+            t0 = time.monotonic()
+            done = self.runner.call("rootless.build.layerfs:copy", layer=layer, lowers=self.lowers(state),
+                                    items=plain, chown=chown, chmod=chmod, digests=files or None, prev=prev,
+                                    known=known)
+            if index is not None:
+                index.update(done.get("index") or {})
+            self.ctx.log.debug(f"COPY: {done.get('files')} entries in {time.monotonic() - t0:.2f}s, "
+                               f"{done.get('linked')} of them linked from the previous layer")
         for item in items:
             if "archive" in item:
                 self.runner.call("rootless.build.layerfs:extract", layer=layer, lowers=self.lowers(state),
@@ -652,17 +754,7 @@ class Builder:
 
     def copy_from(self, state: State, ins: Instruction, ref: str, srcs: Sequence[str], dest_abs: str,
                   dest_dir: bool) -> tuple[list[dict[str, Any]], str]:
-        by_name = {s.name: s.index for s in self.plan.stages if s.name}
-        cur = next((s.index for s in self.plan.stages if ins in s.instructions), len(self.plan.stages))
-        idx = stage_ref(ref, by_name, cur)
-        if idx is not None and idx in self.results:
-            src_state = self.results[idx]
-            lowers = self.lowers(src_state)
-            ident = src_state.key
-        else:
-            record = self.image(ref, ins)
-            lowers = [str(self.ctx.layout.layer(d) / "diff") for d in reversed(record.diff_ids)]
-            ident = record.id
+        lowers, ident = self.union_of(ins, ref)
         if len(srcs) > 1 and not dest_dir:
             raise self.fail(ins, f"COPY with several sources needs a directory as destination, ending in '/': "
                                  f"{dest_abs}", f"write the destination as {dest_abs}/")
@@ -670,6 +762,18 @@ class Builder:
         for s in srcs:
             items.append({"union": lowers, "path": s, "dest": dest_abs, "dest_dir": dest_dir})
         return items, f"from {ident} {json.dumps(list(srcs))}"
+
+    def union_of(self, ins: Instruction, ref: str) -> tuple[list[str], str]:
+        """``--from=ref``: the layer directories (top first) of that stage or image, and what
+        identifies their content in a cache key."""
+        by_name = {s.name: s.index for s in self.plan.stages if s.name}
+        cur = next((s.index for s in self.plan.stages if ins in s.instructions), len(self.plan.stages))
+        idx = stage_ref(ref, by_name, cur)
+        if idx is not None and idx in self.results:
+            src_state = self.results[idx]
+            return self.lowers(src_state), src_state.key
+        record = self.image(ref, ins)
+        return [str(self.ctx.layout.layer(d) / "diff") for d in reversed(record.diff_ids)], str(record.id)
 
     def download(self, ins: Instruction, url: str, dest_abs: str, dest_dir: bool, digest: Any) -> dict[str, Any]:
         import urllib.parse

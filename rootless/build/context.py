@@ -168,13 +168,16 @@ class Context:
         return out
 
 
-def digest_sources(ctx: Context, sources: Sequence[Source], memo: dict[str, list[Any]] | None = None) -> str:
+def digest_sources(ctx: Context, sources: Sequence[Source], memo: dict[str, list[Any]] | None = None,
+                   files: dict[str, str] | None = None) -> str:
     """sha256 over the sources' relative paths, types, modes, link targets and contents
     (times and owners excluded: COPY sets owners itself, and a touch must not miss the cache).
 
     ``memo`` (path → [size, mtime_ns, ctime_ns, inode, digest]) spares reading a file whose
     stat is unchanged since the last build, as git's index does; a file changed in the
-    last two seconds is always read (its times may not have moved yet on a later change)."""
+    last two seconds is always read (its times may not have moved yet on a later change).
+    ``files`` receives each regular file's content digest by host path (what lets a COPY
+    take an unchanged file from its previous layer: rootless.build.layerfs.copy)."""
     h = hashlib.sha256()
     now = time.time_ns()
     for src in sources:
@@ -186,7 +189,10 @@ def digest_sources(ctx: Context, sources: Sequence[Source], memo: dict[str, list
             if stat.S_ISLNK(st.st_mode):
                 h.update(os.readlink(full).encode() + b"\0")
             elif stat.S_ISREG(st.st_mode):
-                h.update(f"{st.st_size}\0{_file_digest(full, st, memo, now)}\0".encode())
+                digest = _file_digest(full, st, memo, now)
+                if files is not None:
+                    files[full] = digest
+                h.update(f"{st.st_size}\0{digest}\0".encode())
     return h.hexdigest()
 
 

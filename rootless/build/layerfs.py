@@ -26,6 +26,7 @@ from rootless.errors import RootlessError, StorageError, errno_hint
 _WH = ".wh."
 _OPAQUE = ".wh..wh..opq"
 _OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
+_AUFS_META = (".wh..wh..plnk", ".wh..wh..orph", ".wh..wh.aufs")  # aufs's bookkeeping, not content
 _MAX_LINKS = 40
 
 
@@ -201,8 +202,61 @@ def _copy_file(src: str, st: os.stat_result, dst: str) -> None:
         os.close(fin)
 
 
+class _Reuse:
+    """A COPY's unchanged files taken from the same step's previous layer by a hard link.
+
+    Stored layers are never written again (overlayfs(5) keeps lower layers read-only; the
+    vfs driver copies them), so a file of the previous layer may be shared with the new one
+    when it is what the copy would write: the same content (the source's digest now), size,
+    mtime, mode and owner as the previous copy recorded for that path. Anything else is
+    copied. ``index`` records the new layer's files for the next build: path in the layer →
+    "digest:size:mtime_ns:mode:uid:gid"."""
+
+    def __init__(self, layer: str, prev: str | None, known: dict[str, str] | None,
+                 digests: dict[str, str] | None) -> None:
+        self.layer = layer
+        self.prev = prev
+        self.known = known or {}
+        self.digests = digests or {}
+        self.index: dict[str, str] = {}
+        self.linked = 0
+        self._cut = len(os.path.join(layer, ""))
+
+    def place(self, src: str, st: os.stat_result, target: str, owner: tuple[int, int] | None,
+              mode: int | None) -> None:
+        digest = self.digests.get(src) if stat.S_ISREG(st.st_mode) else None
+        if digest is not None:
+            rel = target[self._cut:]  # every target is a path under the layer, made by joining
+            uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
+            # what the layer's file will be: content, size, mtime, mode, owner
+            sig = f"{digest}:{st.st_size}:{st.st_mtime_ns}:{stat.S_IMODE(st.st_mode) if mode is None else mode}" \
+                  f":{uid}:{gid}"
+            self.index[rel] = sig
+            if self.prev is not None and self.known.get(rel) == sig and self._link(rel, target):
+                return
+        _copy_file(src, st, target)
+        _finish(target, st, owner, mode)
+
+    def _link(self, rel: str, target: str) -> bool:
+        if self.prev is None or rel.startswith("/") or "/../" in f"/{rel}/":
+            return False
+        old = os.path.join(self.prev, rel)
+        try:
+            try:
+                os.link(old, target, follow_symlinks=False)
+            except FileExistsError:  # an earlier source of this COPY wrote that name
+                _place(target)
+                os.link(old, target, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.EMLINK, errno.EXDEV, errno.EPERM, errno.EACCES, errno.ENOENT):
+                return False  # too many links, a store the kernel will not link in, gone: copy
+            raise
+        self.linked += 1
+        return True
+
+
 def _copy_tree(src: str, dst: str, skip: set[str], sub: str, owner: tuple[int, int] | None,
-               mode: int | None, dirs: list[tuple[str, os.stat_result]]) -> int:
+               mode: int | None, dirs: list[tuple[str, os.stat_result]], reuse: _Reuse) -> int:
     count = 0
     with os.scandir(src) as it:
         entries = sorted(it, key=lambda e: e.name)
@@ -219,11 +273,10 @@ def _copy_tree(src: str, dst: str, skip: set[str], sub: str, owner: tuple[int, i
                     os.mkdir(target, 0o700)
             except FileNotFoundError:
                 os.mkdir(target, 0o700)
-            count += _copy_tree(e.path, target, skip, csub, owner, mode, dirs)
+            count += _copy_tree(e.path, target, skip, csub, owner, mode, dirs, reuse)
             dirs.append((target, st))
         else:
-            _copy_file(e.path, st, target)
-            _finish(target, st, owner, mode)
+            reuse.place(e.path, st, target, owner, mode)
         count += 1
     return count
 
@@ -236,20 +289,26 @@ def _finish(dst: str, st: os.stat_result, owner: tuple[int, int] | None, mode: i
 
 
 def copy(layer: str, lowers: list[str], items: list[dict[str, Any]], chown: list[int] | None = None,
-         chmod: int | None = None) -> dict[str, int]:
+         chmod: int | None = None, digests: dict[str, str] | None = None, prev: str | None = None,
+         known: dict[str, str] | None = None) -> dict[str, Any]:
     """Copy ``items`` into the new layer ``layer`` (lowers: the image's layers, top first).
 
     Each item: ``src`` (host path), ``dest`` (absolute image path of the file or directory
     to write), ``contents`` (a directory source: copy what it holds into ``dest``), ``skip``
     (paths under it the ignore file excludes), ``data`` (instead of ``src``: the text of a
-    heredoc). Returns counts.
+    heredoc). ``digests`` (host path → content digest of the sources' files), ``prev`` (the
+    same step's previous layer directory) and ``known`` (its index) let unchanged files be
+    linked rather than copied (_Reuse). Returns counts and the new layer's index.
     """
+    reuse = _Reuse(layer, prev, known, digests)
     view = View([layer, *lowers])
     owner = (chown[0], chown[1]) if chown else None
     uid, gid = owner if owner is not None else (0, 0)
     count = 0
+    current = ""
     try:
         for item in items:
+            current = item.get("src") or item["dest"]
             dest = view.resolve(item["dest"])
             parent, name = posixpath.split(dest)
             # missing parents take the --chown owner, as Buildah makes them
@@ -276,7 +335,8 @@ def copy(layer: str, lowers: list[str], items: list[dict[str, Any]], chown: list
                 existed = View(lowers).lookup(dest) is not None
                 ensure_dir(layer, view, dest, uid=uid, gid=gid, mode=stat.S_IMODE(st.st_mode))
                 dirs: list[tuple[str, os.stat_result]] = []
-                count += _copy_tree(item["src"], target, set(item.get("skip") or ()), "", owner, chmod, dirs)
+                count += _copy_tree(item["src"], target, set(item.get("skip") or ()), "", owner, chmod, dirs,
+                                    reuse)
                 for d, dst_st in dirs:  # deepest first: writing into a directory changes its mtime
                     _finish(d, dst_st, owner, chmod)
                 if not existed:
@@ -284,15 +344,14 @@ def copy(layer: str, lowers: list[str], items: list[dict[str, Any]], chown: list
                     # --chmod is for what is copied, as with Buildah
                     _finish(target, st, owner, None)
             else:
-                _copy_file(item["src"], st, target)
-                _finish(target, st, owner, chmod)
+                reuse.place(item["src"], st, target, owner, chmod)
                 count += 1
     except RootlessError:
         raise
     except OSError as e:
-        raise StorageError(f"copy into the new layer: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+        raise StorageError(f"copy {e.filename or current} into the new layer: {e.strerror or e}",
                            hint=errno_hint(e)) from e
-    return {"files": count}
+    return {"files": count, "linked": reuse.linked, "index": reuse.index}
 
 
 def mkdirs(layer: str, lowers: list[str], path: str, chown: list[int] | None = None) -> bool:
@@ -455,6 +514,21 @@ def _copy_union_dir(src_view: View, rel: str, dst: str, owner: tuple[int, int] |
     return count
 
 
+def materialize(union: list[str], path: str, dest: str) -> str:
+    """RUN --mount=type=bind,from=: the file or directory ``path`` of a stage or image (the
+    union of its layers, top first) copied, owners and modes kept, into the fresh directory
+    ``dest``; returns the host path to bind."""
+    src_view = View(union)
+    if src_view.lookup(src_view.resolve(path)) is None:
+        raise StorageError(f"{path} does not exist in that stage or image", hint="check the source= path")
+    try:
+        _copy_union(dest, View([dest]), {"union": union, "path": path, "dest": "/mount", "dest_dir": False},
+                    None, None)
+    except OSError as e:
+        raise StorageError(f"copy {path}: {e.strerror or e}", hint=errno_hint(e)) from e
+    return os.path.join(dest, "mount")
+
+
 def extract(layer: str, lowers: list[str], archive: str, dest: str) -> dict[str, Any]:
     """ADD of a local tar (plain, gzip, bzip2, xz or zstd): unpacked into ``dest`` with the
     store's own unpacker (storage.layers: nothing lands outside ``dest``)."""
@@ -484,7 +558,7 @@ def extract(layer: str, lowers: list[str], archive: str, dest: str) -> dict[str,
             os.unlink(tmp)
 
 
-def seal(path: str) -> dict[str, Any]:
+def seal(path: str, own: bool = False) -> dict[str, Any]:
     """A finished layer directory (a container's upper dir, or one written above) made into
     the store's format, and its diff ID.
 
@@ -492,12 +566,13 @@ def seal(path: str) -> dict[str, Any]:
     become ``user.overlay.opaque`` (what kernel overlayfs reads with ``userxattr``), other
     private xattrs (origin, impure, redirect) are dropped, and ``.wh.`` files a driver wrote
     where mknod(2) failed become 0:0 character devices where it succeeds. Walks only this
-    layer.
+    layer. ``own``: a layer COPY wrote, which holds no driver's bookkeeping: only its tar is
+    made.
     """
     from storage import layertar
 
     fmt = "overlay"
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, dirnames, filenames in os.walk(path) if not own else ():
         for name in [None, *filenames, *dirnames]:
             p = dirpath if name is None else os.path.join(dirpath, name)
             try:
@@ -635,3 +710,147 @@ def copy_upper(src: str, dest: str) -> None:
     r = subprocess.run(["cp", "-a", "--", f"{src}/.", dest], capture_output=True, text=True)
     if r.returncode != 0:
         raise StorageError(f"copy the container layer {src}: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+
+
+def squash(layers: list[str], lowers: list[str], dest: str) -> dict[str, int]:
+    """`build --squash`: the new layers ``layers`` (directories, lowest first) merged into the one
+    layer ``dest`` that shows the same tree above the base image's ``lowers`` (top first).
+
+    Each layer is applied over what the ones below it made, as overlayfs(5) stacks them: a
+    whiteout removes the name (and stays a whiteout only where the base has that name), an
+    opaque directory replaces what is below it, anything else replaces the entry of that name.
+    A directory that takes the place of a name the base has but an earlier new layer deleted
+    becomes opaque, so the base's entries stay hidden. Regular files are hard links to the
+    layers' own (stored layers are never written again); times and modes of directories are
+    the top-most layer's."""
+    base = View(lowers)
+    dirs: dict[str, os.stat_result] = {}
+    counts = {"entries": 0}
+    try:
+        for layer in layers:
+            _squash_dir(layer, "", dest, base, dirs, counts)
+        for d in sorted(dirs, key=lambda p: -p.count("/")):
+            target = os.path.join(dest, d) if d else dest
+            if os.path.isdir(target) and not os.path.islink(target):  # not deleted by a later layer
+                _copy_attrs(dirs[d], target)
+    except OSError as e:
+        raise StorageError(f"squash the build's layers: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""),
+                           hint=errno_hint(e)) from e
+    return counts
+
+
+def _remove(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _whiteout(dest: str, name: str) -> None:
+    """An overlay whiteout (a 0:0 character device); a ``.wh.`` file where mknod is refused."""
+    try:
+        os.mknod(os.path.join(dest, name), stat.S_IFCHR | 0o600, 0)
+    except OSError:
+        with open(os.path.join(dest, _WH + name), "wb"):
+            pass
+
+
+def _mark_opaque(path: str) -> None:
+    try:
+        os.setxattr(path, "user.overlay.opaque", b"y", follow_symlinks=False)
+    except OSError:
+        with open(os.path.join(path, _OPAQUE), "wb"):
+            pass
+
+
+def _deleted(dest: str, name: str) -> bool:
+    """Whether ``dest`` holds a whiteout for ``name``."""
+    if os.path.lexists(os.path.join(dest, _WH + name)):
+        return True
+    try:
+        return _is_whiteout(os.lstat(os.path.join(dest, name)))
+    except FileNotFoundError:
+        return False
+
+
+def _squash_dir(layer: str, rel: str, dest: str, base: View, dirs: dict[str, os.stat_result],
+                counts: dict[str, int]) -> None:
+    src = os.path.join(layer, rel) if rel else layer
+    out = os.path.join(dest, rel) if rel else dest
+    with os.scandir(src) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        name = e.name
+        if name == _OPAQUE or name in _AUFS_META:
+            continue
+        st = e.stat(follow_symlinks=False)
+        counts["entries"] += 1
+        if name.startswith(_WH) or _is_whiteout(st):
+            gone = name[len(_WH):] if name.startswith(_WH) else name
+            _remove(os.path.join(out, gone))
+            _remove(os.path.join(out, _WH + gone))
+            crel = f"{rel}/{gone}" if rel else gone
+            if base.lookup(crel) is not None:
+                _whiteout(out, gone)
+            continue
+        crel = f"{rel}/{name}" if rel else name
+        target = os.path.join(out, name)
+        if stat.S_ISDIR(st.st_mode):
+            replaced = _deleted(out, name)
+            opaque = _opaque(e.path)
+            try:
+                tst: os.stat_result | None = os.lstat(target)
+            except FileNotFoundError:
+                tst = None
+            if tst is not None and (not stat.S_ISDIR(tst.st_mode) or opaque):
+                _remove(target)
+                tst = None
+            if replaced:
+                _remove(os.path.join(out, _WH + name))
+            if tst is None:
+                os.mkdir(target, 0o700)
+                if opaque or replaced:
+                    below = base.lookup(crel)
+                    if below is not None and stat.S_ISDIR(below[1].st_mode):
+                        _mark_opaque(target)
+            _copy_xattrs(e.path, target)
+            dirs[crel] = st
+            _squash_dir(layer, crel, dest, base, dirs, counts)
+            continue
+        _remove(target)
+        _remove(os.path.join(out, _WH + name))
+        if stat.S_ISREG(st.st_mode):
+            try:
+                os.link(e.path, target, follow_symlinks=False)
+                continue
+            except OSError as err:
+                if err.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM, errno.EACCES):
+                    raise
+            _copy_file(e.path, st, target)
+        elif stat.S_ISLNK(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+            _copy_file(e.path, st, target)
+        else:
+            continue  # devices and sockets are not layer content
+        _copy_xattrs(e.path, target)
+        _copy_attrs(st, target)
+
+
+def _copy_xattrs(src: str, dst: str) -> None:
+    """The content xattrs (not the overlay drivers' bookkeeping) of ``src`` onto ``dst``."""
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for a in names:
+        if a.startswith(("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.")):
+            continue
+        try:
+            os.setxattr(dst, a, os.getxattr(src, a, follow_symlinks=False), follow_symlinks=False)
+        except OSError:
+            continue

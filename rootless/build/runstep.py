@@ -16,7 +16,7 @@ import json
 import os
 import posixpath
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rootless.build.dockerfile import Instruction
 from rootless.build.plan import PROXY_ARGS
@@ -82,11 +82,13 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
-def _mounts(b: Builder, state: State, ins: Instruction) -> tuple[list[str], list[str], list[str]]:
-    """--mount flags → (volumes, tmpfs, key texts)."""
+def _mounts(b: Builder, state: State, ins: Instruction) -> tuple[list[str], list[str], list[str], list[Any]]:
+    """--mount flags → (volumes, tmpfs, key texts, binds from a stage or image: (its layers, the
+    path in it, the target and its options), made only when the step runs)."""
     volumes: list[str] = []
     tmpfs: list[str] = []
     keys: list[str] = []
+    froms: list[Any] = []
     workdir = state.c.get("WorkingDir") or "/"
     for spec in ins.flag_all("--mount"):
         spec = b.expand(state, ins, spec)
@@ -118,14 +120,19 @@ def _mounts(b: Builder, state: State, ins: Instruction) -> tuple[list[str], list
             tmpfs.append(target)
             keys.append(f"tmpfs {target}")
         elif kind == "bind":
+            rw = "rw" in flags or kv.get("rw") in ("true", "1") or kv.get("readwrite") in ("true", "1")
             if kv.get("from"):
-                raise b.fail(ins, f"--mount {spec}: from= is not supported yet",
-                              "COPY --from the files into the stage, or bind a context path")
+                # Docker's from=: the path of that stage or image (default its root); writes
+                # with rw go to a copy and are discarded
+                lowers, ident = b.union_of(ins, kv["from"])
+                path = posixpath.normpath("/" + (kv.get("source") or kv.get("src") or "/"))
+                froms.append((spec, lowers, path, target + ("" if rw else ":ro")))
+                keys.append(f"bind {target} from {ident} {path} {'rw' if rw else 'ro'}")
+                continue
             rel = b.context.resolve(kv.get("source") or kv.get("src") or ".", b.where(ins))
             src = os.path.join(b.context.root, rel)
             if not os.path.exists(src):
                 raise b.fail(ins, f"--mount {spec}: {rel or '.'} does not exist in the build context")
-            rw = "rw" in flags or kv.get("rw") in ("true", "1") or kv.get("readwrite") in ("true", "1")
             volumes.append(f"{src}:{target}" + ("" if rw else ":ro"))
             from rootless.build.context import Source, digest_sources
 
@@ -142,7 +149,7 @@ def _mounts(b: Builder, state: State, ins: Instruction) -> tuple[list[str], list
             keys.append(f"secret {sid} {target}")
         else:
             raise b.fail(ins, f"--mount type={kind} is not supported", "use cache, bind, tmpfs or secret")
-    return volumes, tmpfs, keys
+    return volumes, tmpfs, keys, froms
 
 
 def run_step(b: Builder, state: State, ins: Instruction) -> None:
@@ -156,14 +163,29 @@ def run_step(b: Builder, state: State, ins: Instruction) -> None:
         b.used_args.add(k)
     prefix = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args.items()) + " " if args else ""
     created_by = prefix + " ".join(argv)
-    volumes, tmpfs, mount_keys = _mounts(b, state, ins)
+    volumes, tmpfs, mount_keys, froms = _mounts(b, state, ins)
     network = ins.flag("--network") or b.opts.network or b.ctx.config.network
     if network == "default":
         network = b.opts.network or b.ctx.config.network
     text = json.dumps({"run": created_by, "argv": argv, "mounts": mount_keys, "network": network})
 
     def make(_s: State) -> str:
-        return _execute(b, state, ins, argv, {**proxies, **args}, volumes, tmpfs, network)
+        if not froms:
+            return _execute(b, state, ins, argv, {**proxies, **args}, volumes, tmpfs, network)
+        from storage.layers import LayerStore
+
+        store = LayerStore(b.ctx.layout, b.runner)
+        with contextlib.ExitStack() as stack:
+            binds = list(volumes)
+            for spec, lowers, path, target in froms:
+                scratch = stack.enter_context(store.new_entry())
+                try:
+                    made = b.runner.call("rootless.build.layerfs:materialize", union=lowers, path=path,
+                                         dest=str(scratch))
+                except RootlessError as e:
+                    raise b.fail(ins, f"--mount {spec}: {e.message}", e.hint) from None
+                binds.append(f"{made}:{target}")
+            return _execute(b, state, ins, argv, {**proxies, **args}, binds, tmpfs, network)
 
     b.layer_step(state, ins, text, created_by, make)
 

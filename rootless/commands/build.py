@@ -31,8 +31,11 @@ table = Table()
                         value("--annotation", many=True, metavar="KEY=VALUE", help="Add a manifest annotation."),
                         value("--iidfile", complete="file", help="Write the image ID to this file."),
                         flag("-q", "--quiet", help="Print only the image ID."),
-                        flag("--layers", default=True, help="Cache intermediate layers (default true)."),
-                        flag("--squash", help="Accepted: the image keeps a layer per step."),
+                        flag("--layers", default=True, word=True,
+                             help="Use and keep the layer cache (default true); --layers=false: no cache, and "
+                                  "the build's new layers committed as one."),
+                        flag("--squash", help="Squash the build's new layers into one on top of the base "
+                                              "image's."),
                         value("--format", default="oci", choices=("oci", "docker"),
                               help="Image format: oci (default) or docker."),
                         value("--secret", many=True, metavar="id=ID,src=PATH",

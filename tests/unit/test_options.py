@@ -70,6 +70,24 @@ def test_booleans_take_true_and_false_as_podman_does() -> None:
         run_args("--rm=maybe", "img")
 
 
+def test_build_layers_takes_its_value_as_the_next_word_too() -> None:
+    def build(*argv: str) -> Args:
+        a = parse(_cmd("build"), list(argv))
+        assert a is not None
+        return a
+
+    assert (build("ctx").layers, build("ctx").squash) == (True, False)
+    for argv in (["--layers=false", "ctx"], ["--layers", "false", "ctx"], ["ctx", "--layers", "false"]):
+        a = build(*argv)
+        assert (a.layers, a.context) == (False, "ctx"), argv
+    a = build("--layers", "ctx")  # a context that is not a boolean word stays the context
+    assert (a.layers, a.context) == (True, "ctx")
+    assert build("--layers", "true", "--squash", "ctx").squash is True
+    # only --layers reads a next word: --squash false leaves "false" a positional
+    with pytest.raises(UsageError):
+        build("--squash", "false", "ctx")
+
+
 def test_choices_and_integers() -> None:
     assert run_args("--pull=ALWAYS", "img").pull == "always"
     with pytest.raises(UsageError, match="'sometimes' is not one of 'missing', 'always', 'never'"):
