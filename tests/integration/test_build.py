@@ -524,3 +524,249 @@ def test_run_mounts_secret_bind_tmpfs(rl: RootlessEnv, tmp_path: Path) -> None:
     assert out.split() == ["12", "from-context", "ro", "ok", "no-scratch", "no-mnt-data", "no-secrets-dir"]
     assert not (ctx / "data" / "y").exists()
     assert "s3cret" not in json.dumps(image_config(rl, "mounts"))
+
+
+# --------------------------------------------------------------------------- the COPY layer of a rebuild
+
+def _diff_ids(rl: RootlessEnv, name: str) -> list[str]:
+    return list(image_config(rl, name)["RootFS"]["Layers"])  # type: ignore[index]
+
+
+def test_rebuilt_copy_links_unchanged_files_from_the_previous_layer(rl: RootlessEnv, tmp_path: Path) -> None:
+    files = {f"tree/f{i}.txt": f"file {i}\n" for i in range(20)}
+    ctx = write(tmp_path / "ctx", {**files, "big.bin": os.urandom(1 << 20),
+                                   "Dockerfile": "FROM busybox\nCOPY . /c\nRUN cat /c/tree/f3.txt > /seen\n"})
+    old_time = 1_600_000_000
+    for p in (ctx / "tree").iterdir():  # out of the racy window: their digests are remembered
+        os.utime(p, (old_time, old_time))
+    os.utime(ctx / "big.bin", (old_time, old_time))
+    build(rl, ctx, "-t", "c1")
+    first = rl.layer_dir(_diff_ids(rl, "c1")[-2])
+    # one file's content changes, one is touched only (same bytes, a new mtime), one changes mode
+    (ctx / "tree" / "f3.txt").write_text("changed\n")
+    os.utime(ctx / "tree" / "f4.txt", (old_time + 5, old_time + 5))
+    os.chmod(ctx / "tree" / "f5.txt", 0o600)
+    build(rl, ctx, "-t", "c2")
+    second = rl.layer_dir(_diff_ids(rl, "c2")[-2])
+    assert first != second
+    ino = {n: ((first / "c" / n).stat().st_ino, (second / "c" / n).stat().st_ino)
+           for n in ("big.bin", "tree/f0.txt", "tree/f3.txt", "tree/f4.txt", "tree/f5.txt")}
+    assert ino["big.bin"][0] == ino["big.bin"][1] and ino["tree/f0.txt"][0] == ino["tree/f0.txt"][1], ino
+    for changed in ("tree/f3.txt", "tree/f4.txt", "tree/f5.txt"):
+        assert ino[changed][0] != ino[changed][1], (changed, ino)
+    out = run(rl, "c2", "cat /seen /c/tree/f3.txt /c/tree/f0.txt; stat -c '%Y %a' /c/tree/f4.txt /c/tree/f5.txt "
+                        "/c/tree/f6.txt")
+    assert out.splitlines() == ["changed", "changed", "file 0", f"{old_time + 5} 644", f"{old_time} 600",
+                                f"{old_time} 644"]
+    # the first image is untouched by the second build, and a --no-cache rebuild copies afresh
+    assert run(rl, "c1", "cat /seen /c/tree/f3.txt; stat -c %a /c/tree/f5.txt").split() == ["file", "3", "file",
+                                                                                            "3", "644"]
+    build(rl, ctx, "-t", "c3", "--no-cache")
+    third = rl.layer_dir(_diff_ids(rl, "c3")[-2])
+    assert _diff_ids(rl, "c3")[-2] == _diff_ids(rl, "c2")[-2]  # the same content, the same layer
+    assert third == second
+
+
+# --------------------------------------------------------------------------- --squash and --layers=false
+
+SQUASH = """\
+FROM busybox
+RUN mkdir -p /a/b && echo one > /a/b/f && echo keep > /a/k && rm -rf /var && rm /bin/ls
+RUN rm -rf /a/b && mkdir -p /var/new && echo two > /var/new/g && echo x > /a/b2
+COPY x.txt /a/x.txt
+RUN rm /a/k && ln -s /a/x.txt /link
+ENV DONE=1
+"""
+SQUASH_LISTING = ("for p in /a/b /a/k /a/x.txt /a/b2 /var/new/g /var/www /var/spool /bin/ls /bin/sh /link; do "
+                  "if [ -e $p ]; then echo \"$p $(cat $p 2>/dev/null | head -c 20)\"; else echo \"$p -\"; fi; done; "
+                  "echo $DONE")
+
+
+def test_squash_and_layers_false_make_one_new_layer_every_driver(rlb: RootlessEnv, tmp_path: Path) -> None:
+    ctx = write(tmp_path / "ctx", {"x.txt": "ex\n", "Dockerfile": SQUASH})
+    assert rlb("pull", "-q", "busybox").returncode == 0
+    base = _diff_ids(rlb, "busybox")
+    build(rlb, ctx, "-t", "layered")
+    build(rlb, ctx, "-t", "squashed", "--squash")
+    expect = run(rlb, "layered", SQUASH_LISTING)
+    assert "/a/x.txt ex" in expect and "/var/www -" in expect and "/bin/ls -" in expect, expect
+    assert run(rlb, "squashed", SQUASH_LISTING) == expect
+    layered, squashed = _diff_ids(rlb, "layered"), _diff_ids(rlb, "squashed")
+    assert len(layered) == len(base) + 4 and squashed[:-1] == base and len(squashed) == len(base) + 1
+    hist = json.loads(rlb("history", "--format", "json", "--no-trunc", "squashed").stdout)
+    assert len([h for h in hist if h["size"]]) <= len(base) + 1
+    # --layers=false (also spelled --layers false): Podman's one commit, no cache used or left
+    layers_before = _count_layers(rlb)
+    for spelling in (["--layers=false"], ["--layers", "false"]):
+        cp = build(rlb, ctx, "-t", "nolayers", *spelling)
+        assert "Using cache" not in cp.stdout
+        assert _diff_ids(rlb, "nolayers")[:-1] == base and len(_diff_ids(rlb, "nolayers")) == len(base) + 1
+        assert run(rlb, "nolayers", SQUASH_LISTING) == expect
+    # each --layers=false build left its one squashed layer and none of its step layers
+    assert _count_layers(rlb) == layers_before + 2
+    assert _leftovers(rlb) == []
+
+
+# --------------------------------------------------------------------------- RUN --mount=type=bind,from=
+
+def test_run_mount_bind_from_a_stage_or_an_image(rl: RootlessEnv, tmp_path: Path) -> None:
+    ctx = write(tmp_path / "ctx", {"Dockerfile": (
+        "FROM busybox AS data\n"
+        "RUN mkdir /stuff && echo from-stage > /stuff/f && chown 7:8 /stuff/f\n"
+        "FROM busybox\n"
+        "RUN --mount=type=bind,from=data,source=/stuff,target=/m cat /m/f > /got && stat -c %u:%g /m/f >> /got"
+        " && (touch /m/new 2>/dev/null && echo rw || echo ro) >> /got\n"
+        "RUN --mount=type=bind,from=busybox,target=/b,rw test -x /b/bin/sh && touch /b/new && echo ok > /img\n"
+        "RUN --mount=type=bind,from=data,source=/stuff/f,target=/one.txt cp /one.txt /copied\n")})
+    build(rl, ctx, "-t", "bindfrom")
+    out = run(rl, "bindfrom", "cat /got /img /copied; test -e /m || echo no-m; test -e /b || echo no-b")
+    assert out.split() == ["from-stage", "7:8", "ro", "ok", "from-stage", "no-m", "no-b"]
+    # the stage and the image are as they were (writes through rw went to a copy)
+    assert run(rl, "busybox", "test -e /new || echo clean") == "clean\n"
+    assert _leftovers(rl) == []
+    # a rebuild is all cache; a path the stage lacks is one line naming the step
+    assert build(rl, ctx, "-t", "bindfrom").stdout.count("Using cache") == 4
+    bad = write(tmp_path / "bad", {"Dockerfile": "FROM busybox AS data\nFROM busybox\n"
+                                                 "RUN --mount=type=bind,from=data,source=/nope,target=/m true\n"})
+    line = assert_clean_error(build(rl, bad, check=False), 125)
+    assert "Dockerfile:3:" in line and "/nope does not exist" in line, line
+    assert _leftovers(rl) == []
+
+
+# --------------------------------------------------------------------------- commit --pause
+
+def test_commit_pause(rl: RootlessEnv) -> None:
+    rl("run", "-d", "--name", "pc", "busybox", "sh", "-c", "echo made > /made; exec sleep 300", check=True)
+    try:
+        has_cgroup = bool(json.loads(rl("inspect", "pc", check=True).stdout)[0]["State"]["CgroupPath"])
+        cp = rl("commit", "--pause", "pc", "paused-commit")
+        assert cp.returncode == 0, cp.stderr
+        if has_cgroup:
+            assert "--pause" not in cp.stderr
+            events = rl("events", "--stream=false", "--filter", "container=pc", "--format", "{{.Status}}").stdout
+            assert events.split()[-2:] == ["pause", "unpause"], events
+        else:
+            # Podman's answer where it cannot freeze: a warning, and the commit of the running container
+            warn = [ln for ln in cp.stderr.splitlines() if "--pause" in ln]
+            assert len(warn) == 1 and "no cgroup v2 freezer" in warn[0] and "while it runs" in warn[0], cp.stderr
+        assert rl("ps", "--format", "{{.Status}}", "--filter", "name=^pc$", check=True).stdout.startswith("Up ")
+        assert run(rl, "paused-commit", "cat /made") == "made\n"
+    finally:
+        rl("rm", "-f", "pc")
+
+
+# --------------------------------------------------------------------------- flags from the command line
+
+def test_label_annotation_secret_and_network_flags(rl: RootlessEnv, tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("t0ken")
+    ctx = write(tmp_path / "ctx", {"Dockerfile": (
+        "FROM busybox\n"
+        "LABEL from.file=1\n"
+        "RUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok > /secret-copy\n"
+        "RUN awk -F: 'NR>2 {gsub(/ /, \"\", $1); print $1}' /proc/net/dev | sort | tr '\\n' ' ' > /nets\n")})
+    secret = f"id=tok,src={tmp_path / 'tok'}"
+    nets = {}
+    for net in ("none", "slirp4netns", "host"):
+        build(rl, ctx, "-t", f"net-{net}", "--network", net, "--secret", secret, "--label", "cli.label=yes",
+              "--label", "from.file=overridden", "--annotation", "org.test.note=hello")
+        nets[net] = run(rl, f"net-{net}", "cat /nets").split()
+    assert nets["none"] == ["lo"]
+    assert sorted(nets["slirp4netns"]) == ["lo", "tap0"]
+    host = sorted(line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:])
+    assert sorted(nets["host"]) == host
+    data = image_config(rl, "net-none")
+    assert data["Config"]["Labels"] == {"from.file": "overridden", "cli.label": "yes"}  # type: ignore[index]
+    assert run(rl, "net-none", "cat /secret-copy") == "t0ken"
+    digest = str(data["Digest"]).partition(":")[2]
+    manifest = json.loads((rl.store / "blobs" / "sha256" / digest).read_text())
+    assert manifest["annotations"] == {"org.test.note": "hello"}
+    # bad values: one line each, nothing built
+    for args, needle in ((["--secret", "tok"], "--secret 'tok': expected id=ID,src=PATH"),
+                         (["--secret", f"id=tok,src={tmp_path / 'missing'}"], "is not a file"),
+                         (["--label", "novalue"], "--label 'novalue': expected KEY=VALUE"),
+                         (["--annotation", "x"], "--annotation 'x': expected KEY=VALUE"),
+                         (["--network", "bridge"], "--network 'bridge'")):
+        assert_clean_error(build(rl, ctx, "-t", "bad-flags", *args, check=False), 125, needle)
+    # a required secret not given names the step
+    line = assert_clean_error(build(rl, ctx, "-t", "bad-flags", check=False), 125, "Dockerfile:3:")
+    assert "no secret 'tok' was given" in line
+    assert rl("image", "exists", "bad-flags").returncode == 1
+
+
+# --------------------------------------------------------------------------- disk full, Ctrl-C in a COPY
+
+def test_disk_full_mid_step_fails_in_one_line_and_leaves_nothing(rl: RootlessEnv, tmp_path: Path) -> None:
+    import getpass
+
+    small = Path(f"/var/tmp/rootless-small-{getpass.getuser()}")
+    if not os.path.ismount(small):
+        pytest.skip(f"no small file system at {small} (scripts/setup-host mounts one)")
+    root, runroot = small / f"store-{os.getpid()}", rl.runtime_dir / "small"
+
+    def rls(*args: str) -> subprocess.CompletedProcess[str]:
+        return rl("--root", str(root), "--runroot", str(runroot), *args, timeout=240)
+
+    def state() -> tuple[list[str], list[str], list[str]]:
+        """(layers, images, what is left in tmp/ and containers/) of the small store."""
+        layers = sorted(os.listdir(root / "layers")) if (root / "layers").exists() else []
+        left = [f"{d}/{n}" for d in ("containers", "tmp") if (root / d).exists() for n in os.listdir(root / d)]
+        return layers, rls("images", "-q", "--no-trunc").stdout.split(), left
+
+    try:
+        assert rls("pull", "-q", "busybox").returncode == 0
+        vfs = os.statvfs(small)
+        ctx = write(tmp_path / "ctx", {"small.txt": "s\n", "Dockerfile": "FROM busybox\nCOPY small.txt big.bin /d/\n"})
+        with open(ctx / "big.bin", "wb") as f:
+            f.truncate(vfs.f_bavail * vfs.f_frsize + (8 << 20))  # sparse here; the layer's copy needs every byte
+        before = state()
+        line = assert_clean_error(rls("build", "-t", "full", str(ctx)), 125, "No space left on device")
+        assert "big.bin" in line, line
+        assert state() == before
+        assert rls("ps", "-a", "-q").stdout == ""
+        # a RUN that fills the disk fails as its command does, and leaves nothing either
+        (ctx / "big.bin").unlink()
+        write(ctx, {"Dockerfile": "FROM busybox\nRUN dd if=/dev/zero of=/fill bs=1M count=200\n"})
+        cp = rls("build", "-t", "full", str(ctx))
+        assert cp.returncode != 0 and "Traceback" not in cp.stderr, cp.stderr
+        assert state() == before
+        # with the space back, the same store builds
+        write(ctx, {"Dockerfile": "FROM busybox\nCOPY small.txt /d/\nRUN cat /d/small.txt > /seen\n"})
+        cp = rls("build", "-t", "fits", str(ctx))
+        assert cp.returncode == 0, cp.stderr
+    finally:
+        rls("system", "reset", "-f")
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_interrupt_during_a_big_copy_leaves_nothing_and_the_next_build_works(rl: RootlessEnv,
+                                                                             tmp_path: Path) -> None:
+    import signal
+    import time
+
+    ctx = tmp_path / "ctx"
+    for i in range(40):
+        d = ctx / "many" / f"d{i}"
+        d.mkdir(parents=True)
+        for j in range(250):
+            (d / f"f{j}").write_text(f"{i} {j}\n")
+    with open(ctx / "many" / "big.bin", "wb") as f:
+        f.write(os.urandom(1 << 20) * 200)
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY many /many\n")
+    assert rl("pull", "-q", "busybox").returncode == 0
+    before = (rl("images", "-q").stdout, _count_layers(rl))
+    p = rl.popen("build", "-t", "interrupted", str(ctx), start_new_session=True)
+    assert p.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in p.stdout:
+        if "COPY many" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)  # well into the copy
+    os.killpg(p.pid, signal.SIGINT)
+    p.wait(timeout=60)
+    assert p.returncode == 130, p.stderr.read() if p.stderr else ""
+    assert rl.wait_no_processes() == []
+    assert (rl("images", "-q").stdout, _count_layers(rl)) == before
+    assert rl("ps", "-a", "-q").stdout == ""
+    assert _leftovers(rl) == []
+    build(rl, ctx, "-t", "after")
+    assert run(rl, "after", "find /many -type f | wc -l; cat /many/d7/f9") == "10001\n7 9\n"
