@@ -359,19 +359,6 @@ def published(c: Container) -> tuple[PortMapping, ...]:
     return c.config.spec.network.ports
 
 
-def ports(c: Container) -> list[str]:
-    """Podman's `port` lines: 80/tcp -> 0.0.0.0:8080."""
-    from rootless.runtime.network import host_side
-
-    return [f"{p.container_port}/{p.protocol} -> {host_side(p)}" for p in published(c)]
-
-
-def ports_column(c: Container) -> str:
-    from rootless.runtime.network import host_side
-
-    return ", ".join(f"{host_side(p)}->{p.container_port}/{p.protocol}" for p in published(c))
-
-
 def ago(seconds: float) -> str:
     s = int(max(0, seconds))
     for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
@@ -401,20 +388,6 @@ def status_name(st: State) -> str:
     return st.status if st.status == "paused" else "running" if st.running else st.status
 
 
-def ps_json(c: Container) -> dict[str, Any]:
-    spec = c.config.spec
-    return {
-        "Id": c.id, "Names": [c.config.name], "Image": c.config.image, "ImageID": c.config.image_id,
-        "Command": list(spec.process.args), "Created": int(c.config.created), "CreatedAt": iso(c.config.created),
-        "State": status_name(c.state), "Status": status_text(c, time.time()), "ExitCode": c.state.exit_code,
-        "Exited": c.state.status == "exited", "Pid": c.state.pid if c.state.running else 0,
-        "StartedAt": int(c.state.started_at), "ExitedAt": int(c.state.finished_at),
-        "Labels": dict(c.config.labels) or None, "AutoRemove": c.config.rm,
-        "Ports": [{"host_ip": p.host_ip, "container_port": p.container_port, "host_port": p.host_port,
-                   "range": 1, "protocol": p.protocol} for p in published(c)],
-    }
-
-
 def inspect(ctx: Context, c: Container) -> dict[str, Any]:
     spec, st = c.config.spec, c.state
     p = spec.process
@@ -436,7 +409,7 @@ def inspect(ctx: Context, c: Container) -> dict[str, Any]:
         "Rootfs": spec.rootfs.target,
         "LogPath": str(state.log_path(ctx.layout, c.id)),
         "Mounts": [{"Type": m.type, "Source": m.source, "Destination": m.destination,
-                    "RW": "ro" not in m.options, "Options": list(m.options)} for m in _user_mounts(spec)],
+                    "RW": "ro" not in m.options, "Options": list(m.options)} for m in user_mounts(spec)],
         "Config": {"Hostname": spec.hostname, "User": p.user or f"{p.uid}:{p.gid}", "Env": list(p.env),
                    "Cmd": list(p.args), "Image": c.config.image, "WorkingDir": p.cwd, "Tty": p.terminal,
                    "OpenStdin": p.interactive, "StopSignal": c.config.stop_signal,
@@ -474,7 +447,7 @@ def _inspect_health(ctx: Context, c: Container) -> dict[str, Any]:
     return {"Status": c.state.health, "FailingStreak": streak, "Log": log or None}
 
 
-def _user_mounts(spec: Spec) -> list[Any]:
+def user_mounts(spec: Spec) -> list[Any]:
     """The bind mounts the user asked for (not the run directory's files: hosts, resolv.conf)."""
     return [m for m in spec.mounts if m.type == "bind" and not m.source.startswith(spec.rundir or "\0")]
 
@@ -785,59 +758,13 @@ def _copy_stream(ctx: Context, ref: str | None, path: str, *, to_stdout: bool) -
         nsexec.copy_in_stream(c.config.spec, c.state.pid, sys.stdin.fileno(), path)
 
 
-PS_HEADERS = {"ID": "CONTAINER ID", "CreatedHuman": "CREATED", "Created": "CREATED"}
-
-
 def label_matches(labels: dict[str, str], want: str) -> bool:
     """A label filter: KEY (present) or KEY=VALUE."""
     k, eq, v = want.partition("=")
     return k in labels and (not eq or labels[k] == v)
 
 
-def ps_command(c: Container, no_trunc: bool) -> str:
-    command = " ".join(c.config.spec.process.args)
-    if not no_trunc and len(command) > 20:
-        command = command[:17] + "..."
-    return command
-
-
-def go_time(t: float) -> str:
-    """Go's time.Time.String() in UTC: 2026-12-02 08:49:59.296446217 +0000 UTC."""
-    if not t:
-        return "0001-01-01 00:00:00 +0000 UTC"
-    from datetime import UTC, datetime
-
-    d = datetime.fromtimestamp(t, UTC)
-    frac = f"{d.microsecond:06d}".rstrip("0")
-    return d.strftime("%Y-%m-%d %H:%M:%S") + (f".{frac}" if frac else "") + " +0000 UTC"
-
-
-def ps_row(c: Container, now: float, no_trunc: bool) -> dict[str, Any]:
-    """What `ps --format` templates see: Podman's psReporter field names and shapes."""
-    st = c.state
-    created = f"{ago(now - c.config.created)} ago"
-    status = status_text(c, now)
-    return {
-        "ID": c.id if no_trunc else c.id[:12], "Image": c.config.image,
-        "ImageID": c.config.image_id if no_trunc else c.config.image_id[:12],
-        "Command": ps_command(c, no_trunc), "CreatedAt": go_time(c.config.created),
-        "Created": go_time(c.config.created), "CreatedHuman": created, "RunningFor": created,
-        "Status": status, "State": status, "Names": c.config.name, "Ports": ports_column(c),
-        "Labels": dict(c.config.labels), "Pid": st.pid if st.running else 0, "ExitCode": st.exit_code,
-        "Exited": st.status == "exited", "ExitedAt": int(st.finished_at), "StartedAt": int(st.started_at),
-        "AutoRemove": c.config.rm, "Mounts": [m.destination for m in _user_mounts(c.config.spec)],
-        "Networks": c.config.spec.network.mode, "Pod": "", "PodName": "", "IsInfra": False,
-        "Health": st.health,
-    }
-
-
 # --------------------------------------------------------------------------- stats
-
-
-def _stat_size(n: float) -> str:
-    from rootless.units import decimal_size
-
-    return decimal_size(n, ".4g", "")  # stats prints 67.11MB
 
 
 def duration(seconds: float) -> str:
@@ -895,30 +822,6 @@ def stats_sample(c: Container) -> Sample | None:
         return None  # it exited meanwhile
 
 
-def stats_row(c: Container, now: Sample | None, before: Sample | None) -> dict[str, str]:
-    """One row of `stats` with Podman's JSON keys. CPU % is over the interval since *before*,
-    or since the container started for the first sample; AVG CPU % over its whole life."""
-    row = {"id": c.id[:12], "name": c.config.name, "cpu_time": "--", "cpu_percent": "--", "avg_cpu": "--",
-           "mem_usage": "-- / --", "mem_percent": "--", "net_io": "-- / --", "block_io": "-- / --", "pids": "--"}
-    if now is None:
-        return row
-    life = max(time.time() - c.state.started_at, 1e-6)
-    avg = now.cpu_usec / 1e6 / life * 100
-    if before is not None and now.at > before.at:
-        cpu = (now.cpu_usec - before.cpu_usec) / 1e6 / (now.at - before.at) * 100
-    else:
-        cpu = avg
-    limit = now.memory_limit if now.memory_limit is not None else _host_memory()
-    row.update(cpu_time=duration(now.cpu_usec / 1e6), cpu_percent=f"{cpu:.2f}%", avg_cpu=f"{avg:.2f}%",
-               mem_usage=f"{_stat_size(now.memory)} / {_stat_size(limit)}",
-               mem_percent=f"{now.memory / limit * 100:.2f}%" if limit else "--",
-               block_io=f"{_stat_size(now.io_read)} / {_stat_size(now.io_write)}", pids=str(now.pids))
-    net = net_io(c.state.pid)
-    if net is not None:
-        row["net_io"] = f"{_stat_size(net[0])} / {_stat_size(net[1])}"
-    return row
-
-
 def net_io(pid: int) -> tuple[int, int] | None:
     """Bytes received and sent by the network interfaces of *pid*'s network namespace but
     loopback (proc(5) /proc/PID/net/dev); None when the process is gone."""
@@ -935,17 +838,6 @@ def net_io(pid: int) -> tuple[int, int] | None:
             rx += int(fields[0])
             tx += int(fields[8])
     return rx, tx
-
-
-def _host_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 # --------------------------------------------------------------------------- rename, pause, top

@@ -358,34 +358,24 @@ def wait(ctx: Context, a: Args) -> int:
 def ps(ctx: Context, a: Args) -> int:
     import time
 
-    from rootless import engine, lifecycle
+    from rootless import engine
+    from rootless.commands import psview
     from rootless.commands.images import echo_json, print_table
 
     rows = engine.containers(ctx, all_=a.all, filters=a.filter)
     if a.format == "json":
-        echo_json([lifecycle.ps_json(c) for c in rows])
+        echo_json([psview.ps_json(c) for c in rows])
     elif a.quiet:
         sys.stdout.write("".join((c.id if a.no_trunc else c.id[:12]) + "\n" for c in rows))
     elif a.format != "table":
         from rootless import gotemplate
 
         now = time.time()
-        sys.stdout.write(gotemplate.render("ps", a.format, [lifecycle.ps_row(c, now, a.no_trunc) for c in rows],
-                                           lifecycle.PS_HEADERS))
+        sys.stdout.write(gotemplate.render("ps", a.format, [psview.ps_row(c, now, a.no_trunc) for c in rows],
+                                           psview.PS_HEADERS))
     else:
-        now = time.time()
-        grid = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
-        for c in rows:
-            grid.append((c.id if a.no_trunc else c.id[:12], c.config.image, lifecycle.ps_command(c, a.no_trunc),
-                         f"{lifecycle.ago(now - c.config.created)} ago", lifecycle.status_text(c, now),
-                         lifecycle.ports_column(c), c.config.name))
-        print_table(grid)
+        print_table(psview.ps_table(rows, time.time(), a.no_trunc))
     return 0
-
-
-_STATS_COLUMNS = (("ID", "id"), ("NAME", "name"), ("CPU %", "cpu_percent"), ("MEM USAGE / LIMIT", "mem_usage"),
-                  ("MEM %", "mem_percent"), ("NET IO", "net_io"), ("BLOCK IO", "block_io"), ("PIDS", "pids"),
-                  ("CPU TIME", "cpu_time"), ("AVG CPU %", "avg_cpu"))
 
 
 @table.command("stats", "Show containers' CPU, memory, block I/O and process counts, read from their cgroups.",
@@ -399,6 +389,7 @@ def stats(ctx: Context, a: Args) -> int:
     import time
 
     from rootless import lifecycle
+    from rootless.commands import psview
 
     names = list(a.container)
     before: dict[str, Any] = {}
@@ -412,7 +403,7 @@ def stats(ctx: Context, a: Args) -> int:
         first = False
         for c in targets:
             now = lifecycle.stats_sample(c)
-            rows.append(lifecycle.stats_row(c, now, before.get(c.id)))
+            rows.append(psview.stats_row(c, now, before.get(c.id)))
             if now is not None:
                 before[c.id] = now
         if a.format == "json":
@@ -420,12 +411,10 @@ def stats(ctx: Context, a: Args) -> int:
         elif a.format != "table":
             from rootless import gotemplate
 
-            text = gotemplate.render("stats", a.format, [stats_view(r) for r in rows], STATS_HEADERS).rstrip("\n")
+            text = gotemplate.render("stats", a.format, [psview.stats_view(r) for r in rows],
+                                     psview.STATS_HEADERS).rstrip("\n")
         else:
-            grid = [[h for h, _ in _STATS_COLUMNS]] + [[r[k] for _, k in _STATS_COLUMNS] for r in rows]
-            widths = [max(len(line[i]) for line in grid) for i in range(len(_STATS_COLUMNS))]
-            text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-                             for line in grid)
+            text = psview.stats_table(rows)
         if clear:
             sys.stdout.write("\033[H\033[2J")
         print(text)
@@ -433,18 +422,6 @@ def stats(ctx: Context, a: Args) -> int:
         if a.no_stream:
             return 0
         time.sleep(a.interval)
-
-
-STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %", "NetIO": "NET IO",
-                 "BlockIO": "BLOCK IO", "PIDS": "PIDS", "PIDs": "PIDS", "CPUTime": "CPU TIME", "AVGCPU": "AVG CPU %"}
-
-
-def stats_view(row: dict[str, str]) -> dict[str, str]:
-    """A stats row with Podman's template field names (`{{.CPUPerc}}`, `{{.MemUsage}}`)."""
-    return {"ID": row["id"], "ContainerID": row["id"], "Name": row["name"], "CPUPerc": row["cpu_percent"],
-            "MemUsage": row["mem_usage"], "MemPerc": row["mem_percent"], "NetIO": row["net_io"],
-            "BlockIO": row["block_io"], "PIDS": row["pids"], "PIDs": row["pids"], "CPUTime": row["cpu_time"],
-            "AVGCPU": row["avg_cpu"]}
 
 
 def print_logs(lines: Any, timestamps: bool) -> None:
@@ -534,10 +511,11 @@ def inspect(ctx: Context, a: Args) -> int:
                args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
                      arg("PRIVATE", optional=True, help="Only this container port: PORT[/PROTOCOL].")])
 def port(ctx: Context, a: Args) -> int:
-    from rootless import engine, lifecycle
+    from rootless import engine
+    from rootless.commands import psview
 
     c = engine.container(ctx, a.container)
-    lines = lifecycle.ports(c)
+    lines = psview.ports(c)
     if a.private is not None:
         num, _, proto = a.private.partition("/")
         key = f"{num}/{proto or 'tcp'}"

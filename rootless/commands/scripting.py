@@ -259,6 +259,7 @@ def system_df(ctx: Context, a: Args) -> int:
     import time
 
     from rootless import lifecycle
+    from rootless.commands import psview
     from rootless.commands.images import print_table
     from rootless.image import present
     from rootless.units import decimal_size
@@ -295,7 +296,7 @@ def system_df(ctx: Context, a: Args) -> int:
     print("\nContainers space usage:\n")
     grid = [("CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES")]
     for c in d["containers"]:
-        grid.append((c.id[:12], c.config.image_id[:12], lifecycle.ps_command(c, False),
+        grid.append((c.id[:12], c.config.image_id[:12], psview.ps_command(c, False),
                      str(len(c.config.spec.mounts and [m for m in c.config.spec.mounts if m.type == "bind"])),
                      decimal_size(d["sizes"][c.id], ".4g", ""),
                      lifecycle.ago(now - c.config.created), lifecycle.status_name(c.state), c.config.name))
