@@ -99,6 +99,20 @@ def write_args(path: str, lines: list[tuple[str, str]]) -> None:
     os.replace(tmp, path)
 
 
+def _keep_log_stream(log: Log) -> None:
+    """Our messages (`--log-level debug`) keep going where they went: standard output and error
+    become the container's pipes to its log below, and our lines are not the container's output.
+    A copy of the descriptor (close-on-exec: it goes with the execve(2) of the loop) keeps them
+    on the user's terminal while the container starts."""
+    try:
+        fd = log.stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file descriptor (a buffer): the dup2(2)s below do not touch it
+    if fd in (0, 1, 2):
+        log.stream.flush()
+        log.stream = os.fdopen(os.dup(fd), "w", buffering=1)
+
+
 def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] | None,
            extra: list[tuple[str, str]], stdin: int | None = None, terminal: int | None = None,
            winsize: bytes | None = None) -> None:
@@ -113,6 +127,7 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
     os.chdir("/")
     for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(s, signal.SIG_IGN)
+    _keep_log_stream(log)
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null if stdin is None else stdin, 0)
     fds: dict[str, int] = {}

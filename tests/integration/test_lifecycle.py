@@ -109,6 +109,20 @@ def test_detached_httpd(rl: RootlessEnv) -> None:
     assert rl.wait_no_processes() == []
 
 
+def test_debug_lines_stay_out_of_the_containers_log(rl: RootlessEnv) -> None:
+    cp = rl("--log-level", "debug", "run", "-d", "--name", "chatty", BUSYBOX, "echo", "only this", check=True)
+    assert re.search(r"^DEBU container [0-9a-f]{12} started: pid \d+$", cp.stderr, re.M), cp.stderr
+    try:
+        wait_for(lambda: inspect(rl, "chatty")["State"]["Status"] == "exited", what="chatty exited")
+        assert rl("logs", "chatty", check=True).stdout == "only this\n"
+        restarted = rl("--log-level", "debug", "start", "chatty", check=True)
+        assert "DEBU" in restarted.stderr
+        wait_for(lambda: inspect(rl, "chatty")["State"]["Status"] == "exited", what="chatty exited again")
+        assert rl("logs", "chatty", check=True).stdout == "only this\nonly this\n"
+    finally:
+        rl("rm", "-f", "chatty")
+
+
 def test_published_port(rl: RootlessEnv) -> None:
     port = free_port()
     cid = detach(rl, "-p", f"127.0.0.1:{port}:80", BUSYBOX, "sh", "-c",
