@@ -55,6 +55,9 @@ class Started:
     master: int | None  # the pty master (-t), opened in the container's devpts
     network: Slirp | UserNet | None = None  # its network's helpers: network.detach() once it has exited
     cgroup: Cgroup | None = None  # its own cgroup: read, then release() once it has exited
+    # C1's mount namespace (st_dev, st_ino of /proc/PID/ns/mnt): the one the processes that serve
+    # the rootfs (the fuse-overlayfs daemon) stay in, re-parented to us once C1 has exited
+    mount_ns: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -610,6 +613,16 @@ def cap_last_cap() -> int:
         return len(CAPABILITIES) - 1
 
 
+def namespace_id(pid: int, kind: str) -> tuple[int, int] | None:
+    """The identity of *pid*'s namespace of *kind* ("mnt", "user"...): the device and inode of
+    /proc/PID/ns/KIND (namespaces(7)); None once the process is gone."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
@@ -680,6 +693,7 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
             _reap(pid1)
             raise child_error(spec.process.args[0], first) if first.startswith(b"E") else \
                 NamespaceError(f"the container's first process exited before its namespaces existed ({first!r})")
+        mount_ns = namespace_id(pid1, "mnt")
         try:
             if joined is None and shared is None and not _apply_maps_fast(pid1, maps):
                 # diagnose: the same writes one at a time, with idmap's explanations
@@ -715,7 +729,7 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
                 os.close(master)
             raise child_error(spec.process.args[0], rest)
         log.debug(f"container {spec.id[:12]} started: pid {container}")
-        return Started(container, master, helper, cgroup)
+        return Started(container, master, helper, cgroup, mount_ns)
     except BaseException:
         network.detach(helper)
         if container > 0:

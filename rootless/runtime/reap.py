@@ -32,11 +32,12 @@ def children() -> list[int]:
 
 
 def stop_children(grace: float = 2.0, on_kill: Callable[[int], None] | None = None,
-                  reap_all: bool = True) -> None:
-    """SIGTERM every child, SIGKILL those still there after ``grace`` seconds (``on_kill`` is
-    told which), and reap them. Used by the monitor and by a foreground run, both child
-    subreapers, for what a container leaves behind (fuse-overlayfs, slirp4netns)."""
-    pids = children()
+                  reap_all: bool = True, pids: list[int] | None = None) -> None:
+    """SIGTERM every child (or those of ``pids``), SIGKILL those still there after ``grace``
+    seconds (``on_kill`` is told which), and reap them. Used by the monitor and by a foreground
+    run, both child subreapers, for what a container leaves behind (fuse-overlayfs, slirp4netns)."""
+    if pids is None:
+        pids = children()
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)

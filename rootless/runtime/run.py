@@ -128,19 +128,22 @@ def run(ctx: Context, spec: Spec, *, on_start: Callable[[process.Started], None]
             started.cgroup.release()
             if on_exit is not None:
                 on_exit(oom)
-        if spec.rootfs.driver == "fuse-overlayfs":
-            stop_orphans(ctx)
+        if spec.rootfs.driver == "fuse-overlayfs" and started is not None and started.mount_ns is not None:
+            stop_orphans(ctx, started.mount_ns)
         remove_files(spec)
 
 
-def stop_orphans(ctx: Context, grace: float = 2.0) -> None:
+def stop_orphans(ctx: Context, mount_ns: tuple[int, int], grace: float = 2.0) -> None:
     """End what the container left re-parented to us (we are a child subreaper): the
     fuse-overlayfs daemon serving its rootfs keeps the container's mount namespace, and so
-    itself, alive until it is told to go."""
-    from rootless.runtime.reap import stop_children
+    itself, alive until it is told to go. Only our children in that namespace (*mount_ns*,
+    Started.mount_ns) are the container's: the caller's other children (the builder's store
+    worker, the API's connections) are not touched."""
+    from rootless.runtime.reap import children, stop_children
 
+    own = [pid for pid in children() if process.namespace_id(pid, "mnt") == mount_ns]
     stop_children(grace, on_kill=lambda pid: ctx.log.debug(
-        f"process {pid} left by the container ignored SIGTERM: killing it"), reap_all=False)
+        f"process {pid} left by the container ignored SIGTERM: killing it"), reap_all=False, pids=own)
 
 
 def _start_tty(ctx: Context, spec: Spec, place: Callable[[int], Cgroup | None] | None) -> process.Started:

@@ -373,6 +373,40 @@ def test_every_storage_driver_runs(rl: RootlessEnv, driver: str) -> None:
     assert rl.wait_no_processes() == []  # fuse-overlayfs is stopped with its container
 
 
+# A caller with children of its own (the builder's store worker, the API's connections) runs a
+# container in-process: only the container's fuse-overlayfs daemon is stopped after it.
+_BYSTANDER = """
+import os, subprocess, sys
+from rootless import engine
+from rootless.context import build
+from rootless.image.specgen import RunOptions
+
+bystander = subprocess.Popen(["sleep", "60"])
+code = engine.run(build(), RunOptions(image="busybox", command=("true",), rm=True, network="none"),
+                  storage_driver="fuse-overlayfs")
+try:
+    with open(f"/proc/{bystander.pid}/stat") as f:
+        alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+except FileNotFoundError:
+    alive = False
+bystander.kill()
+bystander.wait()
+print(code, alive)
+"""
+
+
+def test_fuse_overlayfs_run_stops_only_its_own_leftovers(rl: RootlessEnv) -> None:
+    need(shutil.which("fuse-overlayfs") is not None and os.access("/dev/fuse", os.R_OK | os.W_OK),
+         "fuse-overlayfs or /dev/fuse is missing")
+    import sys
+
+    cp = subprocess.run([sys.executable, "-c", _BYSTANDER], env=rl.env, cwd=rl.home, capture_output=True,
+                        text=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["0", "True"], cp.stdout + cp.stderr  # the caller's own child lives on
+    assert rl.wait_no_processes() == []  # and the container's fuse-overlayfs daemon is gone
+
+
 def test_debian_apt_and_setuid(rl: RootlessEnv, images: TestImages) -> None:
     images.require("library/debian:bookworm")
     text = out(rl, "debian:bookworm", "sh", "-c", "apt-get --version | head -1; ls -l /usr/bin/passwd",
