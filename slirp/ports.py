@@ -8,10 +8,10 @@ missing host port is chosen by the kernel (a bind to port 0), as Podman does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from rootless.errors import RootlessError
+from rootless.record import dataclass
 
 PROTOCOLS = ("tcp", "udp")
 SYNTAX = "-p [IP:][HOST-PORT:]CONTAINER-PORT[/tcp|udp], e.g. -p 8080:80, -p 127.0.0.1:5353:53/udp, -p 8000-8003:80-83"

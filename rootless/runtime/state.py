@@ -300,19 +300,37 @@ def names_locked(layout: Layout) -> Iterator[None]:
 
 
 def all_ids(layout: Layout) -> list[str]:
+    base = str(layout.containers)  # strings, not Paths: ps and every lookup by name stat each record
     try:
-        names = os.listdir(layout.containers)
+        names = os.listdir(base)
     except FileNotFoundError:
         return []
-    return [n for n in names if len(n) == 64 and (layout.containers / n / "config.json").exists()]
+    return [n for n in names if len(n) == 64 and os.path.exists(f"{base}/{n}/config.json")]
 
 
-def names(layout: Layout) -> dict[str, str]:
-    """name → ID of every container."""
+def record_name(path: str, cid: str) -> str:
+    """The name in the container record at *path*, read from the record's first bytes when it
+    starts as save_config writes it (json.dump of Config: ``{"id": ID, "name": NAME, ...}``;
+    names need no JSON escapes, see check_name), else from the whole record. A lookup by name
+    reads every record: this keeps it from parsing each spec."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+        prefix = b'{"id": "' + cid.encode() + b'", "name": "'
+        if head.startswith(prefix):
+            end = head.find(b'"', len(prefix))
+            if end > 0 and b"\\" not in head[len(prefix):end]:
+                return head[len(prefix):end].decode()
+        f.seek(0)
+        return str(json.loads(f.read())["name"])
+
+
+def names(layout: Layout, ids: list[str] | None = None) -> dict[str, str]:
+    """name → ID of every container (of *ids*, from all_ids when None)."""
+    base = str(layout.containers)
     out = {}
-    for cid in all_ids(layout):
+    for cid in all_ids(layout) if ids is None else ids:
         try:
-            out[json.loads(config_path(layout, cid).read_bytes())["name"]] = cid
+            out[record_name(f"{base}/{cid}/config.json", cid)] = cid
         except (OSError, ValueError, KeyError):
             continue
     return out
@@ -323,7 +341,7 @@ def resolve(layout: Layout, ref: str) -> str:
     ids = all_ids(layout)
     if ref in ids:
         return ref
-    by_name = names(layout)
+    by_name = names(layout, ids)
     if ref in by_name:
         return by_name[ref]
     matches = [i for i in ids if i.startswith(ref.lower())] if ref and all(

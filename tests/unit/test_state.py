@@ -58,6 +58,25 @@ def test_resolve_by_id_name_and_prefix(tmp_path: Path) -> None:
         state.resolve(lay, "three")
 
 
+def test_record_names_from_the_first_bytes_or_the_whole_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A lookup by name reads only the start of each record as save_config writes it, and any
+    other well-formed record whole."""
+    lay = layout(tmp_path)
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    add(lay, a, "one")
+    (lay.containers / b).mkdir(parents=True)
+    state.config_path(lay, b).write_text('{"name": "two", "id": "' + b + '", "spec": {}}')  # keys reordered
+    (lay.containers / c).mkdir(parents=True)
+    state.config_path(lay, c).write_text('{"id": "' + c + '", "name": "th\\u0072ee"}')  # an escape
+    assert state.names(lay) == {"one": a, "two": b, "three": c}
+    parsed: list[bytes] = []
+    real = state.json.loads
+    monkeypatch.setattr(state.json, "loads", lambda raw: parsed.append(raw) or real(raw))
+    assert state.resolve(lay, "one") == a
+    assert len(parsed) == 2  # the two records not written by save_config
+
+
 def test_generated_names_are_unique() -> None:
     taken: set[str] = set()
     for _ in range(300):
