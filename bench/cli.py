@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int:
         ports = {"rootless": 18431, "podman": 18432}
         for tool, (a, e) in tools.items():
             rm_all(tool)
-            removers.append(lambda t=tool: rm_all(t))  # type: ignore[misc]
+            if not args.keep:  # --keep: the stores stay as measured (the running container too)
+                removers.append(lambda t=tool: rm_all(t))  # type: ignore[misc]
             shown = c.run_checked(a("images", "-q"), e).stdout.split()
             if len(shown) != args.images:
                 raise RuntimeError(f"{tool} images lists {len(shown)} images, not {args.images}")
