@@ -343,11 +343,20 @@ def all_containers(ctx: Context) -> list[Container]:
 
 
 def iso(t: float) -> str:
+    """*t* in RFC 3339 as datetime.fromtimestamp(t, UTC).isoformat() gives it, with Z (microseconds
+    rounded half to even; none shown when 0), without importing datetime (inspect's start-up)."""
     if not t:
         return "0001-01-01T00:00:00Z"
-    from datetime import UTC, datetime
+    import math
 
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    frac, whole = math.modf(t)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    elif us < 0:
+        whole, us = whole - 1, us + 1_000_000
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{text}.{us:06d}Z" if us else f"{text}Z"
 
 
 def published(c: Container) -> tuple[PortMapping, ...]:

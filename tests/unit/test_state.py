@@ -154,3 +154,13 @@ def test_signals() -> None:
     assert lifecycle.parse_signal("1") == 1
     with pytest.raises(RootlessError):
         lifecycle.parse_signal("NOPE")
+
+
+@pytest.mark.parametrize("t", [1796219936.5203292, 1700000000.0, 1700000000.9999996, 1700000000.0000005,
+                               1700000000.0000015, 0.000001, -1.5, 4102444800.25])
+def test_iso_is_datetimes_isoformat(t: float) -> None:
+    """lifecycle.iso spells a time as datetime does (inspect's Created, StartedAt), without it."""
+    from datetime import UTC, datetime
+
+    assert lifecycle.iso(t) == datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    assert lifecycle.iso(0) == "0001-01-01T00:00:00Z"
