@@ -171,6 +171,12 @@ def arg(metavar: str, *, help: str, many: bool = False, optional: bool = False, 
 HELP = flag("-h", "--help", help="Show this help and exit.")
 
 
+def always(_: Args) -> bool:
+    """``quick_exit`` of a command that writes nothing a finalizer would flush (ps, inspect):
+    the process may end as soon as it has printed (the start-up budget)."""
+    return True
+
+
 class Command:
     """A command's whole declaration; ``path`` is its words ("image inspect" → ("image", "inspect"))."""
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import EXIT_TOOL, RootlessError
-from rootless.options import Args, Table, UsageError, arg, flag, value
+from rootless.options import Args, Table, UsageError, always, arg, flag, value
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -292,7 +292,8 @@ def restart(ctx: Context, a: Args) -> int:
                         flag("-v", "--volumes", help="Remove the container's anonymous volumes too."),
                         value("-t", "--time", type=int, help="With --force: seconds to wait after the stop signal "
                               "before SIGKILL (default: SIGKILL at once)."),
-                        flag("-i", "--ignore", help="A container that does not exist is no error.")])
+                        flag("-i", "--ignore", help="A container that does not exist is no error.")],
+               quick_exit=always)
 def rm(ctx: Context, a: Args) -> int:
     from rootless import engine
 
@@ -354,7 +355,7 @@ def wait(ctx: Context, a: Args) -> int:
                         FORMAT, flag("--no-trunc", help="Do not truncate IDs and commands."),
                         flag("--external", help="Also list containers made outside rootless's records (build "
                              "containers: there are none).")],
-               aliases=["container ls"], hidden_aliases=["container list", "container ps"])
+               aliases=["container ls"], hidden_aliases=["container list", "container ps"], quick_exit=always)
 def ps(ctx: Context, a: Args) -> int:
     import time
 
@@ -441,7 +442,7 @@ def print_logs(lines: Any, timestamps: bool) -> None:
                         value("--tail", type=int, help="Only the last N lines."),
                         value("--since", help="Only lines since a time: RFC 3339, Unix time, or a duration "
                               "before now (10m)."),
-                        flag("-t", "--timestamps", help="Prefix each line with its time.")])
+                        flag("-t", "--timestamps", help="Prefix each line with its time.")], quick_exit=always)
 def logs(ctx: Context, a: Args) -> int:
     import time
 
@@ -475,7 +476,7 @@ def exec_(ctx: Context, a: Args) -> int:
                               "(`{{.State.Pid}}`)."),
                         value("-t", "--type", default="all", choices=("all", "container", "image"),
                               help="container, image or all (default).")],
-               aliases=["container inspect"])
+               aliases=["container inspect"], quick_exit=always)
 def inspect(ctx: Context, a: Args) -> int:
     from rootless import engine
     from rootless.runtime.state import NoSuchContainer
@@ -509,7 +510,8 @@ def inspect(ctx: Context, a: Args) -> int:
 
 @table.command("port", "List a container's published ports (container port -> host address).",
                args=[arg("CONTAINER", help="Container name or ID.", complete="container"),
-                     arg("PRIVATE", optional=True, help="Only this container port: PORT[/PROTOCOL].")])
+                     arg("PRIVATE", optional=True, help="Only this container port: PORT[/PROTOCOL].")],
+               quick_exit=always)
 def port(ctx: Context, a: Args) -> int:
     from rootless import engine
     from rootless.commands import psview

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import EXIT_TOOL, RootlessError
-from rootless.options import Args, Table, arg, flag, value
+from rootless.options import Args, Table, always, arg, flag, value
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -76,7 +76,7 @@ def pull(ctx: Context, a: Args) -> int:
                         flag("--no-trunc", help="Do not truncate image IDs."),
                         flag("-a", "--all", help="Show all images (intermediate ones too)."),
                         flag("--digests", help="Show manifest digests.")],
-               aliases=["image ls"], hidden_aliases=["image list"])
+               aliases=["image ls"], hidden_aliases=["image list"], quick_exit=always)
 def images(ctx: Context, a: Args) -> int:
     from rootless import engine
     from rootless.image import present
