@@ -5,6 +5,8 @@
 Times, as a user types them: `images`, `ps -a`, `inspect NAME`, `logs NAME`, `port NAME`, `rm` of a
 stopped container, `--help`, and `run --rm --network none busybox true`. Goals: each at most 1.0×
 Podman's median, `run` at most 0.3×. Medians of interleaved rounds (the order rotates each round).
+--keep leaves the work directory with both stores as measured (the running container too), to
+profile a command afterwards (`python -X importtime`, cProfile) on the same store.
 
 Run it as the unprivileged test user; as root it re-executes itself as that user (ROOTLESS_TEST_USER,
 default rltest). `rootless` is installed as `pip install .` would install it (--dev-venv: the
