@@ -102,7 +102,7 @@ STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc":
                  "BlockIO": "BLOCK IO", "PIDS": "PIDS", "PIDs": "PIDS", "CPUTime": "CPU TIME", "AVGCPU": "AVG CPU %"}
 
 
-def _stat_size(n: float) -> str:
+def stat_size(n: float) -> str:
     from rootless.units import decimal_size
 
     return decimal_size(n, ".4g", "")  # stats prints 67.11MB
@@ -138,12 +138,12 @@ def stats_row(c: Container, now: Sample | None, before: Sample | None, at: float
         cpu = avg
     limit = now.memory_limit if now.memory_limit is not None else host_memory()
     row.update(cpu_time=duration(now.cpu_usec / 1e6), cpu_percent=f"{cpu:.2f}%", avg_cpu=f"{avg:.2f}%",
-               mem_usage=f"{_stat_size(now.memory)} / {_stat_size(limit)}",
+               mem_usage=f"{stat_size(now.memory)} / {stat_size(limit)}",
                mem_percent=f"{now.memory / limit * 100:.2f}%" if limit else "--",
-               block_io=f"{_stat_size(now.io_read)} / {_stat_size(now.io_write)}", pids=str(now.pids))
+               block_io=f"{stat_size(now.io_read)} / {stat_size(now.io_write)}", pids=str(now.pids))
     net = net_io(c.state.pid)
     if net is not None:
-        row["net_io"] = f"{_stat_size(net[0])} / {_stat_size(net[1])}"
+        row["net_io"] = f"{stat_size(net[0])} / {stat_size(net[1])}"
     return row
 
 

@@ -187,7 +187,7 @@ def test_user_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_human_size_and_duration() -> None:
-    from rootless.lifecycle import _stat_size as human_size
+    from rootless.commands.psview import stat_size as human_size
     from rootless.lifecycle import duration
 
     assert human_size(64 * M) == "67.11MB"
