@@ -594,3 +594,13 @@ def test_namespaces_shared_with_another_container(rl: RootlessEnv) -> None:
         assert set(rl("ps", "-aq", "--no-trunc", check=True).stdout.split()) == before  # nothing left behind
     finally:
         rl("rm", "-f", "nsc")
+
+
+def test_slirp4netns_cidr_names_its_own_forwarder(rl: RootlessEnv) -> None:
+    """--network slirp4netns:cidr=: /etc/resolv.conf names that network's .3 first (slirp4netns's
+    forwarder there), as Podman writes it; the container is the network's .100."""
+    out = rl("run", "--rm", "--network", "slirp4netns:cidr=10.8.0.0/24", BUSYBOX, "sh", "-c",
+             "cat /etc/resolv.conf; ip -4 -o addr show tap0; cat /etc/hosts", check=True).stdout
+    servers = [ln.split()[1] for ln in out.splitlines() if ln.startswith("nameserver")]
+    assert servers[0] == "10.8.0.3" and "10.0.2.3" not in servers, out
+    assert "10.8.0.100/24" in out and re.search(r"^10\.8\.0\.100\t", out, re.M), out

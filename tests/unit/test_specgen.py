@@ -298,6 +298,20 @@ def test_slirp4netns_network() -> None:
         build(network="none", dns=("1.1.1.1",))
 
 
+def test_slirp4netns_cidr_moves_the_forwarder_and_the_guest() -> None:
+    # Podman's: the forwarder at .3 of the CIDR first, the container at .100 (recorded with podman 4.3)
+    spec = build(network="slirp4netns:cidr=10.8.0.0/24",
+                 host=HostInfo(resolv_conf="nameserver 127.0.0.53\nnameserver 10.255.255.53\n"))
+    files = {f.name: f.content for f in spec.files}
+    assert files["resolv.conf"] == "nameserver 10.8.0.3\nnameserver 10.255.255.53\n"
+    assert f"10.8.0.100\t{CID[:12]}" in files["hosts"]
+    # allow_host_loopback: the host is the CIDR's .2
+    spec = build(network="slirp4netns:cidr=10.9.8.0/25,allow_host_loopback=true")
+    files = {f.name: f.content for f in spec.files}
+    assert files["resolv.conf"].startswith("nameserver 10.9.8.3\n")
+    assert "10.9.8.2\thost.containers.internal" in files["hosts"]
+
+
 # --------------------------------------------------------------------------- id maps
 
 def test_keep_id_map() -> None:
