@@ -350,12 +350,13 @@ def start(ctx: Context, ref: str, *, stdin: int | None = None, terminal: int | N
 
 
 def run_detached(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str | None = None,
-                 storage_driver: str | None = None, runtime: Runtime = RUNTIME) -> str:
-    """`run -d`: create, then start under a monitor; the container's ID."""
+                 storage_driver: str | None = None, runtime: Runtime = RUNTIME, stdin: int | None = None) -> str:
+    """`run -d`: create, then start under a monitor; the container's ID. ``stdin``: what a container
+    made with -i reads (`run --sig-proxy=false -i`), else /dev/null."""
     made = create(ctx, opts, pull=pull, platform=platform, storage_driver=storage_driver, runtime=runtime,
                   detach=True, start_soon=True)
     try:
-        runtime.start(ctx, made.id)
+        runtime.start(ctx, made.id, stdin)
         if made.spec.network.mode == "bridge":
             from rootless import networks
 
@@ -514,6 +515,24 @@ def wait(ctx: Context, ref: str, timeout: float | None = None) -> int | None:
 
     st = lifecycle.wait_stopped(ctx, lifecycle.resolve(ctx, ref), timeout)
     return None if st is None else st.exit_code
+
+
+def exit_code(ctx: Context, cid: str) -> int | None:
+    """Wait until the container *cid* has exited; its exit status. A --rm container may be gone by
+    then (its monitor removes it): its status is then the one its `died` event recorded."""
+    from rootless import events, lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    try:
+        st = lifecycle.wait_stopped(ctx, cid)
+        lifecycle.load(ctx, cid)  # still recorded after that read: its exit status stands
+        if st is not None:
+            return st.exit_code
+    except NoSuchContainer:
+        pass
+    died = [ev for ev in events.read(ctx.layout, since=None, until=None,
+                                     keep=events.Filter([f"container={cid}", "event=died"]))]
+    return int(died[-1].get("ContainerExitCode", 0)) if died else None
 
 
 def exec_(ctx: Context, ref: str, argv: Sequence[str], *, interactive: bool = False, tty: bool = False,

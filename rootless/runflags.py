@@ -147,9 +147,6 @@ def record_options(a: Any, image_config: dict[str, Any], detach: bool = False) -
             continue  # k8s-file keeps one file, as conmon does
         else:
             raise RootlessError(f"--log-opt {opt!r}: unknown option", hint="max-size=SIZE")
-    if str(a.sig_proxy).lower() not in ("true", "1"):
-        raise RootlessError(f"--sig-proxy={a.sig_proxy}: not supported",
-                            hint="a container in the foreground always gets the signals rootless receives")
     labels = read_labels(a.label_file, a.label, dict(image_config.get("Labels") or {}))
     return {"labels": labels, "restart": policy, "restart_max": max_retries, "stop_signal": stop_signal,
             "stop_timeout": stop_timeout, "health": health_config(a, image_config), "log_driver": driver,

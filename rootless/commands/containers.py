@@ -106,8 +106,8 @@ RUN_OPTIONS = (
           "container's; private (the default)."),
     value("--ipc", help="private (the default); container:NAME: that container's (host is not supported "
           "rootless)."),
-    flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container (=false is "
-         "not supported)."),
+    flag("--sig-proxy", default=True, help="Pass the signals rootless receives to the container; =false "
+         "(without -t): the container runs under its own monitor, a signal ends rootless only."),
     value("--ulimit", many=True, help="NAME=SOFT[:HARD] resource limit (nofile=1024:2048), or host."),
     value("--sysctl", many=True, help="Namespaced sysctl KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, "
           "fs.mqueue.*)."),
@@ -137,7 +137,26 @@ def run(ctx: Context, a: Args) -> int:
         print(engine.run_detached(ctx, run_options(a), pull=a.pull, platform=a.platform,
                                   storage_driver=a.storage_driver), flush=True)
         return 0
+    if not a.sig_proxy and not a.tty:
+        return _run_unproxied(ctx, a)
     return engine.run(ctx, run_options(a), pull=a.pull, platform=a.platform, storage_driver=a.storage_driver)
+
+
+def _run_unproxied(ctx: Context, a: Args) -> int:
+    """`run --sig-proxy=false`: the container runs under a monitor of its own, as `run -d` makes
+    it (reading our standard input with -i); we follow its output and exit with its status. A
+    signal ends us only and the container goes on, as under Podman (whose conmon keeps it);
+    with -t the terminal carries Ctrl-C and the flag changes nothing (Docker: non-TTY only)."""
+    import time
+
+    from rootless import engine
+
+    since = time.time()
+    cid = engine.run_detached(ctx, run_options(a), pull=a.pull, platform=a.platform,
+                              storage_driver=a.storage_driver, stdin=0 if a.interactive else None)
+    print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
+    code = engine.exit_code(ctx, cid)
+    return EXIT_TOOL if code is None else code
 
 
 @table.command("create", "Create a container without starting it, as `podman create` does; print its ID.",

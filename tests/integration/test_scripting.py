@@ -604,3 +604,36 @@ def test_slirp4netns_cidr_names_its_own_forwarder(rl: RootlessEnv) -> None:
     servers = [ln.split()[1] for ln in out.splitlines() if ln.startswith("nameserver")]
     assert servers[0] == "10.8.0.3" and "10.0.2.3" not in servers, out
     assert "10.8.0.100/24" in out and re.search(r"^10\.8\.0\.100\t", out, re.M), out
+
+
+def test_sig_proxy_false_leaves_the_container_its_signals(rl: RootlessEnv) -> None:
+    """run --sig-proxy=false: a SIGTERM ends rootless, not the container (it runs on under its own
+    monitor, as under Podman's conmon); without a signal, the output and the exit status come through."""
+    import signal
+    import time
+
+    # without a signal: the output, -i's input and the status, also when --rm removes it at once
+    cp = rl("run", "--rm", "-i", "--sig-proxy=false", BUSYBOX, "sh", "-c", "cat; echo out; exit 3", input="in\n")
+    assert (cp.returncode, cp.stdout) == (3, "in\nout\n"), cp
+    p = rl.popen("run", "--name", "sp", "--sig-proxy=false", BUSYBOX, "sh", "-c",
+                 "trap 'echo got TERM' TERM; echo ready; for i in $(seq 100); do sleep 0.1; done; echo done")
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        assert p.returncode != 0
+        time.sleep(0.5)
+        assert rl("inspect", "-f", "{{.State.Running}}", "sp", check=True).stdout == "true\n"
+        assert rl("wait", "sp", check=True).stdout == "0\n"
+        logs = rl("logs", "sp", check=True).stdout
+        assert "got TERM" not in logs and logs.endswith("done\n"), logs
+    finally:
+        if p.poll() is None:
+            p.kill()
+        rl("rm", "-f", "-t", "0", "sp")
+    # proxied (the default): the container gets it
+    p = rl.popen("run", "--rm", BUSYBOX, "sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; "
+                 "for i in $(seq 100); do sleep 0.1; done")
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 7 and "got TERM" in p.stdout.read()
