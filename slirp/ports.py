@@ -65,9 +65,6 @@ def parse_publish(spec: str) -> list[Publish]:
         if not bracket or not rest.startswith(":"):
             raise _fail(spec, "expected [IPv6-ADDRESS]:[HOST-PORT]:CONTAINER-PORT")
         host_ip = _check_ipv6(addr, spec)
-        if proto == "udp":
-            raise RootlessError(f"-p {spec}: slirp4netns forwards UDP on IPv4 host addresses only",
-                                "publish the UDP port without an address, or with an IPv4 one")
         parts = rest[1:].split(":")
         if len(parts) != 2 or not parts[-1]:
             raise _fail(spec, "expected [IPv6-ADDRESS]:[HOST-PORT]:CONTAINER-PORT")

@@ -5,7 +5,8 @@ starts) and ``attach`` once the container's PID 1 exists and waits for "go": its
 are then final, so slirp4netns joins them by PID; the published ports are forwarded before
 the command is exec'd, so a client that connects as soon as ``run -d`` returns finds them.
 TCP ports go through slirp.forwarder (a relay in the container's namespaces, the host
-sockets bound here first), UDP ports through slirp4netns's API. Both helpers read the same
+sockets bound here first), UDP ports through slirp4netns's API, except on an IPv6 host address,
+which that API does not take: the forwarder relays those too. Both helpers read the same
 exit pipe: whoever holds ``Slirp.exit_fd`` keeps them alive.
 """
 
@@ -110,15 +111,15 @@ def attach(spec: Spec, binary: str, pid: int, log: Log) -> Slirp:
     from slirp.config import SlirpOptions
 
     opts = SlirpOptions.from_pairs(spec.network.options)
-    if not opts.allow_host_loopback and any(p.protocol == "udp" for p in spec.network.ports):
+    relayed = [p for p in spec.network.ports if _relayed(p)]
+    if not opts.allow_host_loopback and any(not _relayed(p) for p in spec.network.ports):
         log.warn_once("slirp-udp-loopback", "slirp4netns drops UDP replies to clients on this host's loopback "
                       "unless the container may reach it: add --network slirp4netns:allow_host_loopback=true "
                       "to serve local UDP clients")
     import time
 
     t0 = time.monotonic()
-    tcp = [p for p in spec.network.ports if p.protocol == "tcp"]
-    listeners = _listen(tcp) if tcp else []
+    listeners = _listen(relayed) if relayed else []
     helper = None
     try:
         helper = supervisor.start(binary, pid, opts, spec.rundir, before_exec=_arm_death_signal)
@@ -127,7 +128,7 @@ def attach(spec: Spec, binary: str, pid: int, log: Log) -> Slirp:
         helper.published += [q for q, _ in listeners]
         helper.wait_ready()
         for p in spec.network.ports:
-            if p.protocol != "tcp":
+            if not _relayed(p):
                 helper.published.append(_forward(helper, p))
         helper.close_api()
     except BaseException:
@@ -163,19 +164,24 @@ def _own_address(spec: Spec, ip: str) -> None:
         pass
 
 
+def _relayed(p: PortMapping) -> bool:
+    """Whether slirp.forwarder relays *p* (TCP, and UDP on an IPv6 host address) rather than slirp4netns."""
+    return p.protocol == "tcp" or ":" in p.host_ip
+
+
 def _listen(ports: list[PortMapping]) -> list[tuple[PortMapping, socket.socket]]:
-    """The host side of each TCP port, bound and listening now: a port taken fails here, and a
-    port left out (0) is chosen by the kernel with no window for another process to take it."""
+    """The host side of each relayed port, bound (and listening, for TCP) now: a port taken fails
+    here, and a port left out (0) is chosen by the kernel with no window for another process to take it."""
     from dataclasses import replace
 
-    from slirp.forwarder import listen
+    from slirp.forwarder import bind_udp, listen
     from slirp.ports import bind_error
 
     out: list[tuple[PortMapping, socket.socket]] = []
     try:
         for p in ports:
             try:
-                sock = listen(p.host_ip, p.host_port)
+                sock = listen(p.host_ip, p.host_port) if p.protocol == "tcp" else bind_udp(p.host_ip, p.host_port)
             except OSError as e:
                 raise bind_error(describe(p), p.host_ip, p.host_port, p.container_port, p.protocol, e) from None
             out.append((replace(p, host_port=sock.getsockname()[1]), sock))
@@ -187,7 +193,7 @@ def _listen(ports: list[PortMapping]) -> list[tuple[PortMapping, socket.socket]]
 
 
 def _start_forwarder(listeners: list[tuple[PortMapping, socket.socket]], exit_fd: int, pid: int) -> int:
-    """The TCP forwarder (slirp.forwarder) in the namespaces of the container's PID 1 *pid*."""
+    """The port forwarder (slirp.forwarder) in the namespaces of the container's PID 1 *pid*."""
     import os
 
     from rootless.runtime import syscalls
@@ -204,7 +210,7 @@ def _start_forwarder(listeners: list[tuple[PortMapping, socket.socket]], exit_fd
         syscalls.setns(net, syscalls.CLONE_NEWNET, f"/proc/{pid}/ns/net")
 
     try:
-        return start_forwarder([Listener(s, q.container_port) for q, s in listeners], exit_fd, enter)
+        return start_forwarder([Listener(s, q.container_port, q.protocol) for q, s in listeners], exit_fd, enter)
     finally:
         os.close(user)
         os.close(net)

@@ -458,6 +458,40 @@ def test_publish_on_an_ipv6_host_address(rl: RootlessEnv) -> None:
         rl("rm", "-f", cid)
 
 
+def test_publish_udp_on_an_ipv6_host_address(rl: RootlessEnv) -> None:
+    import socket
+
+    if not Path("/proc/net/if_inet6").exists() or "00000000000000000000000000000001" not in \
+            Path("/proc/net/if_inet6").read_text():
+        pytest.skip("the host's loopback has no ::1")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    # the host's python3 as a UDP echo server on the container's IPv4 side, answering each sender
+    echo = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5353))\n"
+            "while True:\n    d, a = s.recvfrom(2048); s.sendto(b'got:' + d, a)")
+    cid = rl("run", "-d", "-p", f"[::1]:{port}:5353/udp", "-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro",
+             "-v", "/usr/lib64:/lib64:ro", "busybox", "/usr/bin/python3", "-c", echo, check=True).stdout.strip()
+    try:
+        assert rl("port", cid).stdout.strip() == f"5353/udp -> [::1]:{port}"
+        replies = []
+        for name in ("one", "two"):
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+                c.settimeout(0.5)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    c.sendto(f"{name}\n".encode(), ("::1", port))
+                    try:
+                        data, src = c.recvfrom(100)
+                    except TimeoutError:
+                        continue
+                    replies.append((data, src[:2]))
+                    break
+        assert replies == [(b"got:one\n", ("::1", port)), (b"got:two\n", ("::1", port))], replies
+    finally:
+        rl("rm", "-f", cid)
+
+
 def test_start_attach_passes_stdin_to_an_interactive_container(rl: RootlessEnv) -> None:
     cid = rl("create", "-i", "--network", "none", "busybox", "sh", "-c", "read line; echo got:$line",
              check=True).stdout.strip()

@@ -31,6 +31,7 @@ def _triples(spec: str) -> list[tuple[str, int, int, str]]:
     ("[::1]:8080:80", [("::1", 8080, 80, "tcp")]),
     ("[::]::80", [("::", 0, 80, "tcp")]),
     ("[0:0::1]:8080:80/tcp", [("::1", 8080, 80, "tcp")]),
+    ("[::1]:5353:53/udp", [("::1", 5353, 53, "udp")]),
 ])
 def test_parse_publish(spec: str, want: list[tuple[str, int, int, str]]) -> None:
     assert _triples(spec) == want
@@ -52,7 +53,6 @@ def test_host_address_as_podman_shows_it() -> None:
     ("8000:80-81", "one port"),
     ("90-80", "ends before"),
     ("1.2.3:80:80", "not an IPv4"),
-    ("[::1]:80:80/udp", "IPv4 host addresses only"),
     ("[::1:80:80", "IPv6-ADDRESS"),
     ("[nope]:80:80", "not an IPv6"),
     ("a:b:c:d", "expected"),
@@ -219,6 +219,50 @@ def test_forwarder_relays_and_ends_with_its_exit_pipe() -> None:
         assert got == payload
     finally:
         os.close(exit_w)  # EOF: the forwarder exits by itself
+        _, status = os.waitpid(pid, 0)
+        server.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_forwarder_relays_udp_per_client() -> None:
+    """An IPv6 UDP host socket relayed to a local IPv4 echo server: each client's replies come
+    back to it, from the published address."""
+    import os
+
+    from slirp import forwarder
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    try:
+        lst = forwarder.bind_udp("::1", 0)
+    except OSError:
+        server.close()
+        pytest.skip("the loopback has no ::1")
+    port = lst.getsockname()[1]
+    exit_r, exit_w = os.pipe()
+    pid = forwarder.start([forwarder.Listener(lst, server.getsockname()[1], "udp")], exit_r, lambda: None)
+    clients = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        lst.close()
+        os.close(exit_r)
+        for i, c in enumerate(clients):
+            c.settimeout(5)
+            c.sendto(b"ping-%d" % i, ("::1", port))
+        seen = set()
+        for _ in clients:
+            data, peer = server.recvfrom(100)
+            seen.add(data)
+            server.sendto(data.replace(b"ping", b"pong"), peer)
+        assert seen == {b"ping-0", b"ping-1"}
+        for i, c in enumerate(clients):
+            data, src = c.recvfrom(100)
+            assert data == b"pong-%d" % i and src[:2] == ("::1", port)
+    finally:
+        for c in clients:
+            c.close()
+        os.close(exit_w)
         _, status = os.waitpid(pid, 0)
         server.close()
     assert os.waitstatus_to_exitcode(status) == 0
