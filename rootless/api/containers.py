@@ -50,7 +50,7 @@ _UNSUPPORTED_HOST = ("Devices", "DeviceRequests", "VolumesFrom", "Links", "IpcMo
                      "BlkioDeviceWriteBps", "CgroupParent", "Runtime", "GroupAdd", "OomKillDisable",
                      "StorageOpt", "VolumeDriver", "KernelMemory", "CpuRealtimePeriod", "CpuRealtimeRuntime",
                      "DeviceCgroupRules", "Isolation")
-_UNSUPPORTED_CONFIG = ("Healthcheck", "Volumes", "Shell", "OnBuild", "MacAddress", "NetworkDisabled")
+_UNSUPPORTED_CONFIG = ("Healthcheck", "Shell", "OnBuild", "MacAddress", "NetworkDisabled")
 _RESTART = ("", "no", "always", "unless-stopped", "on-failure")
 
 
@@ -60,8 +60,6 @@ def _unsupported(section: str, data: dict[str, Any], fields: tuple[str, ...]) ->
         if v in (None, "", 0, False, [], {}) or (k == "IpcMode" and v in ("private", "shareable")) \
                 or (k == "Isolation" and v == "default"):
             continue
-        if k == "Volumes":
-            raise BadRequest(f"{section}.{k}: anonymous volumes are not supported by rootless yet")
         raise BadRequest(f"{section}.{k} is not supported by rootless (got {json.dumps(v)})")
 
 
@@ -137,6 +135,17 @@ def _mounts(host: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _anonymous(body: dict[str, Any], host: dict[str, Any]) -> tuple[str, ...]:
+    """Config.Volumes's paths that no bind, mount or tmpfs covers: anonymous volumes, as
+    `rootless run -v PATH` makes them (compose lists every volume's path there, named ones too)."""
+    wanted = body.get("Volumes") or {}
+    if not isinstance(wanted, dict):
+        raise BadRequest("Config.Volumes: expected an object of paths")
+    covered = {b.split(":")[1] if ":" in b else b for b in host.get("Binds") or ()}
+    covered |= {m.get("Target") for m in host.get("Mounts") or ()} | set(host.get("Tmpfs") or {})
+    return tuple(p for p in wanted if p.rstrip("/") not in {str(c).rstrip("/") for c in covered})
+
+
 def _num(v: Any) -> str | None:
     return str(v) if v not in (None, 0, "", -0) else None
 
@@ -180,8 +189,8 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
         hostname=body.get("Hostname") or None, init=bool(host.get("Init")),
         cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
         security_opt=tuple(host.get("SecurityOpt") or ()), privileged=bool(host.get("Privileged")),
-        network=network, networks=nets, network_alias=aliases, ip=ip, volumes=tuple(host.get("Binds") or ()),
-        mounts=_mounts(host), tmpfs=tmpfs,
+        network=network, networks=nets, network_alias=aliases, ip=ip,
+        volumes=(*(host.get("Binds") or ()), *_anonymous(body, host)), mounts=_mounts(host), tmpfs=tmpfs,
         read_only=bool(host.get("ReadonlyRootfs")), publish=_publish(host),
         publish_all=bool(host.get("PublishAllPorts")), dns=tuple(host.get("Dns") or ()),
         dns_search=tuple(host.get("DnsSearch") or ()), dns_option=tuple(host.get("DnsOptions") or ()),
@@ -466,13 +475,19 @@ def kill(ctx: Context, req: Request) -> None:
 
 
 def remove(ctx: Context, req: Request) -> None:
+    """``v=1``: the container's anonymous volumes go too (`rootless rm -v`); named ones stay."""
+    from rootless import volumes
+
     cid = _cid(ctx, req)
+    anonymous = volumes.anonymous_in(ctx, _load(ctx, cid).config.spec) if req.qbool("v") else []
     try:
         lifecycle.remove(ctx, cid, force=req.qbool("force"))
     except state.ContainerRunning:
         c = _load(ctx, cid)
         raise Conflict(f"You cannot remove a running container {cid}. Stop the container before attempting "
                        f"removal or force remove ({c.config.name} is running)") from None
+    if anonymous:
+        volumes.discard(ctx, anonymous)
     req.conn.respond(204)
 
 

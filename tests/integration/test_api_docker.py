@@ -177,6 +177,12 @@ def test_volumes(api: Service, rl: RootlessEnv) -> None:
     assert api.docker("volume", "ls", "-q", check=True).stdout == ""
     cp = api.docker("volume", "inspect", "vol1")
     assert cp.returncode != 0 and "no such volume" in cp.stderr.lower()
+    # an anonymous volume (-v PATH) goes with its container under rm -v
+    api.docker("run", "--name", "anon", "-v", "/scratch", "alpine", "touch", "/scratch/x", check=True)
+    [anon] = api.docker("volume", "ls", "-q", check=True).stdout.split()
+    assert json.loads(rl("volume", "inspect", anon, check=True).stdout)[0]["Anonymous"] is True
+    api.docker("rm", "-v", "anon", check=True)
+    assert api.docker("volume", "ls", "-q", check=True).stdout == ""
 
 
 def nc_get(host: str, timeout: int = 5) -> str:

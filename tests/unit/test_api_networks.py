@@ -1,5 +1,5 @@
 """The REST API's network bodies and filters (rootless.api.networks) and a create body's
-network fields (rootless.api.containers): pure translation, no service."""
+network and volume fields (rootless.api.containers): pure translation, no service."""
 
 from __future__ import annotations
 
@@ -112,3 +112,14 @@ def test_create_body_on_the_default_network() -> None:
         run_options(CTX, {"Image": "alpine", "NetworkingConfig": {"EndpointsConfig": {"other": {}}}}, None)
     with pytest.raises(BadRequest, match="container:"):
         run_options(CTX, {"Image": "alpine", "HostConfig": {"NetworkMode": "container:x"}}, None)
+
+
+def test_config_volumes_not_covered_are_anonymous_volumes() -> None:
+    # compose lists every volume's path in Config.Volumes, named ones (in Binds) too
+    body = {"Image": "alpine", "Volumes": {"/data": {}, "/cache/": {}, "/t": {}, "/m": {}},
+            "HostConfig": {"Binds": ["rlc_data:/data:rw"], "Tmpfs": {"/t": ""},
+                           "Mounts": [{"Type": "volume", "Source": "v", "Target": "/m"}]}}
+    opts, _ = run_options(CTX, body, None)
+    assert opts.volumes == ("rlc_data:/data:rw", "/cache/")
+    with pytest.raises(BadRequest, match="Config.Volumes"):
+        run_options(CTX, {"Image": "alpine", "Volumes": ["/x"]}, None)
