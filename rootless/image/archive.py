@@ -223,11 +223,14 @@ def save(ctx: Context, images: list[str], output: str | None, fmt: str = "docker
         if output is None:
             raise RootlessError(f"--format {fmt} needs -o DIRECTORY")
         _to_dir(ctx, Path(output), lambda out: _write(ctx, out, items, fmt))
-        return
-    with _output(output, "an image archive") as f:
-        out = _TarOut(f)
-        _write(ctx, out, items, fmt)
-        out.close()
+    else:
+        with _output(output, "an image archive") as f:
+            out = _TarOut(f)
+            _write(ctx, out, items, fmt)
+            out.close()
+    # Podman logs one "save" per image, named by where it went
+    for it in items:
+        present.image_event(ctx, "save", it.rec.id, output or "/dev/stdout")
 
 
 def _to_dir(ctx: Context, target: Path, fill: Callable[[_DirOut], None]) -> None:
@@ -367,6 +370,16 @@ def push_to_transport(ctx: Context, rec: ImageRecord, transport: str, rest: str,
     if not path:
         raise RootlessError(f"{transport}: needs a path", f"e.g. {transport}:/tmp/image")
     item = _Item(rec, [name] if name else _names_for(rec, source))
+    digest = _push_to_file(ctx, rec, transport, path, item, opts)
+    from rootless.image import present
+
+    # Podman logs the destination as given, transport and all
+    present.image_event(ctx, "push", rec.id, f"{transport}:{rest}")
+    return digest
+
+
+def _push_to_file(ctx: Context, rec: ImageRecord, transport: str, path: str, item: _Item,
+                  opts: PushOptions) -> str:
     if transport == "docker-archive":
         with _output(path, "an image archive") as f:
             out = _TarOut(f)
@@ -511,6 +524,15 @@ def _prefixed(head: bytes, src: IO[bytes]) -> Callable[[], bytes]:
 
 def load(ctx: Context, input_path: str | None, quiet: bool = False) -> list[str]:
     """``rootless load``: returns what was loaded ("Loaded image: …" lines)."""
+    from rootless import events
+
+    loaded = _load(ctx, input_path)
+    # Podman logs one "loadfromarchive", named by the archive, with no image ID
+    events.emit(ctx, "image", "loadfromarchive", name=input_path if input_path not in (None, "-") else "/dev/stdin")
+    return loaded
+
+
+def _load(ctx: Context, input_path: str | None) -> list[str]:
     from storage.locks import FileLock
 
     if input_path is None or input_path == "-":
@@ -882,6 +904,11 @@ def import_tarball(ctx: Context, source: str, name: str | None, changes: list[st
         if source != "-":
             f.close()
         gc.release()
+    if name:
+        from rootless.image import present
+
+        # what Podman logs for an import: the name given to the new image (none without one)
+        present.image_event(ctx, "tag", config_digest[7:], name)
     return config_digest[7:]
 
 

@@ -290,6 +290,8 @@ def push(ctx: Context, source: str, destination: str | None, opts: PushOptions) 
         digest = _push_registry(ctx, ref, p, opts)
     finally:
         gc_lock.release()
+    # as Podman logs it: the destination as given
+    present.image_event(ctx, "push", rec.id, destination or source)
     if opts.digestfile:
         from storage.atomic import write_atomic
 

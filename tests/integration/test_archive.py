@@ -283,3 +283,31 @@ def test_second_push_of_an_imported_image_compresses_nothing(rl: RootlessEnv, mi
     assert sorted(p.name for p in rl.blob_files()) == after_first  # compressed nothing
     assert "mounted from" in cp.stderr  # and sent nothing: the first repository holds it
     assert not [r for r in mirror.since(mark) if r.method == "PATCH"]  # the config is mounted too
+
+
+def test_sharing_events_as_podman_logs_them(rl: RootlessEnv, mirror: RegistryProxy, tmp_path: Path) -> None:
+    """Podman 4.3's records: import → "tag" (ID, the name); save → "save" per image (ID, the
+    output); load → "loadfromarchive" (the archive, no ID); push → "push" (ID, the
+    destination as given, transport and all)."""
+    since = rl("events", "--stream=false", "--format", "{{.Time}}").stdout  # nothing yet
+    assert since == ""
+    src = rl.home / "tree.tgz"
+    _tree_tarball(src)
+    iid = rl("import", str(src), "ev/imported:1", check=True).stdout.strip()[7:]
+    rl("import", str(src), check=True)  # no name: Podman logs nothing
+    out = tmp_path / "ev.tar"
+    rl("save", "-o", str(out), "ev/imported:1", check=True)
+    rl("load", "-q", "-i", str(out), check=True)
+    arch = tmp_path / "pushed.tar"
+    rl("push", "-q", "ev/imported:1", f"docker-archive:{arch}", check=True)
+    dest = f"{mirror.host}/events/t{uuid.uuid4().hex[:8]}"
+    rl("push", "-q", "ev/imported:1", dest, check=True)
+    lines = rl("events", "--stream=false", "--format", "json", check=True).stdout.splitlines()
+    got = [(e["Status"], e.get("ID"), e.get("Name")) for e in map(json.loads, lines) if e["Type"] == "image"]
+    assert got == [
+        ("tag", iid, "docker.io/ev/imported:1"),  # the name as the store keeps it
+        ("save", iid, str(out)),
+        ("loadfromarchive", None, str(out)),
+        ("push", iid, f"docker-archive:{arch}"),
+        ("push", iid, dest),
+    ], got
