@@ -48,8 +48,8 @@ def test_ping_version_info(api: Service) -> None:
 
 
 def test_errors_are_docker_json(api: Service) -> None:
-    status, data = api.json("POST", "/v1.44/containers/abc/pause")
-    assert status == 501 and "POST /containers/abc/pause" in data["message"] and "not" in data["message"]
+    status, data = api.json("POST", "/v1.44/containers/abc/update")
+    assert status == 501 and "POST /containers/abc/update" in data["message"] and "not" in data["message"]
     status, data = api.json("GET", "/v1.45/version")
     assert status == 400 and "too new" in data["message"]
     status, data = api.json("GET", "/v1.44/containers/nosuch/json")
