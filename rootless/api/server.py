@@ -1,14 +1,20 @@
 """`rootless system service`: the listening socket, one process per connection, idle exit.
 
-The accept loop is single-threaded and forks a child per accepted connection. Every engine
-call (create, start, exec, pull) forks and enters namespaces itself; a forked child of a
-single-threaded parent is as safe a place for that as the CLI is, which a thread of a
-threaded server is not (fork(2) in a multi-threaded process copies only the calling thread,
-and a lock another thread held stays locked forever in the child). It also isolates
-requests: a handler that blocks (a followed log, an attach stream, a wait) or crashes holds
-only its own process, and cwd, umask and signal dispositions an engine call changes never
-leak into the next request. The modules the handlers need are imported once in the parent
-after the socket listens, so a child starts warm (copy-on-write) in about a millisecond.
+The loop is single-threaded and forks a child per connection. Every engine call (create,
+start, exec, pull) forks and enters namespaces itself; a forked child of a single-threaded
+parent is as safe a place for that as the CLI is, which a thread of a threaded server is not
+(fork(2) in a multi-threaded process copies only the calling thread, and a lock another
+thread held stays locked forever in the child). It also isolates requests: a handler that
+blocks (a followed log, an attach stream, a wait) or crashes holds only its own process, and
+cwd, umask and signal dispositions an engine call changes never leak into the next request.
+
+What a request costs beyond its handler is cut three ways. The children are forked ahead of
+time: SPARES of them wait in accept(2) on the listening socket, and each that takes a
+connection tells the parent, which forks the next, so no client waits for a fork. The parent
+serves a few requests without side effects to itself before it listens (preload), so every
+code path and module they use is loaded and warm, copy-on-write, in each child. And the
+parent's objects are frozen out of the garbage collector, which would otherwise touch (and
+so copy) every page of them in each child.
 
 Idle: the service exits once no connection has been open for ``idle`` seconds (0: never).
 Socket activation follows sd_listen_fds(3): LISTEN_PID is our PID and LISTEN_FDS counts
@@ -21,6 +27,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -105,11 +112,93 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def preload() -> None:
-    """What every request needs, imported once in the parent (children share it copy-on-write)."""
+# Requests without side effects that the parent serves to itself before listening: each path
+# they take (h11's first parse and send, the error answers, the modules and caches the
+# handlers load on first use) is then warm in every child, where a cold first request costs
+# ten times a warm one. A child is a fresh copy for each connection, so nothing it warms up
+# survives it.
+_WARM = (b"HEAD /_ping HTTP/1.1\r\nHost: warm\r\n\r\n"
+         b"GET /v1.44/version HTTP/1.1\r\nHost: warm\r\n\r\n"
+         b"GET /v1.44/containers/json?all=1 HTTP/1.1\r\nHost: warm\r\n\r\n"
+         b"GET /v1.44/images/json HTTP/1.1\r\nHost: warm\r\n\r\n"
+         b"GET /v1.44/containers/rootless-warm-up/json HTTP/1.1\r\nHost: warm\r\n\r\n"
+         b"GET /v1.44/exec/0/json HTTP/1.1\r\nHost: warm\r\n\r\n"
+         b"GET /v1.44/no-such-endpoint HTTP/1.1\r\nHost: warm\r\n\r\n")
+
+
+def warm_up(ctx: Context) -> None:
+    """Serve _WARM to ourselves, quietly."""
+    from rootless.api import router
+
+    level = ctx.log.level
+    ctx.log.level = max(level, 30)  # the warm-up is not logged as requests are
+    ours, theirs = socket.socketpair()
+    try:
+        ours.sendall(_WARM)
+        ours.shutdown(socket.SHUT_WR)
+        try:
+            router.serve_connection(ctx, theirs, keepalive=1.0)
+        except Exception as e:  # a store that cannot be read yet must not stop the service
+            ctx.log.debug(f"api: warm-up: {type(e).__name__}: {e}")
+    finally:
+        ours.close()
+        ctx.log.level = level
+
+
+def preload(ctx: Context) -> None:
+    """What every request needs, loaded once in the parent (children share it copy-on-write)."""
+    import gc
+
     from rootless import lifecycle  # noqa: F401
-    from rootless.api import router  # noqa: F401
     from rootless.image import present  # noqa: F401
+
+    warm_up(ctx)
+    # Objects made so far are never collected: the collector would otherwise touch each of
+    # them in every child, copying the parent's pages one by one (gc.freeze, Python 3.7+).
+    gc.freeze()
+
+
+SPARES = 2  # forked ahead: a docker CLI command opens up to two connections at once (exec's hijack)
+REFILL_AFTER = 0.25  # seconds after a connection came, when spares are made again even beside one
+
+
+def _spare(ctx: Context, sock: socket.socket, note_w: int, close: tuple[int, ...], keepalive: float) -> None:
+    """A forked child that waits for a connection, tells the parent it took one (its PID on
+    *note_w*, one atomic pipe write), then serves it and exits. Forked before the client
+    comes, it spares the client the fork and what follows it."""
+    code = 0
+    try:
+        signal.set_wakeup_fd(-1)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(s, signal.SIG_DFL)
+        for fd in close:
+            os.close(fd)
+        # Once more here: the pages a request writes (reference counts, caches) are copied
+        # from the parent now, while no client waits.
+        warm_up(ctx)
+        while True:
+            try:
+                conn, _ = sock.accept()
+                break
+            except (InterruptedError, ConnectionAbortedError, BlockingIOError):
+                continue
+            except OSError:  # EMFILE and the like: wait for it to pass rather than exit and be re-forked
+                time.sleep(0.1)
+        sock.close()
+        os.write(note_w, struct.pack("=I", os.getpid()))
+        os.close(note_w)
+        from rootless.api import router
+
+        router.serve_connection(ctx, conn, keepalive=keepalive)
+    except BaseException:
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def serve(ctx: Context, uri: str | None, idle: float) -> int:
@@ -131,68 +220,68 @@ def serve(ctx: Context, uri: str | None, idle: float) -> int:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda s, f: None)
-    preload()
-    children: set[int] = set()
+    # A spare that accepts a connection says so here, and the parent forks the next spare.
+    note_r, note_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    sock.setblocking(True)  # the spares block in accept(2); a socket from systemd may be non-blocking
+    preload(ctx)
+    spares: set[int] = set()  # waiting in accept(2)
+    busy: set[int] = set()  # serving a connection
     last = time.monotonic()
+    keepalive = idle if idle > 0 else 300.0
     try:
         while not stop:
-            while children:
-                try:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    children.clear()
-                    break
+            # Spares are made again while no client is being served (a fork beside a request
+            # takes the CPU it needs), unless none is left or the last came a while ago.
+            now = time.monotonic()
+            while len(spares) < SPARES and (not spares or not busy or now - last >= REFILL_AFTER):
+                pid = os.fork()
                 if pid == 0:
-                    break
-                children.discard(pid)
-                last = time.monotonic()
+                    _spare(ctx, sock, note_w, (wake_r, wake_w, note_r), keepalive)
+                spares.add(pid)
             timeout: float | None = None
-            if idle > 0 and not children:
-                timeout = idle - (time.monotonic() - last)
-                if timeout <= 0:
-                    break
+            if len(spares) < SPARES:
+                timeout = max(0.0, REFILL_AFTER - (now - last))
+            elif idle > 0 and not busy:
+                timeout = max(0.0, idle - (now - last))
             try:
-                ready, _, _ = select.select([sock.fileno(), wake_r], [], [], timeout)
+                ready, _, _ = select.select([note_r, wake_r], [], [], timeout)
             except InterruptedError:
                 continue
+            if note_r in ready:
+                try:
+                    while data := os.read(note_r, 4 * 64):
+                        for (pid,) in struct.iter_unpack("=I", data):
+                            spares.discard(pid)
+                            busy.add(pid)
+                except BlockingIOError:
+                    pass
+                last = time.monotonic()
             if wake_r in ready:
                 try:
                     while os.read(wake_r, 512):
                         pass
                 except BlockingIOError:
                     pass
-            if sock.fileno() not in ready:
-                continue
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                continue
-            last = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                code = 0
+            while True:
                 try:
-                    signal.set_wakeup_fd(-1)
-                    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-                        signal.signal(s, signal.SIG_DFL)
-                    sock.close()
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    from rootless.api import router
-
-                    router.serve_connection(ctx, conn, keepalive=idle if idle > 0 else 300.0)
-                except BaseException:
-                    code = 1
-                finally:
-                    for stream in (sys.stdout, sys.stderr):
-                        try:
-                            stream.flush()
-                        except (OSError, ValueError):
-                            pass
-                    os._exit(code)
-            children.add(pid)
-            conn.close()
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid in busy:
+                    last = time.monotonic()
+                busy.discard(pid)
+                spares.discard(pid)
+            if idle > 0 and not busy and time.monotonic() - last >= idle:
+                break
     finally:
+        for pid in spares:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
         sock.close()
         if path is not None:
             path.unlink(missing_ok=True)

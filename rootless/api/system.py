@@ -3,6 +3,7 @@ version from /_ping's Api-Version header)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "s390x": "s390x", "ppc64le": "ppc64le"}
 
 
+@functools.cache
 def _version() -> str:
+    """The package's version, read once (in the service's parent, by its warm-up)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
