@@ -59,6 +59,9 @@ class RootfsPlan:
 # the runtime then creates this file beside the source (Docker's volume copy-up).
 COPY_UP_OPTION = "copyup"
 COPY_UP_MARKER = "copied-up"
+# A Mount with the option "U" (-v SRC:DST:U, podman-run(1)) has everything at its destination
+# given to the container's user and group once they are resolved, before the command starts.
+CHOWN_OPTION = "U"
 
 
 @dataclass(frozen=True)

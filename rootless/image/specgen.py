@@ -498,9 +498,10 @@ def parse_volume(text: str, cwd: str) -> Mount | VolumeRef:
                 raise RootlessError(f"{what}: ro and rw given more than once")
             seen_rw = True
             out.append(o)
-        elif o == "nocopy":
-            out.append(o)
-        elif o in ("z", "Z", "copy", "U"):
+        elif o in ("nocopy", "U"):
+            if o not in out:
+                out.append(o)
+        elif o in ("z", "Z", "copy"):
             continue  # SELinux relabelling has no meaning here; copy-up is the default
         elif o in ("bind", "rbind"):
             out[0] = o
@@ -508,7 +509,7 @@ def parse_volume(text: str, cwd: str) -> Mount | VolumeRef:
             out.append(o)
         else:
             raise RootlessError(f"{what}: unsupported option {o!r}",
-                                "supported: ro, rw, z, Z, bind, rbind, [r]private, [r]shared, [r]slave, "
+                                "supported: ro, rw, U, z, Z, bind, rbind, [r]private, [r]shared, [r]slave, "
                                 "nosuid, nodev, noexec")
     if not _is_path(src):
         from storage.volumes import check_name

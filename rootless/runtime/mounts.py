@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from rootless.errors import NamespaceError
 from rootless.runtime import syscalls as sc
-from rootless.spec import COPY_UP_MARKER, COPY_UP_OPTION, Mount, RootfsPlan
+from rootless.spec import CHOWN_OPTION, COPY_UP_MARKER, COPY_UP_OPTION, Mount, RootfsPlan
 
 # mount(8) option names → (flags to set, flags to clear)
 _FLAGS: dict[str, tuple[int, int]] = {
@@ -146,7 +146,7 @@ def bind(source: str, dest: str, options: Sequence[str] = ("bind",)) -> None:
 def mount_one(root: str, m: Mount) -> None:
     """Perform one Spec mount under *root*."""
     dest = secure_join(root, m.destination)
-    options = m.options
+    options = tuple(o for o in m.options if o != CHOWN_OPTION)  # process.give_mounts does it
     if COPY_UP_OPTION in options:
         options = tuple(o for o in options if o != COPY_UP_OPTION)
         copy_up_once(dest, m.source)
@@ -174,6 +174,21 @@ def mount_one(root: str, m: Mount) -> None:
     if m.destination == "/dev" and m.type == "tmpfs":
         for name, target in DEV_LINKS:
             os.symlink(target, os.path.join(dest, name))
+
+
+def chown_tree(top: str, uid: int, gid: int) -> None:
+    """lchown(2) *top* and everything under it (never through a symlink) to *uid*:*gid*, as
+    Podman's :U does; special files too."""
+    os.lchown(top, uid, gid)
+    if not os.path.isdir(top) or os.path.islink(top):
+        return
+    for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
+        for name in (*dirnames, *filenames):
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def _raise(e: OSError) -> None:
+    raise e
 
 
 def copy_up_once(src: str, volume: str) -> None:

@@ -35,7 +35,7 @@ from rootless.record import dataclass
 from rootless.runtime import childerr, idmap, mounts, namespaces, network, syscalls, users
 from rootless.runtime.execpath import find_executable
 from rootless.runtime.nsworker import become_root
-from rootless.spec import CAPABILITIES, Process, Spec
+from rootless.spec import CAPABILITIES, CHOWN_OPTION, Process, Spec
 
 if TYPE_CHECKING:
     from rootless.context import Log
@@ -204,6 +204,10 @@ def _c2(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             os.close(master)
         stage = "user"
         who = resolve_user(spec, root)
+        stage = "chown"
+        for m in spec.mounts:
+            if CHOWN_OPTION in m.options:
+                mounts.chown_tree(mounts.secure_join(root, m.destination), who.uid, who.gid)
         stage = "mounts"
         mounts.pivot(root)
         if spec.process.init:
@@ -555,7 +559,8 @@ _STAGES = {"setup": "set up the container namespaces", "sysctl": "set the contai
            "rootfs": "mount the container's rootfs",
            "mounts": "mount the container's file systems", "terminal": "open the container's terminal",
            "user": "resolve the container user", "stdio": "set up the container's stdio",
-           "cwd": "change to the working directory", "credentials": "switch to the container user"}
+           "cwd": "change to the working directory", "credentials": "switch to the container user",
+           "chown": "give a volume to the container user (:U)"}
 
 
 def _maps(spec: Spec) -> idmap.IdMaps:

@@ -637,3 +637,30 @@ def test_sig_proxy_false_leaves_the_container_its_signals(rl: RootlessEnv) -> No
     assert p.stdout is not None and p.stdout.readline() == "ready\n"
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=30) == 7 and "got TERM" in p.stdout.read()
+
+
+def test_volume_U_gives_the_source_to_the_containers_user(rl: RootlessEnv,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """-v SRC:DST:U: the source and everything in it belong to the container's user (a name the
+    image lists, resolved in it), on the host too (its subordinate ID), as Podman's :U does."""
+    import os
+
+    d = tmp_path_factory.mktemp("chownU")
+    (d / "sub").mkdir()
+    (d / "sub" / "f").write_text("x\n")
+    (d / "link").symlink_to("/etc/passwd")
+    try:
+        out = rl("run", "--rm", "-v", f"{d}:/d:U", "--user", "1234:2345", BUSYBOX, "sh", "-c",
+                 "stat -c %u:%g /d /d/sub /d/sub/f; echo y > /d/sub/new; stat -c %u /etc/passwd", check=True).stdout
+        assert out.split() == ["1234:2345"] * 3 + ["0"], out  # the link itself, not its target
+        assert os.stat(d).st_uid not in (os.getuid(), 0)  # the subordinate ID that is 1234 inside
+        # a named volume, and the user named by the image's /etc/passwd (busybox lists "nobody")
+        out = rl("run", "--rm", "-v", "uvol:/v:U", "--user", "nobody", BUSYBOX, "stat", "-c", "%U", "/v",
+                 check=True).stdout
+        assert out == "nobody\n", out
+        # without U nothing changes hands
+        assert rl("run", "--rm", "-v", f"{d}:/d", BUSYBOX, "stat", "-c", "%u", "/d/sub/f",
+                  check=True).stdout == "1234\n"
+    finally:
+        rl("unshare", "rm", "-rf", str(d))
+        rl("volume", "rm", "-f", "uvol")

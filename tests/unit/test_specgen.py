@@ -440,3 +440,10 @@ def test_container_namespaces_refuse(kw: dict, needle: str) -> None:
     with pytest.raises(RootlessError, match=needle):
         specgen.build({"Cmd": ["sh"]}, opts, PLAN, container_id=CID, rundir="/run/x", uid_map=STORE_UIDS,
                       gid_map=STORE_UIDS, host=HostInfo(uid=1000, gid=1000), shared=shared)
+
+
+def test_volume_U_is_kept_for_the_runtime(tmp_path: Path) -> None:
+    m = specgen.parse_volume(f"{tmp_path}:/d:U,ro", "/")
+    assert m.options == ("rbind", "U", "ro")  # type: ignore[union-attr]
+    ref = specgen.parse_volume("data:/d:U", "/")
+    assert isinstance(ref, specgen.VolumeRef) and ref.options == ("U",)
