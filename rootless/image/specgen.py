@@ -1070,8 +1070,14 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
         umap, gmap = keep_id_map(uid_map, host.uid), keep_id_map(gid_map, host.gid)
         user = opts.user if opts.user is not None else f"{host.uid}:{host.gid}"
         user_name = (host.user_name or _user_name()) if opts.user is None else None
+    elif opts.userns == "nomap":
+        # Podman's nomap leaves your own ID out of the namespace; the image's files are stored
+        # as that ID (the store's root), so they would all show as nobody: Podman gives such a
+        # container a chown'ed copy of its image, which this store does not make.
+        raise RootlessError("--userns nomap is not supported: the image's files are stored as your own ID, which "
+                            "that namespace leaves out", "supported: keep-id, host (the default)")
     else:
-        raise RootlessError(f"--userns {opts.userns!r} is not supported", "supported: keep-id")
+        raise RootlessError(f"--userns {opts.userns!r} is not supported", "supported: keep-id, host (the default)")
 
     process = Process(
         args=argv,

@@ -447,3 +447,10 @@ def test_volume_U_is_kept_for_the_runtime(tmp_path: Path) -> None:
     assert m.options == ("rbind", "U", "ro")  # type: ignore[union-attr]
     ref = specgen.parse_volume("data:/d:U", "/")
     assert isinstance(ref, specgen.VolumeRef) and ref.options == ("U",)
+
+
+def test_userns_nomap_is_refused_with_the_reason() -> None:
+    with pytest.raises(RootlessError, match="nomap is not supported: the image's files are stored as your own ID"):
+        build(userns="nomap")
+    with pytest.raises(RootlessError, match="'bogus' is not supported"):
+        build(userns="bogus")
