@@ -325,13 +325,13 @@ def _slirp_check(needed: bool) -> Check:
 
 def _user_network_check(slirp_ok: bool) -> Check:
     """What `run --network NAME` needs: slirp4netns (the shared namespace's way out), iptables
-    (its NAT), pyroute2 and dnslib (the daemon), and a bridge made in a user+network namespace."""
+    (its NAT), dnslib (the daemon's name servers), and a bridge made in a user+network namespace."""
     import importlib.util
     import shutil
 
     name = "user networks"
-    fix = "as root: apt-get install slirp4netns iptables; and pip install pyroute2 dnslib"
-    missing = [m for m in ("pyroute2", "dnslib") if importlib.util.find_spec(m) is None]
+    fix = "as root: apt-get install slirp4netns iptables; and pip install dnslib"
+    missing = [m for m in ("dnslib",) if importlib.util.find_spec(m) is None]
     ipt = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
     if not slirp_ok or ipt is None or missing:
         what = [w for w, bad in (("slirp4netns", not slirp_ok), ("iptables", ipt is None)) if bad] + missing

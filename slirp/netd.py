@@ -1,7 +1,7 @@
 """The user-network daemon: one per user, root of the user namespace its containers join, inside
 the network namespace that holds a bridge per user network.
 
-rootless.runtime.usernet starts it (``python -m slirp.netd``) already in that user namespace
+rootless.runtime.usernet starts it (``python -S slirp/netd.py``) already in that user namespace
 (mapped with the store's fixed mapping) and network namespace, with slirp4netns started for
 that namespace by the same spawner (so slirp4netns's own sockets stay in the host's network
 namespace: its tap0 here is the way out). It serves JSON requests, one per line, on a unix
@@ -40,8 +40,12 @@ import subprocess
 import sys
 from typing import Any
 
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-
+if __name__ == "__main__":
+    # run as a file by ``python -S`` (rootless.runtime.usernet: no site, so no .pth files to
+    # read): this tree first, then the directories the caller imported from (dnslib's)
+    sys.path[:1] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *sys.argv.pop(1).split(os.pathsep)]
+from rootless.runtime import syscalls  # noqa: E402
+from slirp.rtnl import Rtnl
 from slirp.usernet import NetworkConfig
 
 # as slirp4netns's tap0 (slirp.config.DEFAULT_MTU): fewer, larger frames between containers
@@ -91,26 +95,25 @@ def _rules(cfg: NetworkConfig, add: bool) -> str:
 
 def _configure_inside(pid: int, ifname: str, ip: str, prefix: int, gateway: str | None) -> str:
     """Address, up and default route for the container's end of its veth, from a child that
-    joins the container's network namespace (one pyroute2 socket per process and namespace:
-    the daemon's own stays in the shared one); the interface's MAC address."""
+    joins the container's network namespace (a netlink socket acts in the namespace it was made
+    in: the daemon's own stays in the shared one); the interface's MAC address."""
     r, w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:  # pragma: no cover - exits
         code = 1
         try:
             os.close(r)
-            from pyroute2 import IPRoute
-            from pyroute2.netns import setns
-
             fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            setns(fd)
-            with IPRoute() as ipr:
-                index = ipr.link_lookup(ifname=ifname)[0]
-                ipr.addr("add", index=index, address=ip, prefixlen=prefix)
-                ipr.link("set", index=index, state="up")
+            syscalls.setns(fd, syscalls.CLONE_NEWNET, f"join the network namespace of process {pid}")
+            with Rtnl() as nl:
+                index = nl.link_index(ifname)
+                if index is None:
+                    raise OSError(f"no {ifname} in the container's network namespace")
+                nl.add_address(index, ip, prefix)
+                nl.set_up(index)
                 if gateway:
-                    ipr.route("add", dst="default", gateway=gateway)
-                mac = ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+                    nl.add_default_route(gateway)
+                mac = nl.link_mac(index)
             os.write(w, json.dumps({"mac": mac}).encode())
             code = 0
         except BaseException as e:  # noqa: BLE001 - reported to the parent
@@ -146,9 +149,7 @@ def _restore(text: str) -> None:
 
 class Daemon:
     def __init__(self, sock_path: str, exit_fd: int) -> None:
-        from pyroute2 import IPRoute
-
-        self.ipr = IPRoute()
+        self.nl = Rtnl()
         self.sock_path = sock_path
         self.exit_fd = exit_fd
         self.nets: dict[str, Net] = {}
@@ -178,16 +179,16 @@ class Daemon:
             if ipaddress.ip_network(other.cfg.subnet).overlaps(ipaddress.ip_network(cfg.subnet)):
                 raise ValueError(f"network {cfg.name} ({cfg.subnet}) overlaps network {other.cfg.name} "
                                  f"({other.cfg.subnet}), which is in use")
-        found = self.ipr.link_lookup(ifname=cfg.bridge)
-        if found:
-            self.ipr.link("del", index=found[0])
-        self.ipr.link("add", ifname=cfg.bridge, kind="bridge", mtu=MTU)
-        index = self.ipr.link_lookup(ifname=cfg.bridge)[0]
-        prefix = ipaddress.ip_network(cfg.subnet).prefixlen
-        self.ipr.addr("add", index=index, address=cfg.gateway, prefixlen=prefix)
-        self.ipr.link("set", index=index, state="up")
+        found = self.nl.link_index(cfg.bridge)
+        if found is not None:
+            self.nl.delete(found)
+        self.nl.add_bridge(cfg.bridge, MTU)
+        index = self.nl.link_index(cfg.bridge)
+        if index is None:
+            raise OSError(f"bridge {cfg.bridge} vanished as it was made")
         net = Net(cfg, index)
         try:
+            self.nl.add_address(index, cfg.gateway, ipaddress.ip_network(cfg.subnet).prefixlen)
             _restore(_rules(cfg, True))
             if cfg.dns_enabled:
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -195,7 +196,7 @@ class Daemon:
                 s.bind((cfg.gateway, 53))
                 net.dns = s
         except BaseException:
-            self.ipr.link("del", index=index)
+            self.nl.delete(index)
             raise
         self.nets[cfg.name] = net
         return net
@@ -208,8 +209,8 @@ class Daemon:
         except OSError:
             pass
         try:
-            self.ipr.link("del", index=net.index)
-        except Exception:  # noqa: BLE001 - gone already
+            self.nl.delete(net.index)
+        except OSError:  # gone already
             pass
         self.nets.pop(net.cfg.name, None)
 
@@ -226,24 +227,23 @@ class Daemon:
             ip = cfg.check_address(req["ip"], taken) if req.get("ip") else cfg.next_address(taken)
             pidfd = os.pidfd_open(pid)
             veth = "rlv" + os.urandom(5).hex()
-            nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                self.ipr.link("add", ifname=veth, kind="veth", mtu=MTU,
-                              peer={"ifname": req.get("ifname") or "eth0", "net_ns_fd": nsfd, "mtu": MTU})
-            finally:
-                os.close(nsfd)
+                nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    # one request: our end up on the bridge, the container's in its namespace
+                    self.nl.add_veth(veth, MTU, net.index, req.get("ifname") or "eth0", nsfd)
+                finally:
+                    os.close(nsfd)
+            except BaseException:
+                os.close(pidfd)
+                raise
             try:
-                vi = self.ipr.link_lookup(ifname=veth)[0]
-                self.ipr.link("set", index=vi, master=net.index, state="up")
                 prefix = ipaddress.ip_network(cfg.subnet).prefixlen
                 mac = _configure_inside(pid, req.get("ifname") or "eth0", ip, prefix,
                                         cfg.gateway if req.get("default_route") and not cfg.internal else None)
             except BaseException:
                 os.close(pidfd)
-                try:
-                    self.ipr.link("del", ifname=veth)
-                except Exception:  # noqa: BLE001
-                    pass
+                self._delete(veth)
                 raise
         except BaseException:
             if not net.members:
@@ -264,10 +264,7 @@ class Daemon:
                 continue
             m = net.members.pop(cid, None)
             if m is not None:
-                try:
-                    self.ipr.link("del", ifname=m.veth)
-                except Exception:  # noqa: BLE001 - gone with the container's namespace
-                    pass
+                self._delete(m.veth)  # gone already when the container's namespace went
             if not net.members:
                 self.drop_net(net)
         if not any(cid in n.members for n in self.nets.values()):
@@ -275,6 +272,14 @@ class Daemon:
                 if c == cid:
                     os.close(fd)
                     del self.pidfds[fd]
+
+    def _delete(self, ifname: str) -> None:
+        try:
+            index = self.nl.link_index(ifname)
+            if index is not None:
+                self.nl.delete(index)
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ requests
 
@@ -320,11 +325,15 @@ class Daemon:
 
     def answer(self, net: Net, data: bytes, addr: Any) -> None:
         try:
+            from dnslib import DNSRecord  # the first question imports it: off the daemon's start
+
             rec = DNSRecord.parse(data)
         except Exception:  # noqa: BLE001 - not DNS: ignored
             return
         if ipaddress.IPv4Address(addr[0]) not in net.subnet:
             return  # only the network's own members may ask (names of other networks do not resolve)
+        from dnslib import QTYPE, RCODE, RR, A
+
         q = rec.q
         qname = str(q.qname).rstrip(".").lower()
         short = qname.removesuffix("." + SEARCH_DOMAIN)
@@ -438,11 +447,8 @@ class Daemon:
 
 def _setup_namespace(ready_fd: int) -> None:
     """lo up, forwarding on, the base firewall; then wait for slirp4netns's tap0."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
+    with Rtnl() as nl:
+        nl.set_up(1)  # lo is the first interface of every network namespace (loopback_net_init)
     with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
         f.write("1")
     _restore(BASE_RULES)

@@ -14,7 +14,8 @@ Starting one (``_spawn``), in a double-forked child that never returns here:
   3. unshare(CLONE_NEWNET): the shared namespace N;
   4. S execs slirp4netns for N (``--netns-type=path``: S is root in U, which owns N), which
      makes tap0 the way out; S dies with the daemon (PR_SET_PDEATHSIG and --exit-fd);
-  5. exec ``python -m slirp.netd`` (pyroute2 and dnslib are imported there only).
+  5. exec ``python -S slirp/netd.py`` (no site; dnslib, imported there only, found on the
+     path this process passes).
 
 A container on a user network joins U (setns) instead of making a user namespace of its own:
 its network namespace is then owned by U, so the daemon, root in U, may move a veth into it
@@ -166,8 +167,8 @@ def _locked(d: str) -> int:
 
 
 def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False) -> None:
-    """Start the daemon now when none runs, without waiting for it: its imports (pyroute2)
-    overlap the rest of `run` (image, layer, spec); ``connect`` then waits for it."""
+    """Start the daemon now when none runs, without waiting for it: its start (an interpreter,
+    slirp4netns) overlaps the rest of `run` (image, layer, spec); ``connect`` then waits for it."""
     global _pending
     d = _dir(runroot)
     if _pending is not None:
@@ -370,7 +371,12 @@ def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool) -> Non
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    os.execv(sys.executable, [sys.executable, "-m", "slirp.netd", sock_path, str(report), str(ready_r),
+    # python -S: no site (its .pth files cost more than the daemon's own imports); the daemon
+    # finds its tree from its file (slirp/ beside rootless/) and dnslib on the path given
+    netd = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "slirp",
+                        "netd.py")
+    os.execv(sys.executable, [sys.executable, "-S", "-E", "-s", netd,
+                              os.pathsep.join(p for p in sys.path if p), sock_path, str(report), str(ready_r),
                               str(exit_w)])
 
 

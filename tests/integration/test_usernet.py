@@ -45,6 +45,11 @@ def rl(rl_shared: RootlessEnv, images: TestImages) -> Iterator[RootlessEnv]:
     rl_shared("network", "prune", "-f")
 
 
+def _is_netd(argv: list[bytes]) -> bool:
+    """The daemon runs as ``python -S .../slirp/netd.py`` (rootless.runtime.usernet)."""
+    return any(a.endswith(b"/slirp/netd.py") for a in argv[:5])
+
+
 def helpers(rl: RootlessEnv) -> list[int]:
     """The user-network daemon and slirp4netns processes this environment started."""
     out = []
@@ -54,7 +59,7 @@ def helpers(rl: RootlessEnv) -> list[int]:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        if b"slirp.netd" in cmd or comm == "slirp4netns":
+        if _is_netd(cmd) or comm == "slirp4netns":
             out.append(pid)
     return out
 
@@ -206,7 +211,7 @@ def test_helpers_end_with_the_last_container_also_after_kill_9(rl: RootlessEnv) 
         assert wait_no_helpers(rl) == []
         # a killed daemon is not reused: the next container gets a fresh one
         rl("run", "-d", "--name", "holder", "--network", "brief", BUSYBOX, "sleep", "300", check=True)
-        netd = [p for p in helpers(rl) if b"slirp.netd" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        netd = [p for p in helpers(rl) if _is_netd(Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0"))]
         assert len(netd) == 1
         os.kill(netd[0], 9)
         rl("rm", "-f", "holder", check=True)

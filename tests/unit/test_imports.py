@@ -58,6 +58,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "storage": ("rootless.errors", "rootless.record", "rootless.spec", "rootless.layout", "rootless.context",
                 "storage"),
     "slirp": ("rootless.errors", "rootless.record", "slirp"),
+    # the user-network daemon joins a container's network namespace to configure its end
+    "slirp.netd": ("rootless.errors", "rootless.record", "slirp", "rootless.runtime.syscalls"),
     # the shared leaves
     "rootless.errors": (),
     "rootless.record": (),

@@ -111,3 +111,94 @@ def test_name_server_answers_members_of_the_askers_networks() -> None:
     a.dns.sent.clear()  # type: ignore[union-attr]
     d.answer(a, DNSRecord.question("db").pack(), ("10.89.1.3", 5353))
     assert a.dns.sent == []  # type: ignore[union-attr]
+
+
+def test_rtnl_attributes_are_padded_and_read_back() -> None:
+    from slirp import rtnl
+
+    a = rtnl.attr(rtnl.IFLA_IFNAME, b"br0\0")  # 4 + 4 bytes: no padding
+    b = rtnl.attr(rtnl.IFLA_INFO_KIND, b"veth")
+    c = rtnl.attr(rtnl.IFLA_MTU, b"\x01")  # 5 bytes, padded to 8
+    assert len(a) == 8 and len(c) == 8 and c[:2] == b"\x05\x00"
+    assert rtnl.attrs(a + c + b) == {rtnl.IFLA_IFNAME: b"br0\0", rtnl.IFLA_MTU: b"\x01",
+                                    rtnl.IFLA_INFO_KIND: b"veth"}
+    nested = rtnl.attr(rtnl.IFLA_LINKINFO | 0x8000, b)  # NLA_F_NESTED is masked off
+    assert rtnl.attrs(nested) == {rtnl.IFLA_LINKINFO: b}
+    assert rtnl.attrs(b"\x02\x00\x01\x00") == {}  # a length shorter than the header ends the walk
+
+
+def test_rtnl_makes_a_bridge_and_a_veth_into_another_namespace() -> None:
+    """The daemon's requests against the kernel, in a throw-away user and network namespace: a
+    bridge with an address, a veth whose peer lands in a second network namespace, where it gets
+    an address, a default route and its MAC address is read."""
+    import os
+    import select
+    import subprocess
+
+    from rootless.runtime import syscalls
+    from slirp.rtnl import Rtnl
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - exits
+        msg = b"ok"
+        try:
+            os.close(r)
+            uid, gid = os.geteuid(), os.getegid()
+            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
+            with open("/proc/self/setgroups", "w") as f:
+                f.write("deny")
+            with open("/proc/self/uid_map", "w") as f:
+                f.write(f"0 {uid} 1")
+            with open("/proc/self/gid_map", "w") as f:
+                f.write(f"0 {gid} 1")
+            other = subprocess.Popen(["unshare", "-n", "sleep", "30"])  # the container's namespace
+            try:
+                for _ in range(200):
+                    if os.readlink(f"/proc/{other.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
+                        break
+                    select.select([], [], [], 0.01)
+                with Rtnl() as nl:
+                    nl.set_up(1)
+                    nl.add_bridge("rltest0", 1500)
+                    br = nl.link_index("rltest0")
+                    assert br is not None and nl.link_index("nosuch0") is None
+                    nl.add_address(br, "10.89.0.1", 24)
+                    fd = os.open(f"/proc/{other.pid}/ns/net", os.O_RDONLY)
+                    nl.add_veth("rlvtest", 1500, br, "eth0", fd)
+                    assert nl.link_index("rlvtest") is not None and nl.link_index("eth0") is None
+                    try:
+                        nl.add_bridge("rltest0", 1500)
+                        raise AssertionError("a second bridge of the same name was made")
+                    except OSError as e:
+                        assert "add bridge rltest0: File exists" in str(e), e
+                # the bridge's namespace is kept while we are away (with nobody in it, it would
+                # go, and the veth pair with it)
+                keep = os.open("/proc/self/ns/net", os.O_RDONLY)
+                syscalls.setns(fd, syscalls.CLONE_NEWNET)
+                with Rtnl() as nl:
+                    eth0 = nl.link_index("eth0")
+                    assert eth0 is not None
+                    nl.add_address(eth0, "10.89.0.2", 24)
+                    nl.set_up(eth0)
+                    nl.add_default_route("10.89.0.1")
+                    mac = nl.link_mac(eth0)
+                routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+                link = subprocess.run(["ip", "-o", "link", "show", "eth0"], capture_output=True, text=True).stdout
+                os.close(keep)
+                assert "default via 10.89.0.1 dev eth0" in routes, routes
+                assert len(mac) == 17 and f"link/ether {mac} " in link and "mtu 1500" in link, (mac, link)
+            finally:
+                other.kill()
+                other.wait()
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            msg = f"{type(e).__name__}: {e}".encode()
+        os.write(w, msg)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = f.read().decode()
+    os.waitpid(pid, 0)
+    if "Operation not permitted" in got and "unshare" in got:
+        pytest.skip(f"no unprivileged user namespaces here: {got}")
+    assert got == "ok"
