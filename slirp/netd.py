@@ -148,7 +148,7 @@ def _restore(text: str) -> None:
 
 
 class Daemon:
-    def __init__(self, sock_path: str, exit_fd: int) -> None:
+    def __init__(self, sock_path: str, exit_fd: int, owner: int) -> None:
         self.nl = Rtnl()
         self.sock_path = sock_path
         self.exit_fd = exit_fd
@@ -165,6 +165,12 @@ class Daemon:
             pass
         self.listener.bind(sock_path)
         self.listener.listen(64)
+        # until a client has come: the process that started us, whose client is on its way
+        # (a pidfd: its end, before it connects, ends us too)
+        try:
+            self.owner = os.pidfd_open(owner)
+        except OSError:
+            self.owner = -1
         self.served = False
 
     # ------------------------------------------------------------------ networks
@@ -307,6 +313,7 @@ class Daemon:
         if not data:
             sock.close()
             del self.clients[fd]
+            self.served = True  # a client that attached nothing (a start that failed) ends us too
             return
         buf += data
         while b"\n" in buf:
@@ -392,20 +399,23 @@ class Daemon:
         os.write(report_fd, json.dumps({"ok": True, "pid": os.getpid()}).encode())
         os.close(report_fd)
         while True:
-            if self.served and not self.pidfds and not self.clients:
+            if (self.served or self.owner < 0) and not self.pidfds and not self.clients:
                 return
-            if not self.served and not self.clients:
-                # started for a container that never came: wait a little for its client
-                r, _, _ = select.select([self.listener], [], [], 10.0)
-                if not r:
-                    return
             dns = {n.dns.fileno(): n for n in self.nets.values() if n.dns is not None}
             fds = [self.listener.fileno(), self.upstream.fileno(), *self.clients, *self.pidfds, *dns]
+            if self.owner >= 0:
+                fds.append(self.owner)
             ready, _, _ = select.select(fds, [], [])
             for fd in ready:
                 if fd == self.listener.fileno():
                     conn, _ = self.listener.accept()
                     self.clients[conn.fileno()] = (conn, bytearray())
+                    if self.owner >= 0:
+                        os.close(self.owner)
+                        self.owner = -1
+                elif fd == self.owner:
+                    os.close(self.owner)  # it ended before it connected: nobody is coming
+                    self.owner = -1
                 elif fd == self.upstream.fileno():
                     self.from_upstream()
                 elif fd in self.clients:
@@ -422,27 +432,41 @@ class Daemon:
                     self.answer(net, data, addr)
 
     def close(self) -> None:
+        self.listener.close()  # a command asking from now on is refused, and replaces us
         for net in list(self.nets.values()):
             self.drop_net(net)
-        for path in (self.sock_path, os.path.join(os.path.dirname(self.sock_path), "netd.pid")):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self.listener.close()
         try:
-            os.close(self.exit_fd)  # slirp4netns ends
+            os.close(self.exit_fd)  # slirp4netns ends (it also has PR_SET_PDEATHSIG: no wait for it)
         except OSError:
             pass
-        import time
+        # Our names are removed under the commands' lock (rootless.runtime.usernet), and only
+        # while the PID file names us or is not written (our starter died before it could):
+        # a command that found us ending may have removed them and started our successor.
+        import fcntl
 
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:  # our child: reaped, not left a zombie
+        d = os.path.dirname(self.sock_path)
+        pidfile = os.path.join(d, "netd.pid")
+        try:
+            lock = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    time.sleep(0.02)
-            except ChildProcessError:
-                break
+                with open(pidfile) as f:
+                    names = f.read().split()[:1]
+            except FileNotFoundError:
+                names = []
+            except OSError:
+                return
+            if names in ([], [str(os.getpid())]):
+                for path in (self.sock_path, pidfile):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+        finally:
+            os.close(lock)
 
 
 def _setup_namespace(ready_fd: int) -> None:
@@ -461,15 +485,15 @@ def _setup_namespace(ready_fd: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """argv: SOCKET REPORT_FD SLIRP_READY_FD SLIRP_EXIT_FD"""
+    """argv: SOCKET REPORT_FD SLIRP_READY_FD SLIRP_EXIT_FD OWNER_PID"""
     sock_path = argv[0]
-    report, ready, exit_fd = (int(a) for a in argv[1:4])
+    report, ready, exit_fd, owner = (int(a) for a in argv[1:5])
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _setup_namespace(ready)
-        d = Daemon(sock_path, exit_fd)
+        d = Daemon(sock_path, exit_fd, owner)
     except BaseException as e:  # noqa: BLE001 - reported to the spawner, one line
         os.write(report, json.dumps({"error": str(e) or type(e).__name__}).encode())
         return 1

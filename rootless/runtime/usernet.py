@@ -192,9 +192,23 @@ def abandon() -> None:
     global _pending
     p, _pending = _pending, None
     if p is not None:
+        import select
+
         try:
-            os.kill(p.pid, signal.SIGKILL)
+            pidfd = os.pidfd_open(p.pid)
         except OSError:
+            pidfd = -1  # gone already
+        if pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], 5.0)  # readable once it has ended (pidfd_open(2))
+            except OSError:
+                pass
+            finally:
+                os.close(pidfd)
+        try:
+            os.unlink(os.path.join(p.d, "netd.sock"))  # its socket (it has no PID file yet); under the lock
+        except FileNotFoundError:
             pass
         p.close()
 
@@ -248,6 +262,7 @@ def _spawn_start(d: str, maps: IdMaps, host_loopback: bool) -> tuple[int, int]:
     sock_path = os.path.join(d, "netd.sock")
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)  # R<pid>, then the daemon's JSON verdict
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    owner = os.getpid()  # until its first client comes, the daemon ends if this process does
     first = os.fork()
     if first == 0:  # pragma: no cover - exits or execs
         try:
@@ -262,7 +277,7 @@ def _spawn_start(d: str, maps: IdMaps, host_loopback: bool) -> tuple[int, int]:
                 os._exit(1)
             become_root()
             os.chdir("/")
-            _daemon(sock_path, slirp, rep_w, host_loopback)
+            _daemon(sock_path, slirp, rep_w, host_loopback, owner)
         except BaseException as e:
             try:
                 os.write(rep_w, json.dumps({"error": f"start the user-network daemon: {e}"}).encode())
@@ -333,7 +348,8 @@ def _read_verdict(fd: int) -> dict[str, Any]:
         raise NetdError(f"the user-network daemon: {data.decode(errors='replace').strip()}") from None
 
 
-def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool) -> None:  # pragma: no cover - execs
+def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool,
+            owner: int) -> None:  # pragma: no cover - execs
     """In U, still in the host's network namespace: fork slirp4netns's process, make N, exec
     the daemon."""
     from rootless.runtime import syscalls
@@ -377,7 +393,7 @@ def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool) -> Non
                         "netd.py")
     os.execv(sys.executable, [sys.executable, "-S", "-E", "-s", netd,
                               os.pathsep.join(p for p in sys.path if p), sock_path, str(report), str(ready_r),
-                              str(exit_w)])
+                              str(exit_w), str(owner)])
 
 
 # --------------------------------------------------------------------------- a container's side

@@ -223,6 +223,51 @@ def test_helpers_end_with_the_last_container_also_after_kill_9(rl: RootlessEnv) 
     assert not (rl.runroot / "netns" / "netd.sock").exists()
 
 
+def test_a_failed_run_leaves_nothing_at_once(rl: RootlessEnv) -> None:
+    """A run on a user network that fails, before its container exists or after the daemon
+    answered it, leaves neither the daemon nor slirp4netns nor their files, and at once: the
+    daemon does not wait for a client that is not coming."""
+    import socket
+
+    rl("network", "create", "failing", check=True)
+    netns = rl.runroot / "netns"
+
+    def nothing_left(what: str) -> None:
+        t0 = time.monotonic()
+        left = wait_no_helpers(rl, timeout=8)
+        assert left == [], f"{what}: {left} still run"
+        assert time.monotonic() - t0 < 4, f"{what}: the helpers took {time.monotonic() - t0:.1f} s to end"
+        assert sorted(p.name for p in netns.iterdir()) == ["lock"], (what, list(netns.iterdir()))
+
+    try:
+        # create fails (a mount the kernel refuses: a file onto a directory) after the daemon
+        # started for it answered its client: the container's first process never got a network
+        cp = rl("run", "--rm", "--network", "failing", "--mount", "type=bind,src=/etc/hostname,dst=/bin",
+                BUSYBOX, "true")
+        assert_clean_error(cp, 125, "mount")
+        nothing_left("a start that failed")
+        # the image cannot be had: create fails while the daemon starts
+        assert_clean_error(rl("run", "--rm", "--network", "failing", "localhost:1/nosuch", "true"), 125, "localhost:1")
+        nothing_left("a create that failed")
+        # the command that started it is killed before it connects (its pull hangs on a server
+        # that never answers): the daemon ends with it, not after a delay
+        with socket.socket() as mute:
+            mute.bind(("127.0.0.1", 0))
+            mute.listen(8)
+            ref = f"127.0.0.1:{mute.getsockname()[1]}/hang/img"
+            p = rl.popen("run", "--rm", "--network", "failing", ref, "true", start_new_session=True)
+            deadline = time.monotonic() + 20
+            while not (netns / "netd.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # its socket is bound just before it reports that it is ready
+            assert len(helpers(rl)) >= 2 and p.poll() is None, "the daemon did not start while the image was fetched"
+            p.kill()
+            p.wait(timeout=10)
+            nothing_left("a command killed before it connected")
+    finally:
+        rl("network", "rm", "failing")
+
+
 def test_network_commands_and_bad_input(rl: RootlessEnv) -> None:
     assert rl("network", "create", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--label", "k=v",
               "cmd1", check=True).stdout == "cmd1\n"
