@@ -8,10 +8,12 @@ Podman's median, `run` at most 0.3×. Medians of interleaved rounds (the order r
 --keep leaves the work directory with both stores as measured (the running container too), to
 profile a command afterwards (`python -X importtime`, cProfile) on the same store.
 
-Run it as the unprivileged test user; as root it re-executes itself as that user (ROOTLESS_TEST_USER,
-default rltest). `rootless` is installed as `pip install .` would install it (--dev-venv: the
-running venv's). Podman runs with runc, cgroupfs and fuse-overlayfs (/work/shared/PEERS.md). It exits
-0 whatever the figures; non-zero only when it could not measure.
+Run it as the unprivileged test user; as root (`python bench/cli.py`) it re-executes itself as that
+user (ROOTLESS_TEST_USER, default rltest), with the venv scripts/setup-host builds ($RL_CI/venv,
+default /opt/rootless-ci/venv) when the running Python is not a venv that user may run. `rootless` is
+installed as `pip install .` would install it (--dev-venv: the running venv's). Podman runs with runc,
+cgroupfs and fuse-overlayfs (/work/shared/PEERS.md). It exits 0 whatever the figures; non-zero only
+when it could not measure.
 """
 
 from __future__ import annotations

@@ -73,10 +73,28 @@ def run_as_test_user(script: Path, argv: Sequence[str]) -> None:
     for keep in ("TERM", "ROOTLESS_TEST_CACHE", "ROOTLESS_TEST_BOOKWORM", "COLUMNS"):
         if keep in os.environ:
             env.append(f"{keep}={os.environ[keep]}")
-    print(f"{script.name}: running as {name} (uid {pw.pw_uid})", file=sys.stderr, flush=True)
+    python = interpreter_for(name)
+    print(f"{script.name}: running as {name} (uid {pw.pw_uid}) with {python}", file=sys.stderr, flush=True)
     os.chdir(REPO)
-    args = ["runuser", "-u", name, "--", "env", "-i", *env, sys.executable, str(script), *argv]
+    args = ["runuser", "-u", name, "--", "env", "-i", *env, python, str(script), *argv]
     os.execvp(args[0], args)
+
+
+def interpreter_for(user: str) -> str:
+    """The Python to re-run a benchmark with as *user*: the running one when it is a venv that
+    user may execute (the CI venv's, as bench/run.py shows), else the venv scripts/setup-host
+    builds ($RL_CI/venv, default /opt/rootless-ci/venv): a plain `python bench/X.py` as root may
+    start root's own interpreter (pyenv under /root), which the user cannot run and which lacks
+    the benchmarks' dependencies."""
+    if sys.prefix != sys.base_prefix:
+        ok = subprocess.run(["runuser", "-u", user, "--", "test", "-x", sys.executable], check=False)
+        if ok.returncode == 0:
+            return sys.executable
+    ci = Path(os.environ.get("RL_CI", "/opt/rootless-ci")) / "venv" / "bin" / "python"
+    if ci.exists():
+        return str(ci)
+    sys.exit(f"no Python {user} can run with the benchmarks' dependencies: run `sudo bash scripts/setup-host` "
+             "(it builds /opt/rootless-ci/venv), or run the benchmark with that venv's python")
 
 
 def ensure_bookworm_tarball() -> Path:
