@@ -239,20 +239,42 @@ def _safe_members(tf: object, base: str, rename: str | None, root_owned: bool = 
     return n
 
 
-def copy_in(spec: Spec, pid: int, src: str, dest: str, owner: tuple[int, int] = (0, 0)) -> None:
-    """Host *src* → container *dest*, modes kept; files become *owner*'s (uid, gid as the
-    container sees them: its user's, as Podman gives them)."""
+def _tar_from(pid: int, name: str, src: str) -> tuple[int, int, int]:
+    """A child in the container of *pid* writing *src* there as a tar archive to a pipe:
+    (the child, the pipe's read end, its error pipe's read end for _finish)."""
     import tarfile
 
-    if not os.path.lexists(src):
-        raise RootlessError(f"copy {src}: no such file or directory")
-    t = open_target(pid, spec.name)
+    t = open_target(pid, name)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def archive() -> None:
+        os.dup2(err_w, 2)
+        if not os.path.lexists(src):
+            raise FileNotFoundError(2, "no such file or directory", src)
+        with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
+            tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
+
+    child = _in_container(t, archive)
+    os.close(w)
+    os.close(err_w)
+    close_target(t)
+    return child, r, err_r
+
+
+def _untar_into(pid: int, name: str, where: Callable[[], tuple[str, str | None]]) -> tuple[int, int, int]:
+    """A child in the container of *pid* extracting the tar archive written to a pipe where
+    *where* says (called in the container: the directory, a new name for the top entry or None),
+    through _safe_members: (the child, the pipe's write end, its error pipe's read end)."""
+    import tarfile
+
+    t = open_target(pid, name)
     r, w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
 
     def extract() -> None:
         os.dup2(err_w, 2)
-        base, rename = _dest_mapping(dest)
+        base, rename = where()
         with os.fdopen(r, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
             _safe_members(tf, base, rename)
 
@@ -260,6 +282,17 @@ def copy_in(spec: Spec, pid: int, src: str, dest: str, owner: tuple[int, int] = 
     os.close(r)
     os.close(err_w)
     close_target(t)
+    return child, w, err_r
+
+
+def copy_in(spec: Spec, pid: int, src: str, dest: str, owner: tuple[int, int] = (0, 0)) -> None:
+    """Host *src* → container *dest*, modes kept; files become *owner*'s (uid, gid as the
+    container sees them: its user's, as Podman gives them)."""
+    import tarfile
+
+    if not os.path.lexists(src):
+        raise RootlessError(f"copy {src}: no such file or directory")
+    child, w, err_r = _untar_into(pid, spec.name, lambda: _dest_mapping(dest))
 
     def owned(ti: tarfile.TarInfo) -> tarfile.TarInfo:
         ti.uid, ti.gid = owner
@@ -278,22 +311,8 @@ def copy_out(spec: Spec, pid: int, src: str, dest: str) -> None:
     """Container *src* → host *dest*, modes kept; files become the user's."""
     import tarfile
 
-    t = open_target(pid, spec.name)
     base, rename = _dest_mapping(dest)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-
-    def archive() -> None:
-        os.dup2(err_w, 2)
-        if not os.path.lexists(src):
-            raise FileNotFoundError(2, "no such file or directory", src)
-        with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
-            tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
-
-    child = _in_container(t, archive)
-    os.close(w)
-    os.close(err_w)
-    close_target(t)
+    child, r, err_r = _tar_from(pid, spec.name, src)
     failure: BaseException | None = None
     try:
         with os.fdopen(r, "rb") as f:
@@ -311,23 +330,13 @@ def copy_out(spec: Spec, pid: int, src: str, dest: str) -> None:
 def copy_in_stream(spec: Spec, pid: int, stream: int, dest: str) -> None:
     """`cp - CTR:DIR`: the tar archive read from *stream* extracted into the directory *dest*
     inside the running container (the same checks as copy_in: nothing lands outside *dest*)."""
-    import tarfile
 
-    t = open_target(pid, spec.name)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-
-    def extract() -> None:
-        os.dup2(err_w, 2)
+    def directory() -> tuple[str, str | None]:
         if not os.path.isdir(dest):
             raise NotADirectoryError(20, "not a directory", dest)
-        with os.fdopen(r, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tf:
-            _safe_members(tf, dest, None)
+        return dest, None
 
-    child = _in_container(t, extract)
-    os.close(r)
-    os.close(err_w)
-    close_target(t)
+    child, w, err_r = _untar_into(pid, spec.name, directory)
     try:
         while chunk := os.read(stream, 1 << 16):
             os.write(w, chunk)
@@ -340,23 +349,7 @@ def copy_in_stream(spec: Spec, pid: int, stream: int, dest: str) -> None:
 
 def copy_out_stream(spec: Spec, pid: int, src: str, stream: int) -> None:
     """`cp CTR:SRC -`: *src* in the running container as a tar archive written to *stream*."""
-    import tarfile
-
-    t = open_target(pid, spec.name)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-
-    def archive() -> None:
-        os.dup2(err_w, 2)
-        if not os.path.lexists(src):
-            raise FileNotFoundError(2, "no such file or directory", src)
-        with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tf:
-            tf.add(src, arcname=os.path.basename(os.path.normpath(src)) or "root")
-
-    child = _in_container(t, archive)
-    os.close(w)
-    os.close(err_w)
-    close_target(t)
+    child, r, err_r = _tar_from(pid, spec.name, src)
     try:
         while chunk := os.read(r, 1 << 16):
             os.write(stream, chunk)
