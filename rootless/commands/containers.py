@@ -4,7 +4,6 @@ port, cp, container prune. Each renders what rootless.engine and rootless.lifecy
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import EXIT_TOOL, RootlessError
@@ -169,45 +168,6 @@ def create(ctx: Context, a: Args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- many containers at once
-
-def _each(ctx: Context, refs: list[str], action: Callable[[Context, str], object], *,
-          missing_code: int | None = None, echo: bool = True) -> int:
-    """Apply ``action`` to each container named; errors are reported at the end (Podman goes on
-    with the other containers), the last one picks the exit status."""
-    from rootless.runtime.state import NoSuchContainer
-
-    errors: list[RootlessError] = []
-    for ref in refs:
-        try:
-            action(ctx, ref)
-            if echo:
-                print(ref)
-        except NoSuchContainer as e:
-            if missing_code is None:
-                errors.append(e)
-            elif missing_code != 0:
-                e.exit_code = missing_code
-                errors.append(e)
-        except RootlessError as e:
-            errors.append(e)
-    for err in errors[:-1]:
-        print(f"Error: {err.message}", file=sys.stderr)
-    if errors:
-        raise errors[-1]
-    return 0
-
-
-def _refs(ctx: Context, a: Args, running_only: bool = False) -> list[str]:
-    if a.all:
-        from rootless import engine
-
-        return [c.id for c in engine.containers(ctx, all_=not running_only)]
-    if not a.container:
-        raise UsageError("Invalid value: give at least one container name or ID, or --all")
-    return list(a.container)
-
-
 def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
     return [arg("CONTAINER", many=True, optional=optional, help=help, complete="container")]
 
@@ -220,11 +180,12 @@ def _containers(help: str, optional: bool = True) -> list[Any]:  # noqa: A002
                         flag("--all", help="Start every container that is not running.")])
 def start(ctx: Context, a: Args) -> int:
     from rootless import engine
+    from rootless.commands.many import each
 
     if a.all:
         if a.container or a.attach:
             raise UsageError("Invalid value: --all takes no container names and no --attach")
-        return _each(ctx, [c.id for c in engine.containers(ctx) if not c.state.running], engine.start)
+        return each(ctx, [c.id for c in engine.containers(ctx) if not c.state.running], engine.start)
     if not a.container:
         raise UsageError("Invalid value: give at least one container name or ID, or --all")
     if a.attach:
@@ -240,7 +201,7 @@ def start(ctx: Context, a: Args) -> int:
         print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
         code = engine.wait(ctx, cid)
         return EXIT_TOOL if code is None else code
-    return _each(ctx, list(a.container), engine.start)
+    return each(ctx, list(a.container), engine.start)
 
 
 def _start_terminal(ctx: Context, cid: str) -> int:
@@ -277,8 +238,9 @@ def _start_terminal(ctx: Context, cid: str) -> int:
                         flag("-a", "--all", help="Stop every running container.")])
 def stop(ctx: Context, a: Args) -> int:
     from rootless import engine
+    from rootless.commands.many import each, refs
 
-    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, ref: engine.stop(ctx, ref, a.time))
+    return each(ctx, refs(ctx, a, running_only=True), lambda ctx, ref: engine.stop(ctx, ref, a.time))
 
 
 @table.command("kill", "Send a signal to the main process of running containers (default SIGKILL).",
@@ -287,9 +249,10 @@ def stop(ctx: Context, a: Args) -> int:
                         flag("-a", "--all", help="Signal every running container.")])
 def kill(ctx: Context, a: Args) -> int:
     from rootless import engine, lifecycle
+    from rootless.commands.many import each, refs
 
     n = lifecycle.parse_signal(a.signal)
-    return _each(ctx, _refs(ctx, a, running_only=True), lambda ctx, ref: engine.kill(ctx, ref, n))
+    return each(ctx, refs(ctx, a, running_only=True), lambda ctx, ref: engine.kill(ctx, ref, n))
 
 
 @table.command("restart", "Stop (if running) and start containers again.",
@@ -299,8 +262,9 @@ def kill(ctx: Context, a: Args) -> int:
                         flag("-a", "--all", help="Restart every container.")])
 def restart(ctx: Context, a: Args) -> int:
     from rootless import engine
+    from rootless.commands.many import each, refs
 
-    return _each(ctx, _refs(ctx, a), lambda ctx, ref: engine.restart(ctx, ref, a.time))
+    return each(ctx, refs(ctx, a), lambda ctx, ref: engine.restart(ctx, ref, a.time))
 
 
 @table.command("rm", "Remove containers: their layer in the store, their state and log (exit 1: no such "
@@ -315,6 +279,7 @@ def restart(ctx: Context, a: Args) -> int:
                quick_exit=always)
 def rm(ctx: Context, a: Args) -> int:
     from rootless import engine
+    from rootless.commands.many import each, refs
 
     def one(ctx: Context, ref: str) -> None:
         anonymous: list[str] = []
@@ -333,7 +298,7 @@ def rm(ctx: Context, a: Args) -> int:
 
     # Podman: a container that does not exist is an error (exit 1), but not with --force or --ignore;
     # with --all, one that removes itself meanwhile (run --rm) is none either
-    return _each(ctx, _refs(ctx, a), one, missing_code=0 if a.force or a.ignore or a.all else 1)
+    return each(ctx, refs(ctx, a), one, missing_code=0 if a.force or a.ignore or a.all else 1)
 
 
 @table.command("wait", "Wait until containers stop (or reach a --condition); print each one's exit code.",
@@ -345,6 +310,7 @@ def wait(ctx: Context, a: Args) -> int:
     import time
 
     from rootless import engine, lifecycle
+    from rootless.commands.many import each
     conds = set(a.condition or ["stopped"])
     bad = conds - lifecycle.WAIT_CONDITIONS
     if bad:
@@ -361,7 +327,7 @@ def wait(ctx: Context, a: Args) -> int:
         c = engine.container(ctx, ref)
         print(c.state.exit_code if not c.state.running else -1)
 
-    return _each(ctx, list(a.container), one, echo=False)
+    return each(ctx, list(a.container), one, echo=False)
 
 
 # --------------------------------------------------------------------------- views

@@ -93,28 +93,11 @@ def rename(ctx: Context, a: Args) -> int:
 
 
 def _pause(ctx: Context, a: Args, frozen: bool) -> int:
-    from rootless import engine, lifecycle
+    from rootless import lifecycle
+    from rootless.commands.many import each, refs
 
-    if a.all:
-        refs = [c.id for c in engine.containers(ctx, all_=False)]
-    elif a.container:
-        refs = list(a.container)
-    else:
-        from rootless.options import UsageError
-
-        raise UsageError("Invalid value: give at least one container name or ID, or --all")
-    errors: list[RootlessError] = []
-    for ref in refs:
-        try:
-            lifecycle.pause(ctx, lifecycle.resolve(ctx, ref), frozen)
-            print(ref)
-        except RootlessError as e:
-            errors.append(e)
-    for err in errors[:-1]:
-        print(f"Error: {err.message}", file=sys.stderr)
-    if errors:
-        raise errors[-1]
-    return 0
+    return each(ctx, refs(ctx, a, running_only=True),
+                lambda ctx, ref: lifecycle.pause(ctx, lifecycle.resolve(ctx, ref), frozen))
 
 
 @table.command("pause", "Freeze every process of running containers (the cgroup v2 freezer).",
