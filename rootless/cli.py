@@ -112,10 +112,11 @@ def dispatch(argv: list[str], *, end_early: bool = False) -> int:
             _exit_now(0)
         return 0
     if end_early and cmd.quick_exit is not None and cmd.quick_exit(a):
+        _exit_now(_call(cmd, a, glob))  # the collector stays off (main): it would only cost time
+    if end_early:
         import gc
 
-        gc.disable()  # a short-lived process that frees little: the collector only costs time
-        _exit_now(_call(cmd, a, glob))
+        gc.enable()  # a command that may run long (pull, build, the API) collects its cycles
     return _call(cmd, a, glob)
 
 
@@ -161,6 +162,12 @@ def _exit_now(code: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        import gc
+
+        # Start-up allocates a few hundred thousand objects and frees few of them: the collector's
+        # passes over them cost time and free nothing until dispatch knows the command.
+        gc.disable()
     debug = _debug_requested(args)
     try:
         rv = dispatch(args, end_early=argv is None)

@@ -254,6 +254,36 @@ def test_run_loads_only_its_own_module() -> None:
     assert out.stdout.strip() == "rootless.commands.containers"
 
 
+_COLLECTOR = """
+import gc, sys
+from rootless import cli, commands
+for word in ("completion", "port"):
+    cmd, _ = commands.find([word])
+    cmd.handler = lambda *a, word=word: print(word, gc.isenabled(), flush=True) or 0
+sys.argv = ["rootless", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("argv,seen", [(["completion", "bash"], "completion True"), (["port", "web"], "port False"),
+                                       (["--help"], "")])
+def test_the_process_ends_early_without_the_collector_only_for_quick_commands(argv: list[str], seen: str,
+                                                                               tmp_path: Path) -> None:
+    """The process's own command line (main() without arguments): the garbage collector is off
+    during start-up and stays off for a quick_exit command (`port`), which ends the process once it
+    has printed (os._exit: the output is flushed first); any other command (`completion`) gets it back."""
+    (tmp_path / "none.toml").write_text("")
+    env = {**os.environ, "ROOTLESS_CONFIG": str(tmp_path / "none.toml"), "XDG_RUNTIME_DIR": str(tmp_path),
+           "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    out = subprocess.run([sys.executable, "-c", _COLLECTOR, *argv], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    if seen:
+        assert out.stdout == seen + "\n"
+    else:
+        assert out.stdout.startswith("Run registry images") and out.stdout.endswith("\n")
+
+
 # --------------------------------------------------------------------------- completion
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
