@@ -45,20 +45,18 @@ def _load(ctx: Context, cid: str) -> Container:
 
 # HostConfig fields with no counterpart here: a request that sets one is refused (400)
 # rather than silently run without it.
-_UNSUPPORTED_HOST = ("Devices", "DeviceRequests", "VolumesFrom", "Links", "IpcMode", "PidMode", "UTSMode",
-                     "UsernsMode", "Sysctls", "Ulimits", "BlkioWeight", "BlkioDeviceReadBps",
-                     "BlkioDeviceWriteBps", "CgroupParent", "Runtime", "GroupAdd", "OomKillDisable",
+_UNSUPPORTED_HOST = ("DeviceRequests", "VolumesFrom", "Links", "UsernsMode", "BlkioWeight", "BlkioDeviceReadBps",
+                     "BlkioDeviceWriteBps", "CgroupParent", "Runtime", "OomKillDisable",
                      "StorageOpt", "VolumeDriver", "KernelMemory", "CpuRealtimePeriod", "CpuRealtimeRuntime",
                      "DeviceCgroupRules", "Isolation")
-_UNSUPPORTED_CONFIG = ("Healthcheck", "Shell", "OnBuild", "MacAddress", "NetworkDisabled")
+_UNSUPPORTED_CONFIG = ("Shell", "OnBuild", "MacAddress", "NetworkDisabled")
 _RESTART = ("", "no", "always", "unless-stopped", "on-failure")
 
 
 def _unsupported(section: str, data: dict[str, Any], fields: tuple[str, ...]) -> None:
     for k in fields:
         v = data.get(k)
-        if v in (None, "", 0, False, [], {}) or (k == "IpcMode" and v in ("private", "shareable")) \
-                or (k == "Isolation" and v == "default"):
+        if v in (None, "", 0, False, [], {}) or (k == "Isolation" and v == "default"):
             continue
         raise BadRequest(f"{section}.{k} is not supported by rootless (got {json.dumps(v)})")
 
@@ -85,13 +83,10 @@ def _network(host: dict[str, Any], body: dict[str, Any], ctx: Context) -> tuple[
             raise BadRequest(f"NetworkingConfig.EndpointsConfig.{next(iter(others))}: the default network cannot be "
                              "combined with user networks here (set HostConfig.NetworkMode to one of them)")
         return ctx.config.network, (), (), None, {}  # the default network here is slirp4netns
-    if mode in ("none", "host", "slirp4netns") or mode.startswith("slirp4netns:"):
+    if mode in ("none", "host", "slirp4netns") or mode.startswith(("slirp4netns:", "container:")):
         if endpoints:
             raise BadRequest(f"NetworkingConfig.EndpointsConfig: HostConfig.NetworkMode {mode!r} has no endpoints")
-        return mode, (), (), None, {}
-    if mode.startswith("container:"):
-        raise BadRequest(f"HostConfig.NetworkMode {mode!r}: sharing another container's network is not "
-                         "supported by rootless")
+        return mode, (mode,), (), None, {}  # container:NAME: that container's network (run --network)
     aliases, ip = endpoint_args(endpoints.get(mode))
     return mode, (mode,), tuple(aliases), ip, {k: v for k, v in endpoints.items() if k != mode}
 
@@ -144,6 +139,47 @@ def _anonymous(body: dict[str, Any], host: dict[str, Any]) -> tuple[str, ...]:
     covered = {b.split(":")[1] if ":" in b else b for b in host.get("Binds") or ()}
     covered |= {m.get("Target") for m in host.get("Mounts") or ()} | set(host.get("Tmpfs") or {})
     return tuple(p for p in wanted if p.rstrip("/") not in {str(c).rstrip("/") for c in covered})
+
+
+def _confinement(host: dict[str, Any]) -> dict[str, Any]:
+    """HostConfig's devices, ulimits, sysctls, groups, /dev/shm size and shared namespaces → the
+    RunOptions `rootless run` gets from --device, --ulimit, --sysctl, --group-add, --shm-size,
+    --pid, --ipc and --uts (which check them)."""
+    try:
+        devices = tuple(f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:"
+                        f"{d.get('CgroupPermissions') or 'rwm'}" for d in host.get("Devices") or ())
+        ulimits = tuple(f"{u['Name']}={int(u['Soft'])}:{int(u['Hard'])}" for u in host.get("Ulimits") or ())
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadRequest(f"HostConfig.Devices/Ulimits: a malformed entry ({type(e).__name__}: {e})") from None
+    shm = host.get("ShmSize")
+    return {"device": devices, "ulimit": ulimits,
+            "sysctl": tuple(f"{k}={v}" for k, v in (host.get("Sysctls") or {}).items()),
+            "group_add": tuple(str(g) for g in host.get("GroupAdd") or ()),
+            "shm_size": str(int(shm)) if shm else None,
+            "pid": host.get("PidMode") or None, "ipc": host.get("IpcMode") or None, "uts": host.get("UTSMode") or None}
+
+
+def _health(body: dict[str, Any]) -> dict[str, Any]:
+    """Config.Healthcheck → the --health-* options (durations in nanoseconds; Test as the JSON
+    array --health-cmd also takes; ["NONE"] turns the image's check off)."""
+    hc = body.get("Healthcheck")
+    if not hc:
+        return {}
+    if not isinstance(hc, dict):
+        raise BadRequest("Config.Healthcheck: expected an object")
+    out: dict[str, Any] = {}
+    test = hc.get("Test")
+    if test:
+        if not isinstance(test, list) or not all(isinstance(x, str) for x in test):
+            raise BadRequest("Config.Healthcheck.Test: expected a list of strings")
+        out["health_cmd"] = "none" if test[0] == "NONE" else json.dumps(test)
+    for key, opt in (("Interval", "health_interval"), ("Timeout", "health_timeout"),
+                     ("StartPeriod", "health_start_period")):
+        if hc.get(key):
+            out[opt] = f"{int(hc[key]) / 1e9}s"
+    if hc.get("Retries"):
+        out["health_retries"] = str(int(hc["Retries"]))
+    return out
 
 
 def _num(v: Any) -> str | None:
@@ -203,7 +239,7 @@ def run_options(ctx: Context, body: dict[str, Any], name: str | None) -> tuple[R
         oom_score_adj=_num(host.get("OomScoreAdj")), cgroup_manager=ctx.config.cgroup_manager,
         label=tuple(f"{k}={v}" for k, v in labels.items()), restart=restart or None,
         stop_signal=body.get("StopSignal") or None,
-        stop_timeout=str(stop_timeout) if stop_timeout is not None else None)
+        stop_timeout=str(stop_timeout) if stop_timeout is not None else None, **_confinement(host), **_health(body))
     meta = {"Config": {k: body.get(k) for k in ("Env", "Cmd", "Entrypoint", "Tty", "OpenStdin",
                                                 "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr",
                                                 "ExposedPorts", "Hostname", "User", "WorkingDir", "Image")},

@@ -5,6 +5,7 @@ unprivileged user with Debian's docker client."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -76,10 +77,43 @@ def test_run_detached_with_port_and_labels(api: Service, rl: RootlessEnv) -> Non
     assert cp.returncode == 0
     api.docker("rename", "lab", "lab2", check=True)
     assert [c["Names"] for c in rootless_ps(rl)] == [["lab2"]]
-    cp = api.docker("run", "--device", "/dev/null", "alpine", "true")
-    assert cp.returncode == 125 and "Devices" in cp.stderr, "an unsupported field is refused, by name"
+    cp = api.docker("run", "--blkio-weight", "300", "alpine", "true")
+    assert cp.returncode == 125 and "BlkioWeight" in cp.stderr, "an unsupported field is refused, by name"
     assert api.docker("container", "prune", "-f", check=True).returncode == 0
     assert rootless_ps(rl) == []
+
+
+def test_run_confinement_health_and_shared_namespaces(api: Service, rl: RootlessEnv) -> None:
+    """HostConfig's ulimits, sysctls, groups, /dev/shm size, devices and --pid/--ipc/--uts/--network
+    container:NAME, and Config.Healthcheck, as `rootless run`'s flags give them."""
+    cp = api.docker("run", "--rm", "--ulimit", "nofile=512:1024", "--sysctl", "net.ipv4.ip_unprivileged_port_start=80",
+                    "--shm-size", "8m", "--group-add", "1234", "--device", "/dev/fuse", "alpine", "sh", "-c",
+                    "ulimit -Sn; ulimit -Hn; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; id -G; "
+                    "df -k /dev/shm | tail -n 1 | awk '{print $2}'; test -c /dev/fuse && echo fuse", check=True)
+    lines = cp.stdout.split("\n")
+    assert lines[:3] == ["512", "1024", "80"] and "1234" in lines[3].split() and lines[4:6] == ["8192", "fuse"], \
+        cp.stdout
+    cp = api.docker("run", "--rm", "--sysctl", "kernel.pid_max=100", "alpine", "true")
+    assert cp.returncode == 125 and "pid_max" in cp.stderr, "the engine's check answers, in one line"
+    # another container's namespaces, by name
+    api.docker("run", "-d", "--name", "host1", "alpine", "sleep", "300", check=True)
+    cp = api.docker("run", "--rm", "--network", "container:host1", "--pid", "container:host1", "--ipc",
+                    "container:host1", "alpine", "sh", "-c",
+                    "ps -o comm | grep -c sleep; ip -o -4 addr show | grep -c 10.0.2; readlink /proc/1/ns/ipc",
+                    check=True)
+    host1 = json.loads(rl("inspect", "host1", check=True).stdout)[0]["State"]["Pid"]
+    assert cp.stdout.split() == ["1", "1", os.readlink(f"/proc/{host1}/ns/ipc")], cp.stdout
+    # a health check from the create body, seen by rootless
+    api.docker("run", "-d", "--name", "hc", "--health-cmd", "test -e /tmp/ok", "--health-interval", "1s",
+               "--health-retries", "1", "alpine", "sh", "-c", "touch /tmp/ok; exec sleep 300", check=True)
+    status = ""
+    for _ in range(60):
+        status = api.docker("inspect", "-f", "{{.State.Health.Status}}", "hc").stdout.strip()
+        if status == "healthy":
+            break
+        time.sleep(0.5)
+    assert status == "healthy"
+    assert rl("healthcheck", "run", "hc").returncode == 0
 
 
 def test_wait_conditions(api: Service, rl: RootlessEnv) -> None:

@@ -110,8 +110,8 @@ def test_create_body_on_the_default_network() -> None:
                     None)
     with pytest.raises(BadRequest, match="other"):
         run_options(CTX, {"Image": "alpine", "NetworkingConfig": {"EndpointsConfig": {"other": {}}}}, None)
-    with pytest.raises(BadRequest, match="container:"):
-        run_options(CTX, {"Image": "alpine", "HostConfig": {"NetworkMode": "container:x"}}, None)
+    opts, _ = run_options(CTX, {"Image": "alpine", "HostConfig": {"NetworkMode": "container:web"}}, None)
+    assert (opts.network, opts.networks) == ("container:web", ("container:web",))
 
 
 def test_config_volumes_not_covered_are_anonymous_volumes() -> None:
@@ -123,3 +123,23 @@ def test_config_volumes_not_covered_are_anonymous_volumes() -> None:
     assert opts.volumes == ("rlc_data:/data:rw", "/cache/")
     with pytest.raises(BadRequest, match="Config.Volumes"):
         run_options(CTX, {"Image": "alpine", "Volumes": ["/x"]}, None)
+
+
+def test_host_config_confinement_and_health_as_run_flags() -> None:
+    body = {"Image": "alpine", "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 2_000_000_000,
+                                               "Retries": 2, "Timeout": 0},
+            "HostConfig": {"Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "", "CgroupPermissions": "rw"}],
+                           "Ulimits": [{"Name": "nofile", "Soft": 512, "Hard": 1024}],
+                           "Sysctls": {"net.ipv4.ip_forward": "1"}, "GroupAdd": ["audio"], "ShmSize": 33554432,
+                           "PidMode": "container:web", "IpcMode": "private", "UTSMode": "host"}}
+    opts, _ = run_options(CTX, body, None)
+    assert opts.device == ("/dev/fuse:/dev/fuse:rw",) and opts.ulimit == ("nofile=512:1024",)
+    assert opts.sysctl == ("net.ipv4.ip_forward=1",) and opts.group_add == ("audio",) and opts.shm_size == "33554432"
+    assert (opts.pid, opts.ipc, opts.uts) == ("container:web", "private", "host")
+    assert (opts.health_cmd, opts.health_interval, opts.health_retries, opts.health_timeout) == (
+        '["CMD-SHELL", "true"]', "2.0s", "2", None)
+    assert run_options(CTX, {"Image": "alpine", "Healthcheck": {"Test": ["NONE"]}}, None)[0].health_cmd == "none"
+    with pytest.raises(BadRequest, match="Ulimits"):
+        run_options(CTX, {"Image": "alpine", "HostConfig": {"Ulimits": [{"Name": "nofile"}]}}, None)
+    with pytest.raises(BadRequest, match="BlkioWeight"):
+        run_options(CTX, {"Image": "alpine", "HostConfig": {"BlkioWeight": 300}}, None)
