@@ -126,6 +126,15 @@ _WARM = (b"HEAD /_ping HTTP/1.1\r\nHost: warm\r\n\r\n"
          b"GET /v1.44/no-such-endpoint HTTP/1.1\r\nHost: warm\r\n\r\n")
 
 
+# What creating, starting and entering a container loads (engine, spec generation, the
+# runtime and its ctypes): imported by every `docker run` and `docker exec` otherwise.
+_PRELOAD = ("rootless.lifecycle", "rootless.image.present", "rootless.engine", "rootless.runflags",
+            "rootless.image.specgen", "rootless.runtime.run", "rootless.runtime.nsexec", "rootless.runtime.process",
+            "rootless.runtime.seccomp", "rootless.runtime.tty", "rootless.runtime.users", "storage.rootfs",
+            "storage.drivers.probe", "storage.drivers.overlay", "rootless.events", "rootless.image.limits",
+            "rootless.names", "rootless.runtime.launcher", "slirp.config", "pwd", "hashlib")
+
+
 def warm_up(ctx: Context) -> None:
     """Serve _WARM to ourselves, quietly."""
     from rootless.api import router
@@ -148,10 +157,20 @@ def warm_up(ctx: Context) -> None:
 def preload(ctx: Context) -> None:
     """What every request needs, loaded once in the parent (children share it copy-on-write)."""
     import gc
+    import importlib
 
-    from rootless import lifecycle  # noqa: F401
-    from rootless.image import present  # noqa: F401
-
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # a module renamed since: the service still works, only colder
+            ctx.log.debug(f"api: preload {name}: {e}")
+    # The light records' dataclass fields, which dataclasses.replace asks for (exec, create):
+    # built on first access (rootless.record), so once here rather than in every child.
+    for mod in list(sys.modules.values()):
+        if mod is not None and mod.__name__.startswith(("rootless.", "storage.", "slirp.")):
+            for obj in list(vars(mod).values()):
+                if isinstance(obj, type) and "__record__" in obj.__dict__:
+                    obj.__dataclass_fields__  # noqa: B018 - the access builds and caches them
     warm_up(ctx)
     # Objects made so far are never collected: the collector would otherwise touch each of
     # them in every child, copying the parent's pages one by one (gc.freeze, Python 3.7+).
