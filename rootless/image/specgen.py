@@ -994,9 +994,6 @@ def build(image_config: Mapping[str, Any], opts: RunOptions, plan: RootfsPlan, *
                                 "--add-host")
     elif opts.network == "bridge" and opts.user_networks:
         mode, slirp = "bridge", None
-        if opts.userns == "keep-id":
-            raise RootlessError("--userns keep-id cannot be combined with a user network: the container joins "
-                                "the user networks' shared user namespace", "drop one of them")
     else:
         mode, slirp = parse_network(opts.network)
     argv = command(image_config, opts.command, opts.entrypoint)

@@ -152,6 +152,23 @@ def store_maps(uid: int, gid: int, user: str, subuid: Path = SUBUID, subgid: Pat
     return IdMaps(uid_map, gid_map, single=len(uid_map) == 1 or len(gid_map) == 1)
 
 
+def within(mapping: Sequence[IdMapping], outer: Sequence[IdMapping]) -> tuple[IdMapping, ...]:
+    """*mapping* (container → host IDs) as the map of a user namespace made inside one mapped by
+    *outer* (its IDs → host IDs): container → *outer*'s IDs, each range cut where *outer*'s
+    ranges meet. ValueError names a host ID *outer* does not map."""
+    out: list[IdMapping] = []
+    for m in mapping:
+        cid, hid, left = m.container_id, m.host_id, m.size
+        while left:
+            o = next((o for o in outer if o.host_id <= hid < o.host_id + o.size), None)
+            if o is None:
+                raise ValueError(f"host ID {hid} is not mapped in the enclosing user namespace")
+            n = min(left, o.host_id + o.size - hid)
+            out.append(IdMapping(cid, o.container_id + hid - o.host_id, n))
+            cid, hid, left = cid + n, hid + n, left - n
+    return tuple(out)
+
+
 def current_user() -> str:
     import pwd
 

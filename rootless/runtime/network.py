@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import socket
 
     from rootless.context import Log
+    from rootless.runtime.idmap import IdMaps
     from rootless.runtime.usernet import UserNet
     from rootless.spec import PortMapping, Spec
     from slirp.supervisor import Slirp
@@ -43,9 +44,49 @@ class Joined:
     def __init__(self, spec: Spec, runroot: str) -> None:
         from rootless.runtime import idmap, usernet
 
-        self.client = usernet.connect(runroot, idmap.current_store_maps(),
-                                      host_loopback=("host_loopback", "true") in spec.network.options)
+        store = idmap.current_store_maps()
+        self.client = usernet.connect(runroot, store, host_loopback=("host_loopback", "true") in spec.network.options)
         self.userns_fd = os.open(f"/proc/{self.client.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        # another mapping than the store's (--userns keep-id): the container makes a user
+        # namespace of its own inside the shared one (``map_nested``). The daemon, root of the
+        # shared one and of the same user as its creator, keeps every capability in it: the
+        # container's veth still moves in.
+        self.store = store
+        ours = {(m.container_id, m.host_id, m.size) for m in spec.uid_map}
+        self.nested = bool(ours) and ours != {(m.container_id, m.host_id, m.size) for m in store.uid_map}
+
+    def map_nested(self, pid: int, maps: IdMaps) -> None:
+        """Write the maps of *pid*'s user namespace, made inside the shared one. user_namespaces(7):
+        only a process in the parent namespace may, with IDs of the parent (newuidmap, in ours,
+        may not); so a child of ours joins the shared namespace (we own it: setns gives every
+        capability there) and writes them, translated (idmap.within)."""
+        from rootless.runtime import idmap, syscalls
+
+        try:
+            uids = idmap.within(maps.uid_map, self.store.uid_map)
+            gids = idmap.within(maps.gid_map, self.store.gid_map)
+        except ValueError as e:
+            raise RootlessError(f"map the container's user namespace inside the user networks' one: {e}") from None
+        r, w = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - exits
+            code = 0
+            try:
+                os.close(r)
+                syscalls.setns(self.userns_fd, syscalls.CLONE_NEWUSER, "join the user networks' user namespace")
+                for name, rows in (("uid_map", uids), ("gid_map", gids)):
+                    with open(f"/proc/{pid}/{name}", "w") as f:
+                        f.write("".join(m.line() + "\n" for m in rows))
+            except BaseException as e:  # noqa: BLE001 - reported to the parent, one line
+                os.write(w, str(e).encode())
+                code = 1
+            os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            err = f.read().decode(errors="replace")
+        os.waitpid(child, 0)
+        if err:
+            raise RootlessError(f"map the user namespace of process {pid}: {err}")
 
     def close(self) -> None:
         if self.userns_fd >= 0:
@@ -82,10 +123,9 @@ def attach_user_networks(spec: Spec, joined: Joined, pid: int, log: Log) -> User
             log.debug(f"container {spec.id[:12]}: {reply['ip']} on network {a['net']['name']}")
         if helper.addresses:
             _own_address(spec, next(iter(helper.addresses.values())))
-        tcp = [p for p in spec.network.ports if p.protocol == "tcp"]
-        if spec.network.ports and len(tcp) != len(spec.network.ports):
-            raise RootlessError("-p with udp on a user network is not supported yet", "publish TCP ports only")
-        listeners = _listen(tcp) if tcp else []
+        # every port, TCP and UDP, through the forwarder in the container's namespaces (the
+        # shared namespace's slirp4netns has no route to the container for its hostfwd)
+        listeners = _listen(list(spec.network.ports)) if spec.network.ports else []
         try:
             if listeners:
                 helper.helpers.append(_start_forwarder(listeners, helper.exit_r, pid))

@@ -67,6 +67,7 @@ class _Fds:
     go2: int  # read end: C2 may go on once C1 has been reaped
     sock: int  # our end of the socketpair carrying the pty master (-1 without -t)
     userns: int = -1  # a user namespace to join instead of making one (user networks)
+    nest: bool = False  # and then make one inside it all the same (user networks with --userns keep-id)
     seccomp: Filter | None = None  # compiled by the CLI before forking, loaded last before execve
     shared: namespaces.Shared | None = None  # another container's namespaces to join (Spec.join)
 
@@ -114,7 +115,8 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             # mapped as ours would be (rootless.runtime.usernet)
             syscalls.setns(fds.userns, syscalls.CLONE_NEWUSER, "join the user networks' user namespace")
             os.close(fds.userns)
-            flags &= ~syscalls.CLONE_NEWUSER
+            if not fds.nest:
+                flags &= ~syscalls.CLONE_NEWUSER
             if fds.shared is not None:
                 flags &= ~fds.shared.enter()
         # CLONE_NEWCGROUP waits too: the CLI first moves us into the container's own cgroup,
@@ -137,10 +139,11 @@ def _c1(spec: Spec, fds: _Fds, winsize: bytes | None, cap_last: int) -> NoReturn
             stage = "setup"
         if "network" in spec.namespaces:
             namespaces.loopback_up()
-            if spec.network.mode == "slirp4netns":
+            if spec.network.mode in ("slirp4netns", "bridge"):
                 # Becoming a root mapped to another host uid (--userns keep-id) made us
-                # non-dumpable, which hides /proc/PID/ns from slirp4netns, joining by PID
-                # (ptrace(2) "access mode checking"); C2 inherits this, execve(2) resets it.
+                # non-dumpable, which hides /proc/PID/ns from slirp4netns, joining by PID, and
+                # from the user networks' daemon (ptrace(2) "access mode checking"); C2
+                # inherits this, execve(2) resets it.
                 syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1, what="make the container's first process dumpable")
         stage = "rootfs"
         mounts.mount_rootfs(spec.rootfs)
@@ -682,7 +685,8 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
         if sock_parent >= 0:
             os.close(sock_parent)
         userns = joined.userns_fd if joined else shared.userns if shared else -1
-        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, userns, filt, shared), winsize, cap_last)
+        _c1(spec, _Fds(report_w, go_r, go2_r, sock_child, userns, joined is not None and joined.nested, filt, shared),
+            winsize, cap_last)
     os.close(report_w)
     os.close(go_r)
     os.close(go2_r)
@@ -700,7 +704,9 @@ def _start(spec: Spec, log: Log, maps: idmap.IdMaps, slirp_binary: str | None, j
                 NamespaceError(f"the container's first process exited before its namespaces existed ({first!r})")
         mount_ns = namespace_id(pid1, "mnt")
         try:
-            if joined is None and shared is None and not _apply_maps_fast(pid1, maps):
+            if joined is not None and joined.nested:
+                joined.map_nested(pid1, maps)
+            elif joined is None and shared is None and not _apply_maps_fast(pid1, maps):
                 # diagnose: the same writes one at a time, with idmap's explanations
                 idmap.apply(pid1, maps)
             if place is not None:

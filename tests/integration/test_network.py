@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -153,6 +153,19 @@ UDP_ECHO = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             "while True:\n    d, a = s.recvfrom(2048); s.sendto(b'echo:' + d, a)")
 
 
+def udp_echo(port: int, why: Callable[[], str] = str) -> bytes:
+    """"ping" sent to 127.0.0.1:PORT until a reply comes (15 s); the reply."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        deadline = time.monotonic() + 15
+        while True:
+            s.sendto(b"ping", ("127.0.0.1", port))
+            try:
+                return s.recvfrom(2048)[0]
+            except TimeoutError:
+                assert time.monotonic() < deadline, f"no UDP echo {why()}"
+
+
 # --------------------------------------------------------------------------- published ports
 
 
@@ -173,17 +186,7 @@ def test_udp_port_echoes(rl: RootlessEnv, running: list[Running]) -> None:
     r = start(rl, running, "--network", "slirp4netns:allow_host_loopback=true", "-p", f"127.0.0.1:{port}:5353/udp",
               *host_mounts(), BUSYBOX, "/usr/bin/python3",
               "-c", UDP_ECHO)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.5)
-        deadline = time.monotonic() + 15
-        while True:
-            s.sendto(b"ping", ("127.0.0.1", port))
-            try:
-                data, _ = s.recvfrom(2048)
-                break
-            except TimeoutError:
-                assert time.monotonic() < deadline, f"no UDP echo ({r.proc.poll()}):\n{r.log}"
-    assert data == b"echo:ping"
+    assert udp_echo(port, lambda: f"({r.proc.poll()}):\n{r.log}") == b"echo:ping"
 
 
 def test_published_port_with_keep_id(rl: RootlessEnv, running: list[Running]) -> None:

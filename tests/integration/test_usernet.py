@@ -195,6 +195,37 @@ def test_publish_on_a_user_network(rl: RootlessEnv) -> None:
         rl("network", "rm", "pub")
 
 
+def test_udp_publish_on_a_user_network(rl: RootlessEnv) -> None:
+    from tests.integration.test_network import UDP_ECHO, host_mounts, udp_echo
+
+    need(os.path.exists("/usr/bin/python3"), "python3 is missing on the host")
+    rl("network", "create", "udppub", check=True)
+    port = free_port()
+    try:
+        rl("run", "-d", "--name", "udpecho", "--network", "udppub", "-p", f"127.0.0.1:{port}:5353/udp",
+           *host_mounts(), BUSYBOX, "/usr/bin/python3", "-c", UDP_ECHO, check=True)
+        assert udp_echo(port, lambda: "through the user network's forwarder") == b"echo:ping"
+        assert rl("port", "udpecho", check=True).stdout.strip() == f"5353/udp -> 127.0.0.1:{port}"
+    finally:
+        rl("rm", "-f", "udpecho")
+        rl("network", "rm", "udppub")
+
+
+def test_keep_id_on_a_user_network(rl: RootlessEnv) -> None:
+    """--userns keep-id with a user network (Podman allows it): the container runs as our own
+    ID in a user namespace nested in the shared one, and still reaches its peers by name."""
+    rl("network", "create", "kept", check=True)
+    try:
+        serve(rl, "keptweb", "--network", "kept")
+        wait_http(rl, "kept", "keptweb", "hello-keptweb")
+        out = sh(rl, "--userns", "keep-id", "--network", "kept", BUSYBOX, "sh", "-c", f"id -u; {get('keptweb')}")
+        assert out.split() == [str(os.getuid()), "hello-keptweb"], out
+    finally:
+        rl("rm", "-f", "keptweb")
+        rl("network", "rm", "kept")
+    assert wait_no_helpers(rl) == []
+
+
 def test_helpers_end_with_the_last_container_also_after_kill_9(rl: RootlessEnv) -> None:
     rl("network", "create", "brief", check=True)
     try:

@@ -256,3 +256,16 @@ def test_exec_errors_follow_podman_wording() -> None:
     e = userns._exec_error("/etc/passwd", f("run", errno.EACCES, "x"), 0)
     assert isinstance(e, NotExecutableError) and e.exit_code == 126
     assert isinstance(userns._exec_error("x", f("setup", errno.EPERM, "setresuid: boom"), 0), NamespaceError)
+
+
+def test_within_maps_a_nested_namespace_in_its_parents_ids() -> None:
+    from rootless.runtime.idmap import IdMapping as M
+    from rootless.runtime.idmap import within
+
+    store = (M(0, 1000, 1), M(1, 100000, 65536))  # the shared user namespace: 0 is you
+    keep_id = (M(0, 100000, 1000), M(1000, 1000, 1), M(1001, 101000, 64536))
+    assert within(keep_id, store) == (M(0, 1, 1000), M(1000, 0, 1), M(1001, 1001, 64536))
+    # a range that crosses two of the parent's ranges is cut where they meet
+    assert within((M(0, 1000, 3),), (M(0, 1000, 1), M(5, 1001, 10))) == (M(0, 0, 1), M(1, 5, 2))
+    with pytest.raises(ValueError, match="host ID 99"):
+        within((M(0, 99, 1),), store)
