@@ -283,6 +283,60 @@ def store_stream(layout: Layout, pull: Callable[[], bytes], kind: str, level: in
     return Stored(digest, out.size, diff_id, usize)
 
 
+class Tee:
+    """Compress what ``pull`` returns (b"" at the end) as ``kind`` into the file ``raw`` and
+    yield the compressed bytes as they come, for an upload's body: one pass makes both the
+    blob that is kept and the one that is sent. Once exhausted: ``digest()``, ``size`` (the
+    compressed bytes), ``diff_id`` and ``usize`` (the content's)."""
+
+    def __init__(self, pull: Callable[[], bytes], kind: str, level: int | None, raw: IO[bytes]) -> None:
+        self._pull, self._kind, self._level, self._raw = pull, kind, level, raw
+        self._out: HashingFile | None = None
+        self.diff_id = ""
+        self.usize = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        import collections
+
+        # the threaded gzip writer hands its output over from its own thread
+        ready: collections.deque[bytes] = collections.deque()
+
+        def sink(data: Any) -> None:
+            b = bytes(data)
+            self._raw.write(b)
+            ready.append(b)
+
+        def drain() -> bytes:
+            parts = []
+            while ready:
+                parts.append(ready.popleft())
+            return b"".join(parts)
+
+        plain = hashlib.sha256()
+        out = HashingFile(sink)
+        with writer(out, self._kind, self._level) as w:
+            while chunk := self._pull():
+                plain.update(chunk)
+                self.usize += len(chunk)
+                w.write(chunk)
+                if ready:
+                    yield drain()
+        if ready:
+            yield drain()
+        self._raw.flush()
+        self.diff_id = f"sha256:{plain.hexdigest()}"
+        self._out = out
+
+    @property
+    def size(self) -> int:
+        assert self._out is not None, "Tee not exhausted"
+        return self._out.size
+
+    def digest(self) -> str:
+        assert self._out is not None, "Tee not exhausted"
+        return self._out.digest()
+
+
 class ReadAhead:
     """``pull`` (a chunk function, b"" at the end) run in a thread a few chunks ahead, hashing
     (sha256) what it returns: inflate and hash on one core while the caller writes on the

@@ -20,13 +20,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rootless.errors import RootlessError
+from rootless.errors import RootlessError, StorageError
 from rootless.image import manifest as mf
 
 if TYPE_CHECKING:
@@ -66,23 +66,54 @@ class Blob:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A layer still to compress (plan(defer=True)): stored blob ``source`` (compressed as
+    ``have``) goes out compressed as ``want`` while it uploads; the layers at ``indexes``
+    get the blob's digest and size once it is sent (settle)."""
+
+    source: str
+    have: str
+    want: str
+    diff_id: str
+    size: int  # of the source: the progress bar's scale
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What goes out: the manifest's exact bytes and every blob it names, in the store."""
+    """What goes out: the manifest's exact bytes and every blob it names, in the store. With
+    ``pending`` layers the manifest is still empty: settle() makes it once they are sent."""
 
     manifest: bytes
     media_type: str
     digest: str
     config: Blob
     layers: tuple[Blob, ...]
+    fmt: str = "oci"
+    pending: tuple[Pending, ...] = ()
+
+
+def settle(p: Plan, sent: dict[str, tuple[str, int]]) -> Plan:
+    """The plan with each pending layer's blob (``sent``: source → (digest, size)) in place."""
+    layers = list(p.layers)
+    for pend in p.pending:
+        digest, size = sent[pend.source]
+        for i in pend.indexes:
+            layers[i] = replace(layers[i], digest=digest, size=size)
+    data = manifest_bytes(p.fmt, p.config, layers)
+    return Plan(data, p.media_type, mf.sha256_digest(data), p.config, tuple(layers), p.fmt)
 
 
 def _format_of(media_type: str) -> str:
     return "v2s2" if media_type == mf.DOCKER_MANIFEST else "oci"
 
 
-def plan(ctx: Context, rec: ImageRecord, opts: PushOptions, compress_plain: bool = True) -> Plan:
+def plan(ctx: Context, rec: ImageRecord, opts: PushOptions, compress_plain: bool = True,
+         defer: bool = False) -> Plan:
     """Step 1 (compressing what must be compressed; everything else is read as stored).
-    ``compress_plain=False`` keeps uncompressed layers as they are (an OCI layout on disk)."""
+    ``compress_plain=False`` keeps uncompressed layers as they are (an OCI layout on disk).
+    ``defer``: a stored blob to compress is not compressed here but left pending, to be
+    compressed while it uploads (a push to a registry)."""
     from storage.blobs import BlobStore
     from storage.layerblobs import LayerBlobs, compression_of
 
@@ -100,6 +131,7 @@ def plan(ctx: Context, rec: ImageRecord, opts: PushOptions, compress_plain: bool
                             "zstd layers", "push with --format oci, or with gzip")
     pairs = LayerBlobs(ctx.layout)
     layers: list[Blob] = []
+    pending: dict[tuple[str, str], Pending] = {}
     changed = fmt != _format_of(stored_type) or stored is None
     for entry in rec.layers:
         have = compression_of(entry.media_type)
@@ -116,6 +148,12 @@ def plan(ctx: Context, rec: ImageRecord, opts: PushOptions, compress_plain: bool
             found = pairs.find(entry.diff_id, want)
             if found is not None:
                 digest, size = found.digest, found.size
+            elif defer and blobs.has(entry.digest):
+                key = (entry.digest, want)
+                same = pending.get(key)
+                pending[key] = Pending(entry.digest, have, want, entry.diff_id, entry.size,
+                                       (*(same.indexes if same else ()), len(layers)))
+                digest, size = "", 0
             else:
                 digest, size = _recompress(ctx, entry.digest, have, entry.diff_id, want, opts.compression_level)
             changed = True
@@ -126,10 +164,12 @@ def plan(ctx: Context, rec: ImageRecord, opts: PushOptions, compress_plain: bool
     config_type = mf.DOCKER_CONFIG if fmt == "v2s2" else mf.OCI_CONFIG
     config = Blob(rec.config_digest, blobs.size(rec.config_digest), config_type, "config")
     if not changed and stored is not None:
-        return Plan(stored, stored_type, rec.manifest_digest, config, tuple(layers))
+        return Plan(stored, stored_type, rec.manifest_digest, config, tuple(layers), fmt)
+    media_type = mf.DOCKER_MANIFEST if fmt == "v2s2" else mf.OCI_MANIFEST
+    if pending:
+        return Plan(b"", media_type, "", config, tuple(layers), fmt, tuple(pending.values()))
     data = manifest_bytes(fmt, config, layers)
-    return Plan(data, mf.DOCKER_MANIFEST if fmt == "v2s2" else mf.OCI_MANIFEST, mf.sha256_digest(data),
-                config, tuple(layers))
+    return Plan(data, media_type, mf.sha256_digest(data), config, tuple(layers), fmt)
 
 
 def manifest_bytes(fmt: str, config: Blob, layers: list[Blob] | tuple[Blob, ...]) -> bytes:
@@ -286,7 +326,7 @@ def push(ctx: Context, source: str, destination: str | None, opts: PushOptions) 
     gc_lock = FileLock(ctx.layout.locks / "gc.lock", shared=True)
     gc_lock.acquire()
     try:
-        p = plan(ctx, rec, opts)
+        p = plan(ctx, rec, opts, defer=True)
         digest = _push_registry(ctx, ref, p, opts)
     finally:
         gc_lock.release()
@@ -351,15 +391,17 @@ def _push_registry(ctx: Context, ref: Reference, p: Plan, opts: PushOptions) -> 
     pairs = LayerBlobs(ctx.layout)
     candidates = _candidates(pairs, p)
     tty = sys.stderr.isatty() if opts.show_progress is None else opts.show_progress
-    digest = _quick(ctx, ref, p, opts, tty, candidates)
+    digest = None if p.pending else _quick(ctx, ref, p, opts, tty, candidates)
     if digest is None:
-        digest = _push_full(ctx, ref, p, opts, tty, candidates)
+        digest, p = _push_full(ctx, ref, p, opts, tty, candidates)
     pairs.mark_seen([b.digest for b in p.layers], f"{ref.registry}/{ref.repository}")
     return digest
 
 
 def _push_full(ctx: Context, ref: Reference, p: Plan, opts: PushOptions, tty: bool,
-               candidates: Callable[[Blob], tuple[str, ...]]) -> str:
+               candidates: Callable[[Blob], tuple[str, ...]]) -> tuple[str, Plan]:
+    """Step 2 and 3 with the full client; returns the manifest digest and the plan as sent
+    (pending layers settled)."""
     from rootless.image.pull import Progress
 
     client = _client(ctx, ref, opts)
@@ -368,9 +410,18 @@ def _push_full(ctx: Context, ref: Reference, p: Plan, opts: PushOptions, tty: bo
         with Progress(tty and not opts.quiet) as progress:
             report = _Report(progress, not tty and not opts.quiet)
             report.say("Getting image source signatures")
-            todo = [p.config, *{b.digest: b for b in p.layers}.values()]
+            todo = [p.config, *{b.digest: b for b in p.layers if b.digest}.values()]
             for b in todo:
                 progress.add(b.digest, b.size, "Copying")
+            for pend in p.pending:
+                progress.add(pend.source, pend.size, "Compressing")
+            sent: dict[str, tuple[str, int]] = {}
+
+            def compressing(pend: Pending) -> None:
+                digest, size = _upload_compressing(ctx, client, repo, pend, opts.compression_level,
+                                                   lambda n: progress.advance(pend.source, n))
+                sent[pend.source] = (digest, size)
+                report.blob(Blob(digest, size, "", "layer"), "done")
 
             def one(b: Blob) -> None:
                 if client.blob_exists(repo, b.digest):
@@ -387,14 +438,62 @@ def _push_full(ctx: Context, ref: Reference, p: Plan, opts: PushOptions, tty: bo
 
             pool = ThreadPoolExecutor(max_workers=ctx.config.max_parallel_uploads, thread_name_prefix="upload")
             try:
-                futures = [pool.submit(one, b) for b in todo]
+                futures = [pool.submit(compressing, pend) for pend in p.pending]
+                futures += [pool.submit(one, b) for b in todo]
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 for f in done:
                     if f.exception() is not None:
                         raise f.exception()  # type: ignore[misc]
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if p.pending:
+                p = settle(p, sent)
             report.say("Writing manifest to image destination")
-            return client.put_manifest(repo, ref.tag or "latest", p.manifest, p.media_type)
+            return client.put_manifest(repo, ref.tag or "latest", p.manifest, p.media_type), p
     finally:
         client.close()
+
+
+def _upload_compressing(ctx: Context, client: RegistryClient, repo: str, pend: Pending, level: int | None,
+                        progress: Callable[[int], None]) -> tuple[str, int]:
+    """A first push of a layer made here: its stored blob is compressed while it uploads (one
+    pass, no staging), the compressed bytes written beside into the store's tmp/; once the
+    registry has them, the blob is renamed in under its digest and paired with the diff ID
+    (storage.layerblobs), so the next push compresses nothing. A retry compresses anew."""
+    from rootless.errors import DigestMismatchError
+    from storage import compress
+    from storage.atomic import fsync_dir
+    from storage.layerblobs import LayerBlobs
+
+    ctx.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = ctx.layout.tmp / f"push-{os.urandom(8).hex()}.partial"
+    tees: list[compress.Tee] = []
+
+    def body() -> Iterator[bytes]:
+        with open(ctx.layout.blob(pend.source), "rb") as src, open(tmp, "wb") as raw:
+            tee = compress.Tee(compress.reader(src, pend.have), pend.want, level, raw)
+            tees.append(tee)
+            yield from tee
+            if tee.diff_id != pend.diff_id:  # raised before the last chunk: the upload is not closed
+                raise DigestMismatchError(f"layer {pend.diff_id} reads as {tee.diff_id} in the store",
+                                          "the store is damaged: remove the image and import or build it again")
+            os.fsync(raw.fileno())
+
+    try:
+        digest = client.upload_stream(repo, body, f"layer {pend.diff_id[7:19]}", progress)
+        tee = tees[-1]
+        if tee.digest() != digest:
+            raise DigestMismatchError(f"layer {pend.diff_id}: sent {digest}, kept {tee.digest()}")
+        final = ctx.layout.blob(digest)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as e:
+        raise StorageError(f"keep the compressed layer in {ctx.layout.blobs}: {e.strerror or e}") from e
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    LayerBlobs(ctx.layout).record([(digest, pend.diff_id, pend.want, tee.size)])
+    return digest, tee.size

@@ -640,20 +640,45 @@ class RegistryClient:
         """POST an upload session, send the blob file in one streaming PATCH, close it with
         PUT ?digest=. The bytes are hashed as they go and must match ``digest`` (else
         nothing is committed). A dropped connection restarts the upload with backoff."""
-        ep = self.primary
         what = f"pushing blob {digest} to {self._name(repository)}"
-        sent = [0]
 
-        def body(h: Any) -> Iterator[bytes]:
+        def body() -> Iterator[bytes]:
             with open(path, "rb") as f:
                 while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    sent[0] += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
                     yield chunk
 
-        def attempt() -> None:
+        def check(got: str, sent: int) -> str:
+            if got != digest or sent != size:
+                raise DigestMismatchError(f"{what}: the stored blob has digest {got} ({sent} bytes)",
+                                          "the store is damaged: remove the image and pull or build it again")
+            return digest
+
+        self._upload(repository, what, body, check, size, progress)
+
+    def upload_stream(self, repository: str, body: Callable[[], Iterator[bytes]], what: str,
+                      progress: Callable[[int], None] | None = None) -> str:
+        """upload_blob for content whose digest is known only once it is all sent (a layer
+        compressed while it uploads): one chunked PATCH, then PUT ?digest= with the digest of
+        what went. ``body()`` starts the content from its beginning (again on a retry).
+        Returns the digest."""
+        return self._upload(repository, f"pushing {what} to {self._name(repository)}", body,
+                            lambda got, _sent: got, None, progress)
+
+    def _upload(self, repository: str, what: str, body: Callable[[], Iterator[bytes]],
+                check: Callable[[str, int], str], size: int | None,
+                progress: Callable[[int], None] | None) -> str:
+        ep = self.primary
+        sent = [0]
+
+        def counted(h: Any) -> Iterator[bytes]:
+            for chunk in body():
+                h.update(chunk)
+                sent[0] += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+                yield chunk
+
+        def attempt() -> str:
             if sent[0] and progress is not None:
                 progress(-sent[0])  # starting over
             sent[0] = 0
@@ -666,20 +691,20 @@ class RegistryClient:
                 raise RegistryError(f"{what}: the registry started an upload without a Location")
             try:
                 h = hashlib.sha256()
-                r = self._client.patch(str(httpx.URL(ep.base_url).join(loc)), content=body(h), extensions=ext,
-                                       headers={"Content-Type": "application/octet-stream",
-                                                "Content-Length": str(size)})
+                headers = {"Content-Type": "application/octet-stream"}
+                if size is not None:
+                    headers["Content-Length"] = str(size)  # else chunked (RFC 9112 §7.1)
+                r = self._client.patch(str(httpx.URL(ep.base_url).join(loc)), content=counted(h), extensions=ext,
+                                       headers=headers)
                 if r.status_code not in (202, 204):
                     self._status_error(ep, r, what)
-                got = "sha256:" + h.hexdigest()
-                if got != digest or sent[0] != size:
-                    raise DigestMismatchError(f"{what}: the stored blob has digest {got} ({sent[0]} bytes)",
-                                              "the store is damaged: remove the image and pull or build it again")
+                digest = check("sha256:" + h.hexdigest(), sent[0])
                 loc = r.headers.get("location") or loc
                 url = httpx.URL(ep.base_url).join(loc).copy_merge_params({"digest": digest})
                 r = self._client.put(url, extensions=ext, headers={"Content-Length": "0"})
                 if r.status_code not in (201, 204):
                     self._status_error(ep, r, what)
+                return digest
             except RootlessError:
                 # refused for good: cancel the session (the spec's DELETE on the upload URL) so the
                 # registry keeps no partial upload; one it cannot cancel expires on its own
@@ -689,7 +714,7 @@ class RegistryClient:
                     pass
                 raise
 
-        self._retrying(ep, attempt, push=True)
+        return self._retrying(ep, attempt, push=True)
 
     def put_manifest(self, repository: str, ref: str, data: bytes, media_type: str) -> str:
         """PUT the manifest's exact bytes with its own content type; returns its digest."""

@@ -344,8 +344,13 @@ class RegistryProxy:
                     backend_path = path[len("/_blobstore"):].split("?", 1)[0]
                     strip_auth = True
                 length = int(self.headers.get("Content-Length") or 0)
-                req_body = self.rfile.read(length // 2 if fault is not None and fault.kind == "drop"
-                                           else length) if length else None
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    # a body of unknown length (a layer compressed while it uploads), relayed
+                    # whole with its length
+                    req_body = self._read_chunked(first_only=fault is not None and fault.kind == "drop")
+                else:
+                    req_body = self.rfile.read(length // 2 if fault is not None and fault.kind == "drop"
+                                               else length) if length else None
                 if fault is not None and fault.kind == "drop":
                     # half the request body read, then the connection is gone: no answer at all
                     self._done(0, 0)
@@ -364,6 +369,20 @@ class RegistryProxy:
                     self._relay(resp, fault)
                 finally:
                     conn.close()
+
+            def _read_chunked(self, first_only: bool) -> bytes:
+                """RFC 9112 §7.1 chunked transfer coding, decoded."""
+                body = bytearray()
+                while True:
+                    size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return bytes(body)
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                    if first_only:
+                        return bytes(body)
 
             def _relay(self, resp: http.client.HTTPResponse, fault: Fault | None) -> None:
                 rh = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]

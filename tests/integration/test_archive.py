@@ -274,15 +274,40 @@ def test_push_transports_and_skopeo(rl: RootlessEnv, registry: Registry, importe
 def test_second_push_of_an_imported_image_compresses_nothing(rl: RootlessEnv, mirror: RegistryProxy,
                                                               imported: str) -> None:
     blobs = sorted(p.name for p in rl.blob_files())
+    mark = mirror.mark()
     rl("push", "-q", "mytest:1", f"{mirror.host}/pushed/imp{uuid.uuid4().hex[:8]}", check=True)
     after_first = sorted(p.name for p in rl.blob_files())
     assert len(after_first) == len(blobs) + 1  # the layer compressed once, kept
+    (kept,) = set(after_first) - set(blobs)
+    # compressed while it uploaded: a body of unknown length (chunked), no staging pass first,
+    # and the upload closed with the digest of the very blob kept
+    patches = [r for r in mirror.since(mark) if r.method == "PATCH"]
+    assert any("chunked" in r.headers.get("transfer-encoding", "") for r in patches), patches
+    assert any(r.method == "PUT" and f"digest=sha256%3A{kept}" in r.path.replace(":", "%3A")
+               for r in mirror.since(mark)), mirror.since(mark)
+    assert not list((rl.store / "tmp").glob("*")), "nothing left in the store's tmp/"
     repo = f"pushed/imp{uuid.uuid4().hex[:8]}"
     mark = mirror.mark()
     cp = rl("push", "mytest:1", f"{mirror.host}/{repo}", check=True)
     assert sorted(p.name for p in rl.blob_files()) == after_first  # compressed nothing
     assert "mounted from" in cp.stderr  # and sent nothing: the first repository holds it
     assert not [r for r in mirror.since(mark) if r.method == "PATCH"]  # the config is mounted too
+
+
+def test_dropped_upload_of_a_layer_compressed_on_the_way(rl: RootlessEnv, faults: RegistryProxy,
+                                                       imported: str) -> None:
+    from tests.integration.harness import Fault
+
+    fault = faults.add_fault(Fault("drop", methods=("PATCH",), times=1))
+    repo = f"pushed/drop{uuid.uuid4().hex[:8]}"
+    blobs = sorted(p.name for p in rl.blob_files())
+    rl("push", "-q", "mytest:1", f"{faults.host}/{repo}", check=True, timeout=120)
+    assert fault.hits == 1  # dropped once, compressed and sent again
+    assert len(rl.blob_files()) == len(blobs) + 1 and not rl.check_blobs()
+    assert not list((rl.store / "tmp").glob("*")), "no partial blob left behind"
+    rl("rmi", "-a", check=True)
+    rl("pull", "-q", f"{faults.host}/{repo}", check=True)
+    assert rl.inspect(f"{faults.host}/{repo}")["Id"] == imported
 
 
 def test_sharing_events_as_podman_logs_them(rl: RootlessEnv, mirror: RegistryProxy, tmp_path: Path) -> None:

@@ -121,3 +121,24 @@ def test_repush_lane_only_when_every_layer_was_seen_at_the_registry(monkeypatch:
     assert not eligible("reg:5000", seen, has_credentials=False, tty=True)  # bars: the full client's
     monkeypatch.setenv("https_proxy", "http://proxy:3128")
     assert not eligible("reg:5000", seen, has_credentials=False, tty=False)  # httpx honours proxies
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_tee_sends_exactly_what_it_keeps(kind: str) -> None:
+    """A layer compressed while it uploads: the bytes yielded (sent) are the bytes written
+    (kept), they decompress to the content, and both digests are the content's and the blob's."""
+    import hashlib
+    import io
+
+    from storage import compress
+
+    content = b"".join(hashlib.sha256(str(i).encode()).digest() * 64 for i in range(20000))  # ~40 MB
+    src = io.BytesIO(content)
+    kept = io.BytesIO()
+    tee = compress.Tee(lambda: src.read(1 << 20), kind, None, kept)
+    sent = b"".join(tee)
+    assert sent == kept.getvalue() and len(sent) == tee.size < len(content)
+    assert tee.digest() == "sha256:" + hashlib.sha256(sent).hexdigest()
+    assert tee.diff_id == "sha256:" + hashlib.sha256(content).hexdigest() and tee.usize == len(content)
+    back = compress.reader(io.BytesIO(sent), kind)
+    assert b"".join(iter(back, b"")) == content
