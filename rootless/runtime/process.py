@@ -28,7 +28,7 @@ import resource  # imported before any child enters a container's mount namespac
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rootless.errors import CommandNotFoundError, NamespaceError, NotExecutableError, RootlessError
 from rootless.record import dataclass
@@ -334,7 +334,8 @@ def _credentials(p: Process, uid: int, gid: int, groups: Sequence[int], cap_last
             syscalls.ambient_raise(c)
 
 
-class Who(NamedTuple):
+@dataclass(frozen=True)
+class Who:
     uid: int
     gid: int
     groups: tuple[int, ...]
