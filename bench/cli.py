@@ -5,7 +5,7 @@
 Times, as a user types them: `images`, `ps -a`, `inspect NAME`, `logs NAME`, `port NAME`, `rm` of a
 stopped container, `--help`, and `run --rm --network none busybox true`. Goals: each at most 1.0×
 Podman's median, `run` at most 0.3×. Medians of interleaved rounds (the order rotates each round).
---keep leaves the work directory with both stores as measured (the running container too), to
+--keep leaves the work directory with both stores as measured (the running container stopped), to
 profile a command afterwards (`python -X importtime`, cProfile) on the same store.
 
 Run it as the unprivileged test user; as root (`python bench/cli.py`) it re-executes itself as that
@@ -104,12 +104,16 @@ def main(argv: list[str]) -> int:
             force = ("rm", "-f", "-t", "0") if tool == "podman" else ("rm", "-f")
             c.run_checked(a(*force, "-a"), e, timeout=600)
 
+        def stop_web(tool: str) -> None:
+            a, e = tools[tool]
+            c.run_checked(a("stop", "-t", "0", NAME), e, timeout=600)
+
         # the stores: N images (checked), N containers: one running with output and a published port
         ports = {"rootless": 18431, "podman": 18432}
         for tool, (a, e) in tools.items():
             rm_all(tool)
-            if not args.keep:  # --keep: the stores stay as measured (the running container too)
-                removers.append(lambda t=tool: rm_all(t))  # type: ignore[misc]
+            # --keep: the stores stay as measured, the running container stopped (its port freed)
+            removers.append(lambda t=tool: stop_web(t) if args.keep else rm_all(t))  # type: ignore[misc]
             shown = c.run_checked(a("images", "-q"), e).stdout.split()
             if len(shown) != args.images:
                 raise RuntimeError(f"{tool} images lists {len(shown)} images, not {args.images}")
