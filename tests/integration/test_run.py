@@ -467,7 +467,8 @@ def test_interactive_shell_in_tmux(rl: RootlessEnv, tmp_path: Path) -> None:
         tmux.wait("after-2")
         tmux("send-keys", "-t", "t", "exit 3", "Enter")
         deadline = time.monotonic() + 15
-        while not status.exists() and time.monotonic() < deadline:
+        # the shell creates the file before echo writes to it
+        while not (status.exists() and status.read_text().endswith("\n")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert status.read_text().strip() == "3"
         # raw mode is undone: the terminal's modes are what they were before
