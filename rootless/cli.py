@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
 
 from rootless.errors import EXIT_TOOL, RootlessError
 from rootless.options import UsageError
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from rootless.options import Args, Command
 
 
@@ -68,14 +70,16 @@ def dispatch(argv: list[str], *, end_early: bool = False) -> int:
         if end_early:
             _exit_now(0)
         return 0
-    from rootless.context import LEVELS
+    level = glob.log_level.lower()
+    if level != "warn":  # the default needs no check: `CMD --help` loads no context module
+        from rootless.context import LEVELS
 
-    if glob.log_level.lower() not in LEVELS:
-        # Podman: an unknown level is exit 1, before any command runs
-        err = RootlessError(f'log level "{glob.log_level}" is not valid', hint="use debug, info, warn or error")
-        err.exit_code = 1
-        raise err
-    glob.__dict__["log_level"] = glob.log_level.lower()
+        if level not in LEVELS:
+            # Podman: an unknown level is exit 1, before any command runs
+            err = RootlessError(f'log level "{glob.log_level}" is not valid', hint="use debug, info, warn or error")
+            err.exit_code = 1
+            raise err
+    glob.__dict__["log_level"] = level
     if glob.noout:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     if glob.version:

@@ -52,7 +52,10 @@ __slots__ (no dataclasses).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
+if TYPE_CHECKING:
+    from typing import Any
 
 _TRUE = ("true", "1", "yes", "on", "t", "y")
 _FALSE = ("false", "0", "no", "off", "f", "n")

@@ -8,10 +8,10 @@ completion and the man-page test load them all. A new module goes into INDEX (on
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from rootless.options import flag, value
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
     from rootless.options import Command, Group, Opt, Table
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from rootless.errors import EXIT_TOOL, RootlessError
 from rootless.options import Args, Table, always, arg, flag, value
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
+    from typing import Any
+
     from rootless.context import Context
 
 table = Table()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from rootless.commands.volumes import report
 from rootless.errors import RootlessError
 from rootless.options import Args, Table, arg, flag, value
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
     from rootless.context import Context
 

@@ -4,12 +4,14 @@ top, diff, healthcheck run, container exists, image exists."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError
 from rootless.options import Args, Table, arg, flag, value
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
+    from typing import Any
+
     from rootless.context import Context
     from rootless.options import Arg
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rootless.options import Args, Table, arg, flag, value
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
     from rootless.context import Context
 

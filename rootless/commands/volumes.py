@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from rootless.errors import RootlessError
 from rootless.options import Args, Table, UsageError, arg, flag, value
 
+TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
     from rootless.context import Context
 

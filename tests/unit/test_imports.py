@@ -288,3 +288,16 @@ def test_view_commands_import_nothing_slow() -> None:
             "'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"the view commands import {out.stdout.strip()}"
+
+
+def test_help_texts_load_neither_typing_nor_the_context() -> None:
+    """`rootless --help`, `rootless ps --help`: the option tables only, none of the typing module
+    (≈5 ms) nor the context's config, paths and records. -S: no site (an editable install's finder
+    imports typing)."""
+    code = ("import io, sys\nfrom rootless import cli\nsys.stdout = io.StringIO()\n"
+            "for argv in (['--help'], ['ps', '--help'], ['image', 'ls', '--help'], ['volume', '--help']):\n"
+            "    cli.dispatch(argv)\n"
+            "sys.stdout = sys.__stdout__\n"
+            "print(','.join(m for m in ('typing', 'rootless.context', 'pathlib', 'json') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "", f"the help texts import {out.stdout.strip()}"
