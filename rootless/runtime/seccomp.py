@@ -17,7 +17,6 @@ BPF, so nothing of it is needed at run time once the filter is cached.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -114,6 +113,8 @@ def _fail(name: str, where: str, what: str) -> SeccompError:
 
 
 def _int(name: str, where: str, v: Any) -> int:
+    import json  # the error and compile paths only: not a cached run's
+
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 1 << 64:
         raise _fail(name, where, f"expected an unsigned integer, got {json.dumps(v)}")
     return v
@@ -128,6 +129,8 @@ def _strings(name: str, where: str, v: Any) -> list[str]:
 
 
 def _action(name: str, where: str, text: Any, errno_ret: Any, default_errno: int) -> int:
+    import json  # the error and compile paths only: not a cached run's
+
     if text == "SCMP_ACT_NOTIFY":
         raise _fail(name, where, "SCMP_ACT_NOTIFY needs a seccomp listener, which is not supported")
     if not isinstance(text, str) or text not in _ACTIONS:
@@ -154,6 +157,8 @@ def evaluate(text: bytes, name: str, caps: Iterable[str], machine: str | None = 
              kernel: str | None = None) -> Evaluated:
     """The rules of the profile *text* that apply to a container with capabilities *caps* on
     *machine* (uname -m) running *kernel* (uname -r); SeccompError naming the JSON path at fault."""
+    import json  # the error and compile paths only: not a cached run's
+
     machine = machine or os.uname().machine
     kernel = kernel or os.uname().release
     try:
