@@ -161,6 +161,12 @@ def _start(layout: Layout, log: Log, spec: Spec, ready: int, rm_argv: list[str] 
             # close-on-exec until now: the container's processes never held it
             os.set_inheritable(terminal, True)
             fds["attach"] = terminal
+            # first on the socket, before the loop relays anything: a copy of the master, with
+            # which the attached CLI passes its terminal's size changes on (TIOCSWINSZ)
+            import socket
+
+            with socket.socket(fileno=os.dup(terminal)) as s:
+                socket.send_fds(s, [b"M"], [started.master])
     keep: list[int] = []
     ports: list[dict[str, object]] = []
     if started.network is not None:

@@ -175,7 +175,32 @@ def relay_attached(sock: int, *, interactive: bool) -> None:
     """`start -a` of a -t container: its monitor relays the pty over the stream socket *sock*
     (rootless.runtime.monitor); copy socket → stdout and, *interactive*, stdin → socket, until
     the monitor closes it once the container has exited. End of our input is sent as an EOF
-    character (VEOF), as ``relay`` does. Ctrl-C reaches the container as a key in raw mode."""
+    character (VEOF), as ``relay`` does. Ctrl-C reaches the container as a key in raw mode.
+    The launcher sends a copy of the pty master first: our terminal's new sizes go to it."""
+    import socket
+
+    with socket.socket(fileno=os.dup(sock)) as s:
+        _, fds, _, _ = socket.recv_fds(s, 1, 1)
+    master = fds[0] if fds else None
+    size_fd = terminal_size_source()
+    old = None
+    if master is not None and size_fd is not None:
+        def resized(_sig: int, _frame: object) -> None:
+            ws = get_winsize(size_fd)
+            if ws:
+                set_winsize(master, ws)
+
+        old = signal.signal(signal.SIGWINCH, resized)
+    try:
+        _copy_attached(sock, interactive)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGWINCH, old)
+        if master is not None:
+            os.close(master)
+
+
+def _copy_attached(sock: int, interactive: bool) -> None:
     stdin_open = interactive
     while True:
         fds = [sock, 0] if stdin_open else [sock]

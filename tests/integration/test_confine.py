@@ -515,6 +515,12 @@ def test_start_attach_a_terminal_passes_keys_and_size(rl: RootlessEnv) -> None:
         tty.type_line("tty; stty size; echo mark-$((6*7))")
         screen = tty.wait_for("mark-42")
         assert "/dev/pts/0" in screen and "33 120" in screen, screen
+        # a new size of our terminal reaches the container's (SIGWINCH → TIOCSWINSZ on the pty)
+        subprocess.run(["tmux", "-S", tty.sock, "resize-window", "-x", "100", "-y", "30"], check=True, timeout=20)
+        time.sleep(0.5)
+        tty.type_line("stty size; echo mark-$((7*7))")
+        screen = tty.wait_for("mark-49")
+        assert "30 100" in screen, screen
         # raw mode: Ctrl-C reaches the container's shell as a key, not our CLI as a signal
         tty.type_line("sleep 30")
         time.sleep(0.5)
