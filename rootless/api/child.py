@@ -7,7 +7,8 @@ the engine does needs to know it is serving an API. The handler process relays w
 arrives, line by line, until the child has exited (a pidfd says when: a helper the engine
 left behind may still hold the pipe), then reads the call's result, or its error, from a
 second pipe. A client that leaves mid-call interrupts the child with SIGINT, the signal
-Ctrl-C sends the CLI, so the call cleans up as it does there.
+Ctrl-C sends the CLI, so the call cleans up as it does there (then SIGTERM and SIGKILL if it
+does not end: ESCALATION).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,10 @@ class CallFailed(Exception):
         self.code = code
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too: the call cleans up as after Ctrl-C
+
+
 def _child(fn: Callable[[], Any], out_w: int, res_w: int) -> None:
     payload: dict[str, Any]
     try:
@@ -49,6 +55,7 @@ def _child(fn: Callable[[], Any], out_w: int, res_w: int) -> None:
         os.dup2(null, 0)
         os.close(null)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupted)
         payload = {"result": fn()}
     except RootlessError as e:
         code = getattr(e, "exit_code", None)
@@ -95,10 +102,18 @@ def run(req: Request, fn: Callable[[], Any], on_line: Callable[[str], None]) -> 
         os.close(res_r)
 
 
-def _interrupt(pid: int) -> None:
-    """Ctrl-C for the call: SIGINT to its process group (a RUN step's container is in it)."""
+# After the client left: SIGINT at once (Ctrl-C), then SIGTERM, then SIGKILL, each after the
+# seconds given if the call is still running. A RUN step's container gets the signals its
+# runtime forwards to the command; a shell waiting for a foreground command defers SIGINT
+# until that command ends (its own Ctrl-C would have reached the command's process group
+# too), but not SIGTERM.
+ESCALATION = ((signal.SIGINT, 0.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 20.0))
+
+
+def _interrupt(pid: int, sig: int = signal.SIGINT) -> None:
+    """Signal the call's process group."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGINT)
+        os.killpg(pid, sig)
 
 
 def _relay(req: Request, pid: int, out_r: int, res_r: int, on_line: Callable[[str], None]) -> Any:
@@ -109,24 +124,33 @@ def _relay(req: Request, pid: int, out_r: int, res_r: int, on_line: Callable[[st
     sock = req.conn.sock.fileno()
     exited = eof = gone = False
     watch_sock = True
+    gone_at = 0.0
+    steps = list(ESCALATION)
     try:
         while not (eof and exited):
             watch = [fd for fd, on in ((out_r, not eof), (pidfd, not exited), (sock, watch_sock and not exited))
                      if on]
+            timeout: float | None = None
+            if exited:
+                timeout = 0  # once the child is gone, only what its pipe already holds is read
+            elif gone and steps:
+                timeout = max(0.0, gone_at + steps[0][1] - time.monotonic())
             try:
-                # once the child is gone, only what its pipe already holds is read
-                ready, _, _ = select.select(watch, [], [], 0 if exited else None)
+                ready, _, _ = select.select(watch, [], [], timeout)
             except InterruptedError:
                 continue
+            if gone and not exited and steps and time.monotonic() >= gone_at + steps[0][1]:
+                _interrupt(pid, steps.pop(0)[0])
             if not ready:
-                break  # exited, output drained; a helper it left may still hold the pipe
+                if exited:
+                    break  # exited, output drained; a helper it left may still hold the pipe
+                continue
             if pidfd in ready:
                 exited = True
             if sock in ready:
                 watch_sock = False  # the client spoke or left: either way, no need to watch it again
                 if client_gone(req.conn.sock):
-                    gone = True
-                    _interrupt(pid)
+                    gone, gone_at = True, time.monotonic()
             if out_r in ready:
                 try:
                     data = os.read(out_r, 65536)
@@ -141,8 +165,7 @@ def _relay(req: Request, pid: int, out_r: int, res_r: int, on_line: Callable[[st
                     for line in lines if not gone else ():
                         on_line(line + "\n")
                 except ClientGone:
-                    gone = True
-                    _interrupt(pid)
+                    gone, gone_at = True, time.monotonic()
     finally:
         if not exited and not gone:
             _interrupt(pid)  # the handler failed: the call must not outlive it

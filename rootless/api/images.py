@@ -149,6 +149,11 @@ def import_(ctx: Context, req: Request) -> None:
     out.close()
 
 
+def search(ctx: Context, req: Request) -> None:
+    raise NotImplementedHere("GET /images/search (docker search) is not served by rootless: search the registry's "
+                             "own catalog or web page")
+
+
 def inspect(ctx: Context, req: Request) -> None:
     rec = _find(ctx, _name(req))
     data, _ = present.inspect(ctx, [rec.id])

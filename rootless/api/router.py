@@ -78,6 +78,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/images/create", images.create),
     ("POST", r"/images/prune", images.prune),
     ("POST", r"/images/load", images.load),
+    ("GET", r"/images/search", images.search),
     ("GET", r"/images/get", images.get),
     ("GET", rf"/images/{_NAME}/get", images.get),
     ("POST", rf"/images/{_NAME}/push", images.push),

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import socket
 import subprocess
 import tarfile
 import time
@@ -85,6 +87,8 @@ def test_build_rejects_what_it_cannot_do(api: Service) -> None:
     assert status == 501 and "remote" in body["message"]
     status, body = api.json("POST", "/v1.44/build?memory=1000000", b"")
     assert status == 400 and "memory" in body["message"]
+    status, body = api.json("GET", "/v1.44/images/search?term=alpine")
+    assert status == 501 and "docker search" in body["message"]
     status, _, data = api.request("POST", "/v1.44/build", b"", {"Content-Type": "application/x-tar"})
     assert status == 400 and b"empty" in data
     status, _, data = api.request("POST", "/v1.44/build", b"not a tar" * 100, {"Content-Type": "application/x-tar"})
@@ -211,3 +215,52 @@ def test_diff_commit_export_pause_df(api: Service, rl: RootlessEnv, tmp_path: Pa
     assert re.search(r"^Containers\s+1\s+1\s", df, re.M), df
     assert re.search(r"^Images\s+[2-9]\s+1\s", df, re.M), df
     assert re.search(r"^Local Volumes\s+0\s+0\s", df, re.M), df
+
+
+def _sleepers(marker: str) -> list[int]:
+    """PIDs of this user's processes whose command line holds *marker*."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker.encode() in (d / "cmdline").read_bytes() and d.stat().st_uid == os.getuid():
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_client_that_leaves_interrupts_the_build(api: Service, rl: RootlessEnv, tmp_path: Path) -> None:
+    """docker build ends when its client goes (Ctrl-C): the RUN's container is stopped and no
+    image is made; the service serves on."""
+    marker = f"sleep-{uuid.uuid4().hex[:8]}"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as t:
+        data = f"FROM alpine\nRUN echo started; sleep 120; : {marker}\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    body = context.getvalue()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(api.sock))
+    s.sendall(b"POST /v1.44/build?t=never-made HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+              + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    s.settimeout(120)
+    seen = b""
+    while b"started" not in seen:
+        chunk = s.recv(65536)
+        assert chunk, seen
+        seen += chunk
+    for _ in range(100):
+        if _sleepers(marker):
+            break
+        time.sleep(0.1)
+    assert _sleepers(marker), "the RUN step runs (its shell's command line holds the marker)"
+    s.close()
+    for _ in range(200):
+        if not _sleepers(marker):
+            break
+        time.sleep(0.1)
+    assert not _sleepers(marker), "the RUN step's container was stopped when the client left"
+    assert "docker.io/library/never-made:latest" not in _names(rl)
+    assert api.request("GET", "/_ping")[0] == 200
