@@ -54,9 +54,9 @@ def test_errors_are_docker_json(api: Service) -> None:
     assert status == 400 and "too new" in data["message"]
     status, data = api.json("GET", "/v1.44/containers/nosuch/json")
     assert status == 404 and data["message"] == "No such container: nosuch"
-    status, data = api.json("POST", "/v1.44/containers/create", {"HostConfig": {"Devices": [{"PathOnHost": "/x"}]},
+    status, data = api.json("POST", "/v1.44/containers/create", {"HostConfig": {"VolumesFrom": ["other"]},
                                                                   "Image": "alpine"})
-    assert status == 400 and "HostConfig.Devices" in data["message"]
+    assert status == 400 and "HostConfig.VolumesFrom" in data["message"]
     # a malformed request gets an answer and the service stays up
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(api.sock))

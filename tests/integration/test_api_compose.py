@@ -119,3 +119,34 @@ def test_compose_up_ps_logs_exec_down(api: Service, rl: RootlessEnv, tmp_path: P
     assert json.loads(rl("ps", "-a", "--format", "json", check=True).stdout or "[]") == []
     assert rl("network", "exists", "rlc_default").returncode != 0
     assert "rlc_data" not in rl("volume", "ls", "-q", check=True).stdout.split()
+
+
+ONESHOT = """\
+version: "3.7"
+services:
+  job:
+    image: alpine
+    command: ["sh", "-c", "echo job-ran; sleep 1; exit 0"]
+  idle:
+    image: alpine
+    command: ["sleep", "300"]
+"""
+
+
+def test_compose_up_attached_follows_and_stops_at_the_first_exit(api: Service, rl: RootlessEnv,
+                                                                   tmp_path: Path) -> None:
+    """`up` without -d attaches to every service's output and watches the events (filtered by the
+    project's labels): --abort-on-container-exit stops the project when one container ends."""
+    project = tmp_path / "oneshot"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(ONESHOT)
+    api.docker("pull", "alpine", check=True)
+    cp = compose(api, project, "up", "--abort-on-container-exit", "-t", "1", check=False, timeout=120)
+    assert "job-ran" in cp.stdout, cp.stdout + cp.stderr
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    # the other service was stopped, not left running
+    running = json.loads(rl("ps", "--format", "json", check=True).stdout or "[]")
+    assert running == [], running
+    compose(api, project, "down", "-t", "1")
+    assert json.loads(rl("ps", "-a", "--format", "json", check=True).stdout or "[]") == []
+    assert rl("network", "exists", "rlc_default").returncode != 0
