@@ -770,3 +770,22 @@ def test_interrupt_during_a_big_copy_leaves_nothing_and_the_next_build_works(rl:
     assert _leftovers(rl) == []
     build(rl, ctx, "-t", "after")
     assert run(rl, "after", "find /many -type f | wc -l; cat /many/d7/f9") == "10001\n7 9\n"
+
+
+def test_a_linked_file_stays_as_the_first_image_has_it_every_driver(rlb: RootlessEnv, tmp_path: Path) -> None:
+    """The file a rebuilt COPY shares with the previous layer is written by a later RUN through
+    the driver's copy-up, never through the link: the first image keeps its bytes and mode."""
+    ctx = write(tmp_path / "ctx", {"keep.txt": "keep\n", "other.txt": "1\n", "Dockerfile": "FROM busybox\nCOPY . /c\n"})
+    for name in ("keep.txt", "other.txt"):
+        os.utime(ctx / name, (1_600_000_000, 1_600_000_000))
+    build(rlb, ctx, "-t", "first")
+    (ctx / "other.txt").write_text("2\n")
+    build(rlb, ctx, "-t", "second")
+    first, second = (rlb.layer_dir(_diff_ids(rlb, n)[-1]) / "c" / "keep.txt" for n in ("first", "second"))
+    assert first.stat().st_ino == second.stat().st_ino  # shared
+    write(ctx, {"Dockerfile": "FROM localhost/second\nRUN echo more >> /c/keep.txt && chmod 600 /c/keep.txt\n"})
+    build(rlb, ctx, "-t", "third")
+    assert run(rlb, "third", "cat /c/keep.txt; stat -c %a /c/keep.txt") == "keep\nmore\n600\n"
+    for name in ("first", "second"):
+        assert run(rlb, name, "cat /c/keep.txt; stat -c %a /c/keep.txt") == "keep\n644\n", name
+    assert first.read_text() == "keep\n" and first.stat().st_mode & 0o777 == 0o644
