@@ -167,7 +167,17 @@ def _place(dst: str) -> None:
     os.unlink(dst)
 
 
-def _copy_file(src: str, st: os.stat_result, dst: str) -> None:
+def _copy_file(src: str, st: os.stat_result, dst: str, attrs: tuple[int, int, int] | None = None) -> None:
+    """A file, symlink or FIFO ``src`` recreated at ``dst``; with ``attrs`` (uid, gid, mode) a
+    regular file also gets those and ``st``'s times through its descriptor, as _copy_attrs
+    would set them by path (owner first: chown(2) clears set-ID bits)."""
+    if stat.S_ISREG(st.st_mode) and attrs is not None:
+        try:
+            _copy_regular(src, st, dst, attrs)
+        except FileExistsError:  # an earlier source of this COPY wrote that name
+            _place(dst)
+            _copy_regular(src, st, dst, attrs)
+        return
     _place(dst)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
@@ -177,6 +187,10 @@ def _copy_file(src: str, st: os.stat_result, dst: str) -> None:
         return
     if not stat.S_ISREG(st.st_mode):
         return  # sockets and devices are not content
+    _copy_regular(src, st, dst, None)
+
+
+def _copy_regular(src: str, st: os.stat_result, dst: str, attrs: tuple[int, int, int] | None) -> None:
     fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -196,6 +210,10 @@ def _copy_file(src: str, st: os.stat_result, dst: str) -> None:
                             view = view[os.write(fout, view):]
                     break
                 left -= n
+            if attrs is not None:
+                os.fchown(fout, attrs[0], attrs[1])
+                os.fchmod(fout, attrs[2])
+                os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(fout)
     finally:
@@ -234,6 +252,10 @@ class _Reuse:
             self.index[rel] = sig
             if self.prev is not None and self.known.get(rel) == sig and self._link(rel, target):
                 return
+        if stat.S_ISREG(st.st_mode):
+            uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
+            _copy_file(src, st, target, (uid, gid, stat.S_IMODE(st.st_mode) if mode is None else mode))
+            return
         _copy_file(src, st, target)
         _finish(target, st, owner, mode)
 
