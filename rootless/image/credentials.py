@@ -13,13 +13,12 @@ import base64
 import binascii
 import json
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rootless.errors import ConfigError, StorageError, errno_hint
 from rootless.layout import Layout
+from rootless.record import dataclass
 
 # Docker Hub answers under several names; `docker login` files it under the v1 URL.
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -126,6 +125,8 @@ def _write(layout: Layout, data: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent, 0o700)
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix=".auth-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as f:

@@ -13,10 +13,10 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rootless.errors import NotFoundError, RegistryError
+from rootless.record import dataclass, field
 
 # --- media types --------------------------------------------------------------
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

@@ -21,13 +21,12 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RootlessError, StorageError
 from rootless.image import manifest as mf
+from rootless.record import dataclass
 
 if TYPE_CHECKING:
     from rootless.context import Context
@@ -95,6 +94,8 @@ class Plan:
 
 def settle(p: Plan, sent: dict[str, tuple[str, int]]) -> Plan:
     """The plan with each pending layer's blob (``sent``: source → (digest, size)) in place."""
+    from dataclasses import replace
+
     layers = list(p.layers)
     for pend in p.pending:
         digest, size = sent[pend.source]
@@ -402,6 +403,8 @@ def _push_full(ctx: Context, ref: Reference, p: Plan, opts: PushOptions, tty: bo
                candidates: Callable[[Blob], tuple[str, ...]]) -> tuple[str, Plan]:
     """Step 2 and 3 with the full client; returns the manifest digest and the plan as sent
     (pending layers settled)."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     from rootless.image.pull import Progress
 
     client = _client(ctx, ref, opts)

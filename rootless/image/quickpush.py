@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,34 +23,134 @@ if TYPE_CHECKING:
 
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 _TIMEOUT = 15.0
+_MAX_LINE = 8192
+_MAX_HEADERS = 100
 
 
 class _GiveUp(Exception):
     """An answer the lane does not handle: the full client takes over."""
 
 
+class _Conn:
+    """One HTTP/1.1 keep-alive connection (RFC 9112), just enough for the lane's requests:
+    small bodies out, status and headers in, the answer's body read (by Content-Length,
+    chunked, or to the close) and dropped. http.client would do, but importing it (with the
+    email parser it reads headers with) costs more than the requests themselves."""
+
+    def __init__(self, host: str, port: int, ssl_ctx: Any, name: str) -> None:
+        import socket
+
+        # bytes: getaddrinfo then skips the idna codec, whose import is most of a lookup's cost
+        try:
+            addr: Any = host.encode("ascii")
+        except UnicodeEncodeError:
+            addr = host
+        sock = socket.create_connection((addr, port), timeout=_TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_ctx is not None:
+            sock = ssl_ctx.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.rf = sock.makefile("rb")
+        self.name = name  # the Host header
+        self.open = True
+
+    def close(self) -> None:
+        self.open = False
+        self.rf.close()
+        self.sock.close()
+
+    def _line(self) -> bytes:
+        line = self.rf.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE or not line.endswith(b"\n"):
+            raise _GiveUp("a malformed or cut answer")
+        return line.rstrip(b"\r\n")
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str]]:
+        head = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self.name}",
+            "User-Agent: rootless/0.1",
+            "Accept-Encoding: identity",
+        ]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body or b'')}")
+        self.sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (body or b""))
+        status_line = self._line().split(None, 2)
+        if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not status_line[1].isdigit():
+            raise _GiveUp(f"not an HTTP/1.1 answer: {status_line!r}")
+        status = int(status_line[1])
+        hdrs: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS):
+            line = self._line()
+            if not line:
+                break
+            k, sep, v = line.decode("latin-1").partition(":")
+            if not sep:
+                raise _GiveUp(f"a malformed header line: {line!r}")
+            hdrs[k.strip().lower()] = v.strip()
+        else:
+            raise _GiveUp("too many header lines")
+        self._skip_body(method, status, hdrs)
+        if hdrs.get("connection", "").lower() == "close" or status_line[0] == b"HTTP/1.0":
+            self.close()
+        return status, hdrs
+
+    def _skip_body(self, method: str, status: int, hdrs: dict[str, str]) -> None:
+        # RFC 9112 §6.3: no body for HEAD, 1xx, 204, 304; else chunked, Content-Length, or to the close
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            return
+        if "chunked" in hdrs.get("transfer-encoding", "").lower():
+            while True:
+                size = int(self._line().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self._line():
+                        pass  # trailer fields
+                    return
+                self._read(size + 2)
+        elif (length := hdrs.get("content-length")) is not None:
+            if not length.isdigit():
+                raise _GiveUp(f"Content-Length {length!r}")
+            self._read(int(length))
+        else:
+            while self.rf.read(1 << 16):
+                pass
+            self.close()
+
+    def _read(self, n: int) -> None:
+        while n > 0:
+            chunk = self.rf.read(min(n, 1 << 16))
+            if not chunk:
+                raise _GiveUp("the answer was cut")
+            n -= len(chunk)
+
+
 class _Conns:
-    """One keep-alive connection per thread to ``host`` over ``scheme``."""
+    """One keep-alive connection per thread to ``host`` ("name[:port]") over ``scheme``."""
 
     def __init__(self, scheme: str, host: str, verify: bool) -> None:
         self.scheme, self.host, self.verify = scheme, host, verify
+        name, sep, port = host.rpartition(":")
+        if not sep or "]" in port:  # no port (or an IPv6 literal without one)
+            name, port = host, ""
+        self._addr = (name.strip("[]"), int(port) if port.isdigit() else (80 if scheme == "http" else 443))
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._all: list[_Conn] = []
         self._lock = threading.Lock()
         self._ssl: Any = None
 
-    def _new(self) -> Any:
-        import http.client
-
-        if self.scheme == "http":
-            conn = http.client.HTTPConnection(self.host, timeout=_TIMEOUT)
-        else:
+    def _new(self) -> _Conn:
+        ctx = None
+        if self.scheme == "https":
             import ssl
 
             with self._lock:
                 if self._ssl is None:
                     self._ssl = ssl.create_default_context() if self.verify else ssl._create_unverified_context()
-            conn = http.client.HTTPSConnection(self.host, timeout=_TIMEOUT, context=self._ssl)
+            ctx = self._ssl
+        conn = _Conn(*self._addr, ctx, self.host)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -59,22 +158,17 @@ class _Conns:
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str]]:
-        """(status, lower-cased headers); the body is read and dropped (keeps the connection)."""
-        import http.client
-
+        """(status, lower-cased headers); the answer's body is read and dropped."""
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._new()
-        hdrs = {"User-Agent": "rootless/0.1", **(headers or {})}
         try:
-            conn.request(method, path, body=body, headers=hdrs)
-            r = conn.getresponse()
-            r.read()
-        except (OSError, http.client.HTTPException) as e:  # the full client retries, or says why
-            conn.close()
+            if conn is None or not conn.open:
+                conn = self._local.conn = self._new()
+            return conn.request(method, path, body, headers or {})
+        except (OSError, ValueError, _GiveUp) as e:  # the full client retries, or says why
+            if conn is not None:
+                conn.close()
             self._local.conn = None
             raise _GiveUp(f"{method} {path}: {e}") from e
-        return r.status, {k.lower(): v for k, v in r.getheaders()}
 
     def close(self) -> None:
         for c in self._all:
@@ -104,8 +198,6 @@ def push(
     ``candidates(blob)`` — "registry/repository" strings), then the manifest. Returns each
     blob with its outcome ("skipped: already exists" or "skipped: mounted from R"), or None
     when the full client must push."""
-    from urllib.parse import quote
-
     conns = _Conns(scheme, host, verify)
 
     def one(b: Blob) -> str:
@@ -118,12 +210,8 @@ def push(
             reg, _, other = where.partition("/")
             if reg != registry or other == repo:
                 continue
-            status, headers = conns.request(
-                "POST",
-                f"/v2/{repo}/blobs/uploads/?mount={quote(b.digest)}&from={quote(other)}",
-                body=b"",
-                headers={"Content-Length": "0"},
-            )
+            # digests and repository names need no escaping in a query (distribution's grammar)
+            status, headers = conns.request("POST", f"/v2/{repo}/blobs/uploads/?mount={b.digest}&from={other}", b"")
             if status == 201:
                 return f"skipped: mounted from {other}"
             if status == 202 and headers.get("location"):
@@ -133,9 +221,32 @@ def push(
         raise _GiveUp(f"{b.digest}: not in {repo} and nowhere to mount it from")
 
     todo = [p.config, *{b.digest: b for b in p.layers}.values()]
+    outcomes: list[str] = [""] * len(todo)
+    failed: list[_GiveUp] = []
+    queue = iter(range(len(todo)))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not failed:
+            with lock:
+                i = next(queue, None)
+            if i is None:
+                return
+            try:
+                outcomes[i] = one(todo[i])
+            except _GiveUp as e:
+                failed.append(e)
+            except Exception as e:  # noqa: BLE001 - whatever it is, the full client reports it
+                failed.append(_GiveUp(repr(e)))
+
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="quickpush") as pool:
-            outcomes = list(pool.map(one, todo))
+        threads = [threading.Thread(target=worker, name="quickpush") for _ in range(max(1, min(workers, len(todo))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise failed[0]
         status, headers = conns.request(
             "PUT", f"/v2/{repo}/manifests/{tag}", body=p.manifest, headers={"Content-Type": p.media_type}
         )
