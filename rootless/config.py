@@ -30,6 +30,7 @@ class Config:
     storage_driver: str | None = None
     network: str = "slirp4netns"
     network_host_loopback: bool = False  # user networks' slirp4netns: allow_host_loopback
+    network_outbound: str = "slirp4netns"  # the user networks' way out: "slirp4netns" or "pasta"
     max_parallel_downloads: int = 6
     max_parallel_uploads: int = 6
     cgroup_manager: str = ""  # "systemd", "cgroupfs"; empty: the first that works
@@ -121,7 +122,11 @@ def parse(text: str, path: Path) -> Config:
         if storage["driver"] not in STORAGE_DRIVERS:
             raise c.fail("driver", f"storage.driver must be one of {', '.join(STORAGE_DRIVERS)}")
         kw["storage_driver"] = storage["driver"]
-    network = c.table(data.get("network", {}), "network", {"default", "host-loopback"})
+    network = c.table(data.get("network", {}), "network", {"default", "host-loopback", "outbound"})
+    if "outbound" in network:
+        if network["outbound"] not in ("slirp4netns", "pasta"):
+            raise c.fail("outbound", "network.outbound must be slirp4netns or pasta")
+        kw["network_outbound"] = network["outbound"]
     if "host-loopback" in network:
         if not isinstance(network["host-loopback"], bool):
             raise c.fail("host-loopback", "network.host-loopback must be true or false")

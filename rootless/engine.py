@@ -145,7 +145,7 @@ def _user_networks(ctx: Context, opts: RunOptions, start_soon: bool) -> RunOptio
         if start_soon:
             networks.prestart(ctx)
         return replace(opts, network=mode, user_networks=attached,
-                       host_loopback=ctx.config.network_host_loopback)
+                       host_loopback=ctx.config.network_host_loopback, outbound=ctx.config.network_outbound)
     if opts.network_alias or opts.ip:
         raise RootlessError("--network-alias and --ip need a user network", "add --network NAME")
     return opts

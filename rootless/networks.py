@@ -72,7 +72,8 @@ def prestart(ctx: Context) -> None:
 
     ctx.layout.ensure_runroot()
     usernet.prestart(str(ctx.layout.runroot), idmap.current_store_maps(),
-                     host_loopback=ctx.config.network_host_loopback)
+                     host_loopback=ctx.config.network_host_loopback,
+                     outbound=ctx.config.network_outbound)
 
 
 def abandon() -> None:
@@ -312,7 +313,8 @@ def connect(ctx: Context, name: str, ref: str, aliases: Sequence[str], ip: str |
             from rootless.runtime import idmap, usernet
 
             c = usernet.connect(str(ctx.layout.runroot), idmap.current_store_maps(),
-                                host_loopback=ctx.config.network_host_loopback)
+                                host_loopback=ctx.config.network_host_loopback,
+                                outbound=ctx.config.network_outbound)
             try:
                 c.call("attach", pid=st.pid, cid=cid, name=conf.name, aliases=list(aliases), net=cfg.to_dict(),
                        ip=ip, ifname=f"eth{_next_if(st.pid, len(current))}", default_route=False)

@@ -477,10 +477,11 @@ def _setup_namespace(ready_fd: int) -> None:
         f.write("1")
     _restore(BASE_RULES)
     r, _, _ = select.select([ready_fd], [], [], 10.0)
-    data = os.read(ready_fd, 16) if r else b""
-    if not data.startswith(b"1"):
-        raise OSError("slirp4netns did not bring up the shared namespace's tap0 in 10 s" if not r else
-                      "slirp4netns exited before the shared namespace's tap0 was up")
+    data = os.read(ready_fd, 32) if r else b""
+    if not data.strip().isdigit():  # slirp4netns writes "1"; pasta its PID (its --pid file is this pipe)
+        raise OSError("the way out (slirp4netns or pasta) did not bring up the shared namespace's tap0 in 10 s"
+                      if not r else "the way out (slirp4netns or pasta) exited before the shared namespace's tap0 "
+                      "was up")
     os.close(ready_fd)
 
 

@@ -72,6 +72,7 @@ class RunOptions:
     # as JSON (rootless.networks.for_run), in the order given
     user_networks: tuple[str, ...] = ()
     host_loopback: bool = False  # user networks: containers reach the host's 127.0.0.1 (config)
+    outbound: str = "slirp4netns"  # user networks: the shared namespace's way out (config)
     volumes: tuple[str, ...] = ()
     mounts: tuple[str, ...] = ()
     tmpfs: tuple[str, ...] = ()
@@ -823,7 +824,8 @@ def network_spec(mode: str, slirp: SlirpOptions | None, opts: RunOptions,
     """Spec.network: the mode, slirp4netns's options and the published ports, the host ports
     given checked free now, before anything starts (host port 0: the runtime chooses one)."""
     pairs = slirp.pairs() if slirp is not None else (
-        tuple(("attach", a) for a in opts.user_networks) + ((("host_loopback", "true"),) if opts.host_loopback else ()))
+        tuple(("attach", a) for a in opts.user_networks) + ((("host_loopback", "true"),) if opts.host_loopback else ())
+        + ((("outbound", opts.outbound),) if opts.outbound != "slirp4netns" else ()))
     if not (opts.publish or opts.publish_all):
         return Network(mode=mode, options=pairs)  # type: ignore[arg-type]
     if mode not in ("slirp4netns", "bridge"):

@@ -45,7 +45,8 @@ class Joined:
         from rootless.runtime import idmap, usernet
 
         store = idmap.current_store_maps()
-        self.client = usernet.connect(runroot, store, host_loopback=("host_loopback", "true") in spec.network.options)
+        self.client = usernet.connect(runroot, store, host_loopback=("host_loopback", "true") in spec.network.options,
+                                      outbound=dict(spec.network.options).get("outbound", "slirp4netns"))
         self.userns_fd = os.open(f"/proc/{self.client.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         # another mapping than the store's (--userns keep-id): the container makes a user
         # namespace of its own inside the shared one (``map_nested``). The daemon, root of the

@@ -166,7 +166,7 @@ def _locked(d: str) -> int:
     return lock
 
 
-def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False) -> None:
+def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False, outbound: str = "slirp4netns") -> None:
     """Start the daemon now when none runs, without waiting for it: its start (an interpreter,
     slirp4netns) overlaps the rest of `run` (image, layer, spec); ``connect`` then waits for it."""
     global _pending
@@ -180,7 +180,7 @@ def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False) -> None:
             c.close()
             os.close(lock)
             return
-        pid, report = _spawn_start(d, maps, host_loopback)
+        pid, report = _spawn_start(d, maps, host_loopback, outbound)
     except BaseException:
         os.close(lock)
         raise
@@ -221,10 +221,11 @@ def release() -> None:
         p.close()
 
 
-def connect(runroot: str, maps: IdMaps, host_loopback: bool = False) -> Client:
+def connect(runroot: str, maps: IdMaps, host_loopback: bool = False, outbound: str = "slirp4netns") -> Client:
     """A connection to the user's network daemon, started when none runs (*host_loopback*: its
     slirp4netns lets containers reach the host's 127.0.0.1 at 10.0.2.2; it applies to a daemon
-    started now, as with ``[network] host-loopback`` in the config)."""
+    started now, as with ``[network] host-loopback`` in the config; *outbound*: its way out,
+    slirp4netns or pasta, as ``[network] outbound``)."""
     global _pending
     d = _dir(runroot)
     p, _pending = _pending, None
@@ -237,7 +238,7 @@ def connect(runroot: str, maps: IdMaps, host_loopback: bool = False) -> Client:
             c = _connect(d)
             if c is not None:
                 return c
-            pid, report = _spawn_start(d, maps, host_loopback)
+            pid, report = _spawn_start(d, maps, host_loopback, outbound)
         except BaseException:
             os.close(lock)
             raise
@@ -252,13 +253,19 @@ def connect(runroot: str, maps: IdMaps, host_loopback: bool = False) -> Client:
         p.close()
 
 
-def _spawn_start(d: str, maps: IdMaps, host_loopback: bool) -> tuple[int, int]:
+def _spawn_start(d: str, maps: IdMaps, host_loopback: bool, outbound: str) -> tuple[int, int]:
     """Fork the daemon and map its user namespace; (its PID, the pipe its verdict comes on)."""
     from rootless.runtime import idmap, syscalls
     from rootless.runtime.nsworker import become_root
     from slirp.supervisor import find_binary
 
-    slirp = find_binary()
+    if outbound == "pasta":
+        slirp = idmap.find_helper("pasta") or ""
+        if not slirp:
+            raise NetdError("pasta is not installed: [network] outbound = \"pasta\" needs it",
+                            "as root: apt-get install passt; or set [network] outbound = \"slirp4netns\"")
+    else:
+        slirp = find_binary()
     sock_path = os.path.join(d, "netd.sock")
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)  # R<pid>, then the daemon's JSON verdict
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -277,7 +284,7 @@ def _spawn_start(d: str, maps: IdMaps, host_loopback: bool) -> tuple[int, int]:
                 os._exit(1)
             become_root()
             os.chdir("/")
-            _daemon(sock_path, slirp, rep_w, host_loopback, owner)
+            _daemon(sock_path, slirp, rep_w, host_loopback, owner, outbound == "pasta")
         except BaseException as e:
             try:
                 os.write(rep_w, json.dumps({"error": f"start the user-network daemon: {e}"}).encode())
@@ -348,10 +355,10 @@ def _read_verdict(fd: int) -> dict[str, Any]:
         raise NetdError(f"the user-network daemon: {data.decode(errors='replace').strip()}") from None
 
 
-def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool,
-            owner: int) -> None:  # pragma: no cover - execs
-    """In U, still in the host's network namespace: fork slirp4netns's process, make N, exec
-    the daemon."""
+def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool, owner: int,
+            pasta: bool) -> None:  # pragma: no cover - execs
+    """In U, still in the host's network namespace: fork slirp4netns's (or pasta's) process,
+    make N, exec the daemon."""
     from rootless.runtime import syscalls
 
     me = os.getpid()
@@ -367,6 +374,8 @@ def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool,
             null = os.open(os.devnull, os.O_RDWR)
             for src, dst in ((null, 0), (null, 1), (null, 2), (ready_w, 3), (exit_r, 4)):
                 os.dup2(src, dst)
+            if pasta:
+                _exec_pasta(slirp, me, host_loopback)
             os.closerange(5, 1 << 16)
             os.setpgid(0, 0)
             # slirp4netns(1) --disable-host-loopback: 10.0.2.2 does not reach the host's 127.0.0.1
@@ -394,6 +403,32 @@ def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool,
     os.execv(sys.executable, [sys.executable, "-S", "-E", "-s", netd,
                               os.pathsep.join(p for p in sys.path if p), sock_path, str(report), str(ready_r),
                               str(exit_w), str(owner)])
+
+
+def _exec_pasta(pasta: str, pid: int, host_loopback: bool) -> None:  # pragma: no cover - execs
+    """pasta(1) as the shared namespace's way out, configured as slirp4netns would be (tap0,
+    10.0.2.100/24 via 10.0.2.2, DNS forwarded from 10.0.2.3, MTU 65520), in the foreground (it
+    dies with the daemon: PR_SET_PDEATHSIG). Its PID file is fd 3, the daemon's ready pipe: pasta
+    writes it once tap0 is configured. The namespace goes to it as an open fd (fd 5): pasta drops
+    its capabilities before it opens the namespace, and opening /proc/PID/ns/net of a process
+    holding more capabilities than it does is refused (ptrace(2), "access mode checking"); its
+    own fd is not. Running as root in U, it would switch to nobody without --runas."""
+    ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    if ns != 5:
+        os.dup2(ns, 5)
+        os.close(ns)
+    os.closerange(6, 1 << 16)
+    os.setpgid(0, 0)
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across execve(2):
+    # pasta refuses to start so ("Couldn't install signal handlers"); subprocess resets them too
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    loopback = [] if host_loopback else ["--no-map-gw"]  # mapped: 10.0.2.2 reaches the host's loopback
+    os.execv(pasta, [pasta, "--runas", "0:0", "--config-net", "--foreground", "--quiet", "--ipv4-only",
+                     "--ns-ifname", "tap0", "--address", "10.0.2.100", "--netmask", "24", "--gateway", "10.0.2.2",
+                     "--dns-forward", "10.0.2.3", "--mtu", "65520", *loopback,
+                     "--tcp-ports", "none", "--udp-ports", "none", "--tcp-ns", "none", "--udp-ns", "none",
+                     "--pid", "/proc/self/fd/3", "--netns", "/proc/self/fd/5", "--netns-only"])
 
 
 # --------------------------------------------------------------------------- a container's side

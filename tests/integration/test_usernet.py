@@ -59,7 +59,7 @@ def helpers(rl: RootlessEnv) -> list[int]:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        if _is_netd(cmd) or comm == "slirp4netns":
+        if _is_netd(cmd) or comm == "slirp4netns" or comm.startswith(("pasta", "passt")):
             out.append(pid)
     return out
 
@@ -172,6 +172,33 @@ def test_internal_network_has_no_way_out(rl: RootlessEnv, host_server: tuple[str
     finally:
         rl("rm", "-f", "inner")
         rl("network", "rm", "sealed", "open")
+
+
+def test_pasta_as_the_way_out(rl: RootlessEnv, host_server: tuple[str, int]) -> None:
+    """[network] outbound = "pasta": pasta, not slirp4netns, gives the shared namespace its way
+    out (configured as slirp4netns's: the host's loopback at 10.0.2.2 with host-loopback), and
+    ends with the last container."""
+    import shutil
+
+    need(shutil.which("pasta") is not None or os.path.exists("/usr/bin/pasta"),
+         "pasta is not installed (apt-get install passt)")
+    ip, port = host_server
+    before = rl.config_path.read_text()
+    base = before.replace("\n[network]\nhost-loopback = true\n", "")  # test_internal_network_has_no_way_out's
+    rl.write_config(base + "\n[network]\nhost-loopback = true\noutbound = \"pasta\"\n")
+    assert wait_no_helpers(rl) == []  # a daemon of an earlier test would be reused with its way out
+    rl("network", "create", "viapasta", check=True)
+    try:
+        serve(rl, "pastaweb", "--network", "viapasta")
+        comms = {Path(f"/proc/{p}/comm").read_text().strip() for p in helpers(rl)}
+        assert "slirp4netns" not in comms and any(c.startswith(("pasta", "passt")) for c in comms), comms
+        wait_http(rl, "viapasta", "pastaweb", "hello-pastaweb")
+        assert sh(rl, "--network", "viapasta", BUSYBOX, "sh", "-c", get(ip, port)).strip() == "outbound-ok"
+    finally:
+        rl("rm", "-f", "pastaweb")
+        rl("network", "rm", "viapasta")
+        rl.write_config(before)
+    assert wait_no_helpers(rl) == []
 
 
 def test_publish_on_a_user_network(rl: RootlessEnv) -> None:

@@ -27,6 +27,7 @@ driver = "fuse-overlayfs"
 [network]
 default = "none"
 host-loopback = true
+outbound = "pasta"
 
 [pull]
 max-parallel = 3
@@ -42,6 +43,7 @@ max-parallel = 2
     assert c.registry("quay.io").insecure is False and c.registry("quay.io").mirrors == ()
     assert (c.storage_driver, c.network, c.max_parallel_downloads) == ("fuse-overlayfs", "none", 3)
     assert c.network_host_loopback is True and Config().network_host_loopback is False
+    assert c.network_outbound == "pasta" and Config().network_outbound == "slirp4netns"
 
 
 def test_defaults_when_missing(tmp_path: Path) -> None:
@@ -62,6 +64,7 @@ def test_defaults_when_missing(tmp_path: Path) -> None:
     ('[engine]\ncgroup-manager = "cgmanager"\n', 2, "systemd or cgroupfs"),
     ('[engine]\nruntime = "crun"\n', 2, "unknown key"),
     ('[network]\nhost-loopback = "yes"\n', 2, "host-loopback must be true or false"),
+    ('[network]\noutbound = "vde"\n', 2, "outbound must be slirp4netns or pasta"),
 ])
 def test_bad_values_name_file_and_line(text: str, line: int, words: str) -> None:
     with pytest.raises(ConfigError) as e:
