@@ -44,6 +44,23 @@ class _NoValue:
 NO_VALUE = _NoValue()
 
 
+class GoStruct(dict[str, Any]):
+    """A Go struct value with its fields in order: fmt's %v prints ``{v1 v2 ...}`` (a dict of
+    exported names is a struct for field access already; this one also prints as one)."""
+
+
+class GoStringer(str):
+    """A Go value whose String method has a pointer receiver (net.IPNet in a struct field): the
+    template prints the string, fmt prints *nested* (its fields) when it is inside another value."""
+
+    nested: str
+
+    def __new__(cls, text: str, nested: str) -> GoStringer:
+        o = super().__new__(cls, text)
+        o.nested = nested
+        return o
+
+
 # --------------------------------------------------------------------------- lexer
 
 _KEYWORDS = {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
@@ -409,10 +426,17 @@ def fmt_value(v: Any) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, list | tuple):
-        return "[" + " ".join(fmt_value(x) for x in v) + "]"
+        return "[" + " ".join(_inner(x) for x in v) + "]"
+    if isinstance(v, GoStruct):
+        return "{" + " ".join(_inner(x) for x in v.values()) + "}"
     if isinstance(v, dict):
-        return "map[" + " ".join(f"{fmt_value(k)}:{fmt_value(v[k])}" for k in sorted(v, key=_sort_key)) + "]"
+        return "map[" + " ".join(f"{fmt_value(k)}:{_inner(v[k])}" for k in sorted(v, key=_sort_key)) + "]"
     return str(v)
+
+
+def _inner(v: Any) -> str:
+    """%v of a value inside a slice, map or struct."""
+    return v.nested if isinstance(v, GoStringer) else fmt_value(v)
 
 
 def _sort_key(k: Any) -> tuple[int, Any]:

@@ -113,6 +113,32 @@ def _ago(created: str) -> str:
     return ago(created)
 
 
+def _history_view(ident: str, r: dict[str, Any], *, no_trunc: bool, human: bool) -> dict[str, Any]:
+    """What `history --format` templates see: Podman's history reporter fields (recorded with
+    Podman 4.3): Created "N minutes ago" (RFC 3339 with -H=false), CreatedAt as Go prints a
+    time (whole seconds), CreatedBy cut at 45 characters, Size always for humans."""
+    from rootless.units import decimal_size
+
+    by = str(r["created_by"])
+    if not no_trunc and len(by) > 45:
+        by = by[:42] + "..."
+    created = str(r["created"])
+    at = "0001-01-01 00:00:00 +0000 UTC"
+    whole = created
+    try:
+        from datetime import UTC, datetime
+
+        d = datetime.fromisoformat(created.replace("Z", "+00:00")[:19] + "+00:00") if created else None
+        if d is not None:
+            at = d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+            whole = d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        pass
+    return {"ID": ident if no_trunc or ident == "<missing>" else ident[:12],
+            "Created": _ago(created) if human else whole, "CreatedAt": at, "CreatedBy": by,
+            "Size": decimal_size(int(r["size"])), "Comment": str(r["comment"]), "Tags": []}
+
+
 def history(ctx: Context, image: str, *, no_trunc: bool, quiet: bool, human: bool, fmt: str) -> None:
     from rootless.image import present
     from rootless.units import decimal_size
@@ -147,7 +173,11 @@ def history(ctx: Context, image: str, *, no_trunc: bool, quiet: bool, human: boo
         print(json.dumps(out, indent=4))
         return
     if fmt not in ("table", ""):
-        raise RootlessError(f"--format {fmt!r} is not supported", "use table or json")
+        from rootless import gotemplate
+
+        views = [_history_view(ids[n], r, no_trunc=no_trunc, human=human) for n, r in enumerate(rows)]
+        sys.stdout.write(gotemplate.render("history", fmt, views))
+        return
     table: list[tuple[str, ...]] = [("ID", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
     for n, r in enumerate(rows):
         by = str(r["created_by"])

@@ -58,7 +58,8 @@ def build(ctx: Context, a: Args) -> int:
                options=[flag("--no-trunc", help="Do not truncate the output."),
                         flag("-q", "--quiet", help="Print only the IDs."),
                         flag("-H", "--human", default=True, help="Sizes and dates for humans."),
-                        value("--format", default="table", help="Output format: table or json.")],
+                        value("--format", default="table", help="Output format: table, json or a Go template "
+                              "({{.ID}}, {{.Created}}, {{.CreatedAt}}, {{.CreatedBy}}, {{.Size}}, {{.Comment}}).")],
                aliases=["image history"])
 def history(ctx: Context, a: Args) -> int:
     from rootless.build import cmd

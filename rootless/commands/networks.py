@@ -10,7 +10,10 @@ from rootless.options import Args, Table, arg, flag, value
 
 TYPE_CHECKING = False  # typing stays off the start-up path (`rootless --help` would import it)
 if TYPE_CHECKING:
+    from typing import Any
+
     from rootless.context import Context
+    from slirp.usernet import NetworkConfig
 
 table = Table()
 table.group("network", "Manage user networks.")
@@ -38,8 +41,8 @@ def network_create(ctx: Context, a: Args) -> int:
 
 @table.command("network ls", "List user networks.",
                options=[flag("-q", "--quiet", help="Print only network names."),
-                        value("--format", default="table", choices=("table", "json"),
-                              help="Output format: table or json."),
+                        value("--format", default="table", help="Output format: table, json or a Go template "
+                              "({{.Name}}, {{.ID}}, {{.Driver}}, {{.Labels}}, {{.Subnets}}, ...)."),
                         value("-f", "--filter", many=True, help="name=REGEX, id=PREFIX, label=KEY[=VALUE], "
                               "driver=bridge (repeatable)."),
                         flag("--no-trunc", help="Do not truncate network IDs.")],
@@ -51,6 +54,11 @@ def network_ls(ctx: Context, a: Args) -> int:
     found = networks.listing(ctx, list(a.filter))
     if a.format == "json":
         echo_json([networks.inspect(ctx, n) for n in found])
+    elif a.format not in ("table", ""):
+        from rootless import gotemplate
+
+        sys.stdout.write(gotemplate.render("network ls", a.format, [
+            template_view(n, listing=True, no_trunc=a.no_trunc) for n in found], NETWORK_HEADERS))
     elif a.quiet:
         sys.stdout.write("".join(n.name + "\n" for n in found))
     else:
@@ -61,22 +69,55 @@ def network_ls(ctx: Context, a: Args) -> int:
 
 
 @table.command("network inspect", "Show user networks as JSON, with the running containers attached.",
-               args=[arg("NETWORK", many=True, help="Networks to show.")])
+               args=[arg("NETWORK", many=True, help="Networks to show.")],
+               options=[value("-f", "--format", default="json", help="Output format: json or a Go template "
+                              "({{.Name}}, {{.ID}}, {{.Subnets}}, {{range .Subnets}}{{.Gateway}}{{end}}, ...).")])
 def network_inspect(ctx: Context, a: Args) -> int:
     from rootless import networks
     from rootless.commands.images import echo_json
 
-    live = networks.members(ctx)
+    template = a.format not in ("json", "")
+    live = {} if template else networks.members(ctx)
     out = []
     errors: list[RootlessError] = []
     for n in a.network:
         try:
             cfg = networks.store(ctx).get(n)
-            out.append(networks.inspect(ctx, cfg, live.get(cfg.name)))
+            out.append(template_view(cfg) if template else networks.inspect(ctx, cfg, live.get(cfg.name)))
         except RootlessError as e:
             errors.append(e)
-    echo_json(out)
+    if template:
+        from rootless import gotemplate
+
+        sys.stdout.write("".join(gotemplate.render_one("inspect", a.format, v) for v in out))
+    else:
+        echo_json(out)
     return report(errors)
+
+
+NETWORK_HEADERS = {"ID": "NETWORK ID"}  # Podman's header for the ID column
+
+
+def template_view(cfg: NetworkConfig, *, listing: bool = False, no_trunc: bool = True) -> dict[str, Any]:
+    """What `network inspect --format` (and, with *listing*, `network ls --format`) templates see:
+    Podman 4.3's Network fields, Go-shaped (recorded there): Subnets print as Go prints the struct,
+    Created as a Go time; ls shows Labels as KEY=VALUE,... and the ID cut to 12 unless no_trunc."""
+    import ipaddress
+
+    from rootless.commands.psview import go_time
+    from rootless.gotemplate import GoStringer, GoStruct
+
+    net = ipaddress.ip_network(cfg.subnet)
+    mask = f"{int(net.netmask):08x}"
+    subnet = GoStruct(Subnet=GoStringer(str(net), f"{{{{{net.network_address} {mask}}}}}"), Gateway=cfg.gateway,
+                      LeaseRange=None)
+    labels: Any = dict(cfg.labels)
+    if listing:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return GoStruct(Name=cfg.name, ID=cfg.id if no_trunc else cfg.id[:12], Driver="bridge",
+                    NetworkInterface=cfg.bridge, Created=go_time(cfg.created), Subnets=[subnet], IPv6Enabled=False,
+                    Internal=cfg.internal, DNSEnabled=cfg.dns_enabled, Labels=labels, Options={},
+                    IPAMOptions={"driver": "host-local"})
 
 
 @table.command("network rm", "Remove user networks (exit 1: no such network, 2: in use).",

@@ -664,3 +664,23 @@ def test_volume_U_gives_the_source_to_the_containers_user(rl: RootlessEnv,
     finally:
         rl("unshare", "rm", "-rf", str(d))
         rl("volume", "rm", "-f", "uvol")
+
+
+def test_history_and_network_templates(rl: RootlessEnv) -> None:
+    """--format Go templates on history, network ls and network inspect, with Podman's field names."""
+    from tests.integration.harness import assert_clean_error
+
+    rows = rl("history", "--format", "{{.ID}}|{{.Size}}|{{.CreatedBy}}", BUSYBOX, check=True).stdout.splitlines()
+    assert rows and re.fullmatch(r"[0-9a-f]{12}\|[\d.]+ [kM]?B\|.*", rows[0]), rows
+    table = rl("history", "--format", "table {{.ID}} {{.Comment}}", BUSYBOX, check=True).stdout.splitlines()
+    assert re.fullmatch(r"ID\s+COMMENT", table[0]), table
+    rl("network", "create", "--subnet", "10.91.0.0/24", "--label", "k=v", "fmtnet", check=True)
+    try:
+        out = rl("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Labels}} {{len .ID}}", check=True).stdout
+        assert "fmtnet bridge k=v 12\n" in out, out
+        out = rl("network", "inspect", "-f", "{{range .Subnets}}{{.Subnet}} {{.Gateway}}{{end}} {{.Labels.k}}",
+                 "fmtnet", check=True).stdout
+        assert out == "10.91.0.0/24 10.91.0.1 v\n", out
+        assert_clean_error(rl("network", "inspect", "-f", "{{.Nope}}", "fmtnet"), 125, "can't evaluate field Nope")
+    finally:
+        rl("network", "rm", "fmtnet")

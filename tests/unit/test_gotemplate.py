@@ -119,3 +119,64 @@ def test_tabwriter_columns_per_block() -> None:
     # a line without a tab ends the columns above it, as Go's tabwriter flushes there
     assert g.tabwrite("a\tbb\nccc\td\nplain\nx\ty") == (
         "a           bb\nccc         d\nplain\nx           y")
+
+
+# --------------------------------------------------------------------------- network ls / inspect, history
+
+def _net() -> Any:
+    from slirp.usernet import NetworkConfig
+
+    return NetworkConfig("pn1", "e92bc767c25cbe7a81708baf3aa62f7a6e5e0b0c9c2e240fdc29e5bd144cb4d3", "10.90.0.0/24",
+                         "10.90.0.1", labels={"a": "b"}, created=1796221782.635004)
+
+
+# Recorded with podman 4.3 here (`podman network create --label a=b --subnet 10.90.0.0/24 pn1`), our
+# network's own interface name and creation time in place of netavark's.
+@pytest.mark.parametrize(("fmt", "listing", "want"), [
+    ("{{.Name}}|{{.ID}}|{{.Driver}}|{{.Labels}}|{{.Internal}}|{{.DNSEnabled}}|{{.Subnets}}", True,
+     "pn1|e92bc767c25c|bridge|a=b|false|true|[{{{10.90.0.0 ffffff00}} 10.90.0.1 <nil>}]\n"),
+    ("{{range .Subnets}}{{.Subnet}}|{{.Gateway}}|{{.LeaseRange}}{{end}}", True, "10.90.0.0/24|10.90.0.1|<nil>\n"),
+    ("{{.IPv6Enabled}}|{{.Options}}|{{.IPAMOptions}}", True, "false|map[]|map[driver:host-local]\n"),
+    ("table {{.ID}} {{.DNSEnabled}} {{.IPv6Enabled}} {{.IPAMOptions}}", True,
+     "NETWORK ID    DNS ENABLED  I PV 6 ENABLED  IPAM OPTIONS\n"
+     "e92bc767c25c  true         false           map[driver:host-local]\n"),
+    ("{{.ID}}|{{.Subnets}}|{{.IPAMOptions}}|{{.Options}}|{{json .Labels}}|{{index .Labels \"a\"}}", False,
+     "e92bc767c25cbe7a81708baf3aa62f7a6e5e0b0c9c2e240fdc29e5bd144cb4d3|[{{{10.90.0.0 ffffff00}} 10.90.0.1 <nil>}]|"
+     "map[driver:host-local]|map[]|{\"a\":\"b\"}|b\n"),
+    ("{{.Labels}} {{.NetworkInterface}} {{.Created}}", False,
+     "map[a:b] rle92bc767c25c 2026-12-02 14:29:42.635004 +0000 UTC\n"),
+])
+def test_network_views_recorded_from_podman(fmt: str, listing: bool, want: str) -> None:
+    from rootless.commands.networks import NETWORK_HEADERS, template_view
+
+    view = template_view(_net(), listing=listing, no_trunc=not listing)
+    out = g.render("network ls", fmt, [view], NETWORK_HEADERS) if listing else g.render_one("inspect", fmt, view)
+    assert out == want
+
+
+def test_network_inspect_unknown_field_is_podmans_error() -> None:
+    from rootless.commands.networks import template_view
+
+    # (Podman's column is 13: it runs the format inside "{{range . }}")
+    with pytest.raises(g.TemplateError, match=r'template: inspect:1:3: executing "inspect" at <\.Nope>: '
+                                              "can't evaluate field Nope"):
+        g.render_one("inspect", "{{.Nope}}", template_view(_net()))
+
+
+def test_history_view_recorded_from_podman() -> None:
+    from rootless.build.cmd import _history_view
+
+    row = {"created": "2026-12-02T13:51:48.332910904Z", "size": 2140160, "comment": "imported from tarball",
+           "created_by": "/bin/sh -c #(nop) ADD file:743fb5c00aa92dec19ed4facba02bde4c39edc1d6ed6db60ff27eccb8f226f57"
+                         " in /"}
+    ident = "97147e7f37bde77e596310a5e1c0d61db747f22e4206bf4f36f20a74bb3305c5"
+    fmt = "{{.ID}}|{{.Created}}|{{.CreatedBy}}|{{.Size}}|{{.Comment}}|{{.CreatedAt}}|{{.Tags}}"
+    assert g.render("history", fmt, [_history_view(ident, row, no_trunc=False, human=False)]) == (
+        "97147e7f37bd|2026-12-02T13:51:48Z|/bin/sh -c #(nop) ADD file:743fb5c00aa92de...|2.14 MB|"
+        "imported from tarball|2026-12-02 13:51:48 +0000 UTC|[]\n")
+    table = g.render("history", "table {{.ID}} {{.CreatedBy}} {{.Size}} {{.Comment}}",
+                     [_history_view(ident, row, no_trunc=False, human=True)])
+    assert table == ("ID            CREATED BY                                     SIZE        COMMENT\n"
+                     "97147e7f37bd  /bin/sh -c #(nop) ADD file:743fb5c00aa92de...  2.14 MB     imported from tarball\n")
+    full = g.render("history", "{{.ID}} {{.CreatedBy}}", [_history_view(ident, row, no_trunc=True, human=True)])
+    assert full == f"{ident} {row['created_by']}\n"
