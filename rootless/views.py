@@ -97,11 +97,16 @@ def _container_counts(root: str | None) -> dict[str, int]:
 
 
 def version_text(data: dict[str, Any]) -> str:
-    """Podman's `version` layout."""
-    c = data["Client"]
-    rows = [("Client:", "rootless"), ("Version:", c["Version"]), ("API Version:", c["APIVersion"]),
-            ("Python Version:", c["GoVersion"].removeprefix("python")), ("OS/Arch:", c["OsArch"])]
-    return "\n".join(f"{k:<15}{v}" for k, v in rows)
+    """Podman's `version` layout: Client, then Server when a service answered (as `podman --remote`)."""
+    parts = []
+    for part in ("Client", "Server"):
+        c = data.get(part)
+        if c is None:
+            continue
+        rows = [(f"{part}:", "rootless"), ("Version:", c["Version"]), ("API Version:", c["APIVersion"]),
+                ("Python Version:", c["GoVersion"].removeprefix("python")), ("OS/Arch:", c["OsArch"])]
+        parts.append("\n".join(f"{k:<15}{v}" for k, v in rows))
+    return "\n\n".join(parts)
 
 
 def emit(text: str) -> None:

@@ -23,12 +23,17 @@ def _container(help: str = "Container name or ID.") -> list[Arg]:  # noqa: A002
     return [arg("CONTAINER", help=help, complete="container")]
 
 
-@table.command("version", "Print the version of rootless and the Podman API it follows.",
-               options=[value("-f", "--format", help="json, or a Go template (`{{.Client.Version}}`).")])
+@table.command("version", "Print the version of rootless and the Podman API it follows; with a `rootless system "
+               "service` listening (its default socket, or CONTAINER_HOST=unix://PATH), the server's too.",
+               options=[value("-f", "--format", help="json, or a Go template (`{{.Client.Version}}`, "
+                              "`{{.Server.Version}}`).")])
 def version(ctx: Context, a: Args) -> int:
     from rootless import views
 
     data = views.version_data()
+    server = _server_version(ctx)
+    if server is not None:
+        data["Server"] = server
     if a.format == "json":
         import json
 
@@ -36,10 +41,48 @@ def version(ctx: Context, a: Args) -> int:
     elif a.format:
         from rootless import gotemplate
 
-        views.emit(gotemplate.render_one("version", a.format, data))
+        # as Podman's: without a server the local engine answers for it ({{.Server.Version}})
+        views.emit(gotemplate.render_one("version", a.format, {"Server": data["Client"], **data}))
     else:
         print(views.version_text(data))
     return 0
+
+
+def _server_version(ctx: Context) -> dict[str, Any] | None:
+    """The Server part of `version`, from GET /version of the REST API service (rootless system
+    service) on CONTAINER_HOST's unix socket, else on its default one; None when none answers."""
+    import json
+    import os
+    import socket
+
+    host = os.environ.get("CONTAINER_HOST", "")
+    if host and not host.startswith("unix://"):
+        raise RootlessError(f"CONTAINER_HOST={host}: only unix:// sockets are served",
+                            hint="e.g. CONTAINER_HOST=unix://$XDG_RUNTIME_DIR/rootless/rootless.sock")
+    path = host.removeprefix("unix://") if host else str(ctx.layout.runroot / "rootless.sock")
+    if not os.path.exists(path):
+        if host:
+            raise RootlessError(f"CONTAINER_HOST={host}: no such socket", hint="start `rootless system service` there")
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(b"GET /version HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise ValueError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+        v = json.loads(body)
+    except (OSError, ValueError) as e:
+        if host:
+            raise RootlessError(f"CONTAINER_HOST={host}: {e}", hint="is `rootless system service` running?") from None
+        return None  # a stale socket of a service that is gone
+    return {"APIVersion": v.get("ApiVersion", ""), "Version": v.get("Version", ""), "GoVersion": v.get("GoVersion", ""),
+            "GitCommit": v.get("GitCommit", ""), "BuiltTime": v.get("BuildTime", ""), "Built": 0,
+            "OsArch": f"{v.get('Os', '')}/{v.get('Arch', '')}", "Os": v.get("Os", "")}
 
 
 @table.command("events", "Show the events log: containers created, started, died, removed; images pulled, "

@@ -684,3 +684,30 @@ def test_history_and_network_templates(rl: RootlessEnv) -> None:
         assert_clean_error(rl("network", "inspect", "-f", "{{.Nope}}", "fmtnet"), 125, "can't evaluate field Nope")
     finally:
         rl("network", "rm", "fmtnet")
+
+
+def test_version_shows_the_server_when_a_service_listens(rl: RootlessEnv) -> None:
+    """`version`: Client, and Server once `rootless system service` answers on its default socket
+    (or CONTAINER_HOST's), as `podman --remote version` prints both."""
+    import json
+
+    from tests.integration.apiharness import Service
+    from tests.integration.harness import assert_clean_error
+
+    alone = rl("version", check=True).stdout
+    assert alone.startswith("Client:") and "Server:" not in alone, alone
+    assert "Server" not in json.loads(rl("version", "--format", "json", check=True).stdout)
+    # without a service the local engine answers {{.Server...}}, as Podman's does
+    assert rl("version", "-f", "{{.Server.Version}}", check=True).stdout == \
+        rl("version", "-f", "{{.Client.Version}}", check=True).stdout
+    svc = Service(rl)
+    try:
+        text = rl("version", check=True).stdout
+        assert re.search(r"^Client: +rootless$", text, re.M) and re.search(r"^Server: +rootless$", text, re.M), text
+        data = json.loads(rl("version", "--format", "json", check=True).stdout)
+        assert data["Server"]["APIVersion"] == "1.44" and data["Server"]["Version"] == data["Client"]["Version"]
+        assert rl("version", "-f", "{{.Server.APIVersion}} {{.Server.OsArch}}", check=True).stdout.startswith(
+            "1.44 linux/")
+    finally:
+        svc.stop()
+    assert_clean_error(rl("version", env={"CONTAINER_HOST": f"unix://{rl.base}/none.sock"}), 125, "CONTAINER_HOST")
