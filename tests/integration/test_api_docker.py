@@ -249,6 +249,16 @@ def test_networks(api: Service, rl: RootlessEnv) -> None:
         assert cp.returncode != 0 and "pre-defined" in cp.stderr
         cp = api.docker("network", "create", "front")
         assert cp.returncode != 0 and "already exists" in cp.stderr
+        api.docker("network", "create", "--subnet", "10.95.7.0/24", "--gateway", "10.95.7.254", "--internal", "iso",
+                   check=True)
+        iso = json.loads(rl("network", "inspect", "iso", check=True).stdout)[0]
+        assert iso["subnets"] == [{"subnet": "10.95.7.0/24", "gateway": "10.95.7.254"}] and iso["internal"] is True
+        iso_d = json.loads(api.docker("network", "inspect", "iso", check=True).stdout)[0]
+        assert iso_d["Internal"] is True and iso_d["IPAM"]["Config"] == [{"Subnet": "10.95.7.0/24",
+                                                                          "Gateway": "10.95.7.254"}]
+        api.docker("network", "rm", "iso", check=True)
+        cp = api.docker("network", "create", "--subnet", "10.95.7.0/24", "--ip-range", "10.95.7.0/25", "x")
+        assert cp.returncode != 0 and "IPRange" in cp.stderr
         cp = api.docker("network", "create", "--driver", "overlay", "x")
         assert cp.returncode != 0 and "Driver" in cp.stderr and rl("network", "exists", "x").returncode != 0
         cp = api.docker("run", "--rm", "--network", "nosuch", "alpine", "true")
