@@ -31,8 +31,8 @@ table = Table()
                         value("--iidfile", complete="file", help="Write the image ID to this file."),
                         flag("-q", "--quiet", help="Print only the image ID."),
                         flag("--layers", default=True, word=True,
-                             help="Use and keep the layer cache (default true); --layers=false: no cache, and "
-                                  "the build's new layers committed as one."),
+                             help="Use and keep the layer cache; --layers=false: no cache, and the build's new "
+                                  "layers committed as one."),
                         flag("--squash", help="Squash the build's new layers into one on top of the base "
                                               "image's."),
                         value("--format", default="oci", choices=("oci", "docker"),
