@@ -177,11 +177,12 @@ def preload(ctx: Context) -> None:
     gc.freeze()
 
 
-SPARES = 2  # forked ahead: a docker CLI command opens up to two connections at once (exec's hijack)
+SPARES = 3  # forked ahead: a docker CLI command opens up to three connections at once (run: attach, wait)
 REFILL_AFTER = 0.25  # seconds after a connection came, when spares are made again even beside one
 
 
-def _spare(ctx: Context, sock: socket.socket, note_w: int, close: tuple[int, ...], keepalive: float) -> None:
+def _spare(ctx: Context, sock: socket.socket, note_w: int, close: tuple[int, ...], keepalive: float,
+           warm: bool) -> None:
     """A forked child that waits for a connection, tells the parent it took one (its PID on
     *note_w*, one atomic pipe write), then serves it and exits. Forked before the client
     comes, it spares the client the fork and what follows it."""
@@ -193,8 +194,9 @@ def _spare(ctx: Context, sock: socket.socket, note_w: int, close: tuple[int, ...
         for fd in close:
             os.close(fd)
         # Once more here: the pages a request writes (reference counts, caches) are copied
-        # from the parent now, while no client waits.
-        warm_up(ctx)
+        # from the parent now, while no client waits (unless one may already: *warm* false).
+        if warm:
+            warm_up(ctx)
         while True:
             try:
                 conn, _ = sock.accept()
@@ -255,7 +257,7 @@ def serve(ctx: Context, uri: str | None, idle: float) -> int:
             while len(spares) < SPARES and (not spares or not busy or now - last >= REFILL_AFTER):
                 pid = os.fork()
                 if pid == 0:
-                    _spare(ctx, sock, note_w, (wake_r, wake_w, note_r), keepalive)
+                    _spare(ctx, sock, note_w, (wake_r, wake_w, note_r), keepalive, warm=bool(spares) or not busy)
                 spares.add(pid)
             timeout: float | None = None
             if len(spares) < SPARES:
