@@ -121,7 +121,7 @@ def disk_usage(ctx: Context, req: Request) -> None:
     ctrs: list[dict[str, Any]] = []
     for c in d["containers"]:
         ctrs.append({"Id": c.id, "Names": [f"/{c.config.name}"], "Image": c.config.image,
-                     "ImageID": f"sha256:{c.config.image_id}", "Command": lifecycle.ps_command(c, True),
+                     "ImageID": f"sha256:{c.config.image_id}", "Command": " ".join(c.config.spec.process.args),
                      "Created": int(c.config.created), "State": lifecycle.status_name(c.state),
                      "Status": lifecycle.status_name(c.state), "Labels": dict(c.config.labels),
                      "SizeRw": d["sizes"][c.id], "SizeRootFs": d["sizes"][c.id], "Mounts": []})
