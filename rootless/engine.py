@@ -143,7 +143,7 @@ def _user_networks(ctx: Context, opts: RunOptions, start_soon: bool) -> RunOptio
 
         mode, attached = networks.for_run(ctx, nets, opts.network_alias, opts.ip)
         if start_soon:
-            networks.prestart(ctx)
+            networks.prestart(ctx, attached)
         return replace(opts, network=mode, user_networks=attached,
                        host_loopback=ctx.config.network_host_loopback, outbound=ctx.config.network_outbound)
     if opts.network_alias or opts.ip:

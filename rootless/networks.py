@@ -66,14 +66,15 @@ def for_run(ctx: Context, nets: Sequence[str], aliases: Sequence[str], ip: str |
     return "bridge", tuple(out)
 
 
-def prestart(ctx: Context) -> None:
-    """Start the user's network daemon now if none runs (rootless.runtime.usernet.prestart)."""
+def prestart(ctx: Context, attached: Sequence[str] = ()) -> None:
+    """Start the user's network daemon now if none runs (rootless.runtime.usernet.prestart),
+    making the bridges of the networks *attached* (for_run's) while `run` proceeds."""
     from rootless.runtime import idmap, usernet
 
     ctx.layout.ensure_runroot()
     usernet.prestart(str(ctx.layout.runroot), idmap.current_store_maps(),
                      host_loopback=ctx.config.network_host_loopback,
-                     outbound=ctx.config.network_outbound)
+                     outbound=ctx.config.network_outbound, nets=[json.loads(a)["net"] for a in attached])
 
 
 def abandon() -> None:

@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 if __name__ == "__main__":
@@ -395,9 +396,14 @@ class Daemon:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, report_fd: int) -> None:
+    def run(self, report_fd: int, early: Sequence[Mapping[str, Any]] = ()) -> None:
         os.write(report_fd, json.dumps({"ok": True, "pid": os.getpid()}).encode())
         os.close(report_fd)
+        for rec in early:  # the bridges of the run that started us, while it prepares the rest
+            try:
+                self.ensure_net(NetworkConfig.from_dict(rec))
+            except Exception:  # noqa: BLE001 - its attach makes it again and reports why it cannot
+                pass
         while True:
             if (self.served or self.owner < 0) and not self.pidfds and not self.clients:
                 return
@@ -486,9 +492,11 @@ def _setup_namespace(ready_fd: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """argv: SOCKET REPORT_FD SLIRP_READY_FD SLIRP_EXIT_FD OWNER_PID"""
+    """argv: SOCKET REPORT_FD SLIRP_READY_FD SLIRP_EXIT_FD OWNER_PID [NETWORKS]: the records
+    (JSON list) of the networks whose bridges are made at once, before any container asks."""
     sock_path = argv[0]
     report, ready, exit_fd, owner = (int(a) for a in argv[1:5])
+    early = json.loads(argv[5]) if len(argv) > 5 else []
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -499,7 +507,7 @@ def main(argv: list[str]) -> int:
         os.write(report, json.dumps({"error": str(e) or type(e).__name__}).encode())
         return 1
     try:
-        d.run(report)
+        d.run(report, early)
     finally:
         d.close()
     return 0

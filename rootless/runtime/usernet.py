@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 from rootless.errors import RootlessError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from rootless.runtime.idmap import IdMaps
 
 SPAWN_TIMEOUT = 20.0
@@ -166,9 +168,11 @@ def _locked(d: str) -> int:
     return lock
 
 
-def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False, outbound: str = "slirp4netns") -> None:
+def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False, outbound: str = "slirp4netns",
+             nets: Sequence[Mapping[str, Any]] = ()) -> None:
     """Start the daemon now when none runs, without waiting for it: its start (an interpreter,
-    slirp4netns) overlaps the rest of `run` (image, layer, spec); ``connect`` then waits for it."""
+    slirp4netns) overlaps the rest of `run` (image, layer, spec), and so does the making of the
+    bridges of *nets* (network records); ``connect`` then waits for it."""
     global _pending
     d = _dir(runroot)
     if _pending is not None:
@@ -180,7 +184,7 @@ def prestart(runroot: str, maps: IdMaps, host_loopback: bool = False, outbound: 
             c.close()
             os.close(lock)
             return
-        pid, report = _spawn_start(d, maps, host_loopback, outbound)
+        pid, report = _spawn_start(d, maps, host_loopback, outbound, nets)
     except BaseException:
         os.close(lock)
         raise
@@ -253,7 +257,8 @@ def connect(runroot: str, maps: IdMaps, host_loopback: bool = False, outbound: s
         p.close()
 
 
-def _spawn_start(d: str, maps: IdMaps, host_loopback: bool, outbound: str) -> tuple[int, int]:
+def _spawn_start(d: str, maps: IdMaps, host_loopback: bool, outbound: str,
+                 nets: Sequence[Mapping[str, Any]] = ()) -> tuple[int, int]:
     """Fork the daemon and map its user namespace; (its PID, the pipe its verdict comes on)."""
     from rootless.runtime import idmap, syscalls
     from rootless.runtime.nsworker import become_root
@@ -284,7 +289,7 @@ def _spawn_start(d: str, maps: IdMaps, host_loopback: bool, outbound: str) -> tu
                 os._exit(1)
             become_root()
             os.chdir("/")
-            _daemon(sock_path, slirp, rep_w, host_loopback, owner, outbound == "pasta")
+            _daemon(sock_path, slirp, rep_w, host_loopback, owner, outbound == "pasta", json.dumps(list(nets)))
         except BaseException as e:
             try:
                 os.write(rep_w, json.dumps({"error": f"start the user-network daemon: {e}"}).encode())
@@ -355,8 +360,8 @@ def _read_verdict(fd: int) -> dict[str, Any]:
         raise NetdError(f"the user-network daemon: {data.decode(errors='replace').strip()}") from None
 
 
-def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool, owner: int,
-            pasta: bool) -> None:  # pragma: no cover - execs
+def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool, owner: int, pasta: bool,
+            nets: str) -> None:  # pragma: no cover - execs
     """In U, still in the host's network namespace: fork slirp4netns's (or pasta's) process,
     make N, exec the daemon."""
     from rootless.runtime import syscalls
@@ -402,7 +407,7 @@ def _daemon(sock_path: str, slirp: str, report: int, host_loopback: bool, owner:
                         "netd.py")
     os.execv(sys.executable, [sys.executable, "-S", "-E", "-s", netd,
                               os.pathsep.join(p for p in sys.path if p), sock_path, str(report), str(ready_r),
-                              str(exit_w), str(owner)])
+                              str(exit_w), str(owner), nets])
 
 
 def _exec_pasta(pasta: str, pid: int, host_loopback: bool) -> None:  # pragma: no cover - execs
