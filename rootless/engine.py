@@ -86,7 +86,16 @@ class Runtime:
             return lifecycle.run_foreground(ctx, spec)
         from rootless.runtime.run import run as run_process
 
-        return run_process(ctx, spec)
+        # a foreground `run --rm` without a record: Podman's events all the same (remove: `run`'s end)
+        unrecorded_event(ctx, spec, "create")
+        unrecorded_event(ctx, spec, "start")
+        unrecorded_event(ctx, spec, "attach")
+        code = 125
+        try:
+            code = run_process(ctx, spec)
+            return code
+        finally:
+            unrecorded_event(ctx, spec, "died", exit_code=code)
 
     def start(self, ctx: Context, cid: str, stdin: int | None = None, terminal: int | None = None,
               winsize: bytes | None = None) -> int:
@@ -99,6 +108,25 @@ class Runtime:
 
 
 RUNTIME = Runtime()
+
+
+def _removed_event(ctx: Context, cid: str) -> None:
+    """The remove event of a foreground `run --rm` container (its record and labels still there)."""
+    from rootless import lifecycle
+
+    try:
+        lifecycle.event(ctx, lifecycle.load(ctx, cid).config, "remove")
+    except RootlessError:
+        pass
+
+
+def unrecorded_event(ctx: Context, spec: Spec, status: str, exit_code: int | None = None) -> None:
+    """An event of a container that has no record (a foreground `run --rm`), as Podman logs one
+    for every container: its name and image from the Spec (rootless.events, not the heavier lifecycle)."""
+    from rootless import events
+
+    image = dict(spec.annotations).get("io.rootless.image", "")
+    events.emit(ctx, "container", status, id_=spec.id, name=spec.name, image=image, exit_code=exit_code)
 
 
 def resolve_image(ctx: Context, ref: str, *, pull: str = "missing", platform: str | None = None) -> ImageRecord:
@@ -385,7 +413,11 @@ def run(ctx: Context, opts: RunOptions, *, pull: str = "missing", platform: str 
     finally:
         # 5. --rm: nothing of the container stays in the store, nor its anonymous volumes
         if opts.rm or opts.rmi:
+            if made.recorded:
+                _removed_event(ctx, made.id)
             _discard(ctx, made.id, made.recorded, runtime)
+            if not made.recorded:
+                unrecorded_event(ctx, made.spec, "remove")
             _discard_anonymous_volumes(ctx, made)
             if opts.rmi:
                 from rootless.image import present
@@ -515,6 +547,17 @@ def wait(ctx: Context, ref: str, timeout: float | None = None) -> int | None:
 
     st = lifecycle.wait_stopped(ctx, lifecycle.resolve(ctx, ref), timeout)
     return None if st is None else st.exit_code
+
+
+def attached(ctx: Context, cid: str) -> None:
+    """Log that a client follows the container's streams (`attach`, `start -a`): Podman's attach event."""
+    from rootless import lifecycle
+    from rootless.runtime.state import NoSuchContainer
+
+    try:
+        lifecycle.event(ctx, lifecycle.load(ctx, cid).config, "attach")
+    except NoSuchContainer:
+        pass  # a --rm container already ended and removed
 
 
 def exit_code(ctx: Context, cid: str) -> int | None:

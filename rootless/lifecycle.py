@@ -106,6 +106,7 @@ def run_foreground(ctx: Context, spec: Spec) -> int:
     oom = False
     cfg = state.load_config(ctx.layout, spec.id)
     event(ctx, cfg, "start")
+    event(ctx, cfg, "attach")  # the CLI holds the container's streams, as Podman's foreground run records
 
     def started(s: Started) -> None:
         # the container's own PID 1 (exec and cp enter its namespaces), and its cgroup for stats
@@ -670,7 +671,14 @@ def exec_(ctx: Context, cid: str, argv: list[str], *, interactive: bool, tty: bo
         terminal=tty, interactive=interactive, init=False, user=user if user is not None else base.user,
         make_cwd=workdir is None)
     cg = (c.state.cgroup, c.state.cgroup_manager, c.state.cgroup_unit) if c.state.cgroup else None
-    return nsexec.exec_in(c.config.spec, c.state.pid, proc, ctx.log, cg)
+    # Podman's pair: exec, then exec_died with the exit code when it is not 0
+    event(ctx, c.config, "exec")
+    code = 125
+    try:
+        code = nsexec.exec_in(c.config.spec, c.state.pid, proc, ctx.log, cg)
+        return code
+    finally:
+        event(ctx, c.config, "exec_died", exit_code=code or None)
 
 
 def split_cp(arg: str) -> tuple[str | None, str]:

@@ -155,6 +155,7 @@ def _run_unproxied(ctx: Context, a: Args) -> int:
     since = time.time()
     cid = engine.run_detached(ctx, run_options(a), pull=a.pull, platform=a.platform,
                               storage_driver=a.storage_driver, stdin=0 if a.interactive else None)
+    engine.attached(ctx, cid)
     print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
     code = engine.exit_code(ctx, cid)
     return EXIT_TOOL if code is None else code
@@ -200,6 +201,7 @@ def start(ctx: Context, a: Args) -> int:
             return _start_terminal(ctx, cid)
         since = time.time()
         engine.start(ctx, cid, stdin=0)  # a container made with -i reads ours, as under Podman
+        engine.attached(ctx, cid)
         print_logs(engine.logs(ctx, cid, follow=True, since=since - 0.001), False)
         code = engine.wait(ctx, cid)
         return EXIT_TOOL if code is None else code

@@ -461,6 +461,7 @@ def attach(ctx: Context, a: Args) -> int:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, forward)
     since = time.time()
+    engine.attached(ctx, c.id)
     print_logs(engine.logs(ctx, c.id, follow=True, since=since - 0.001), False)
     code = engine.wait(ctx, c.id)
     return EXIT_TOOL if code is None else code

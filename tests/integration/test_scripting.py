@@ -711,3 +711,35 @@ def test_version_shows_the_server_when_a_service_listens(rl: RootlessEnv) -> Non
     finally:
         svc.stop()
     assert_clean_error(rl("version", env={"CONTAINER_HOST": f"unix://{rl.base}/none.sock"}), 125, "CONTAINER_HOST")
+
+
+def test_events_of_exec_attach_and_a_foreground_run_rm(rl: RootlessEnv) -> None:
+    """Podman's events for exec (exec, exec_died with a non-zero code), attach, and a foreground
+    `run --rm` that keeps no record (create, start, attach, died, remove), recorded with Podman 4.3."""
+    import time
+
+    since = str(time.time())
+    rl("run", "--rm", "--name", "ev-fg", BUSYBOX, "sh", "-c", "exit 4")  # recorded: it has a name
+    rl("run", "--rm", BUSYBOX, "sh", "-c", "exit 5")  # not recorded
+    rl("run", "-d", "--name", "ev-ex", BUSYBOX, "sleep", "300", check=True)
+    try:
+        assert rl("exec", "ev-ex", "sh", "-c", "exit 3").returncode == 3
+        rl("exec", "ev-ex", "true", check=True)
+    finally:
+        rl("rm", "-f", "-t", "0", "ev-ex")
+    rl("create", "--name", "ev-at", BUSYBOX, "true", check=True)
+    rl("start", "-a", "ev-at", check=True)
+    rl("rm", "ev-at", check=True)
+    out = rl("events", "--stream=false", "--since", since, "--format",
+             "{{.Name}} {{.Status}} {{.ContainerExitCode}}", check=True).stdout.splitlines()
+    fg = [ln for ln in out if ln.startswith("ev-fg ")]
+    assert fg == ["ev-fg create 0", "ev-fg start 0", "ev-fg attach 0", "ev-fg died 4", "ev-fg remove 0"], out
+    anon = next(ln.split()[0] for ln in out if ln.endswith(" died 5"))
+    assert [ln.split(" ", 1)[1] for ln in out if ln.startswith(anon + " ")] == [
+        "create 0", "start 0", "attach 0", "died 5", "remove 0"], out
+    ex = [ln for ln in out if ln.startswith("ev-ex exec")]
+    assert ex == ["ev-ex exec 0", "ev-ex exec_died 3", "ev-ex exec 0", "ev-ex exec_died 0"], out
+    assert "ev-at attach 0" in out, out
+    text = rl("events", "--stream=false", "--since", since, "--filter", "event=died", "--filter", "container=ev-fg",
+              check=True).stdout
+    assert re.search(r" container died [0-9a-f]{64} \(image=\S+busybox:latest, name=ev-fg\)$", text, re.M), text

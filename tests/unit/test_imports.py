@@ -259,7 +259,7 @@ RUN_PATH = ("rootless.cli", "rootless.options", "rootless.commands", "rootless.c
             "rootless.engine", "rootless.config", "rootless.context", "rootless.layout",
             "rootless.image.present", "rootless.image.specgen", "rootless.runtime.run", "rootless.runtime.process",
             "storage.rootfs", "storage.images", "storage.drivers.overlay", "storage.drivers.vfs", "slirp.config",
-            "rootless.runtime.network")
+            "rootless.runtime.network", "rootless.events")
 SLOW = ("dataclasses", "inspect", "tomllib", "threading", "socket", "subprocess", "datetime", "typer", "httpx",
         "rich", "pydantic", "pyroute2", "dnslib")
 
