@@ -142,3 +142,54 @@ def test_tee_sends_exactly_what_it_keeps(kind: str) -> None:
     assert tee.diff_id == "sha256:" + hashlib.sha256(content).hexdigest() and tee.usize == len(content)
     back = compress.reader(io.BytesIO(sent), kind)
     assert b"".join(iter(back, b"")) == content
+
+
+def test_lane_http_reads_each_answer_body_and_keeps_the_connection() -> None:
+    """The re-push lane's HTTP/1.1: bodies by Content-Length, chunked, or to the close, each
+    read whole so the next answer starts where it should; a malformed answer is a give-up."""
+    import socket
+    import threading
+
+    from rootless.image.quickpush import _Conns, _GiveUp
+
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDocker-Content-Digest: sha256:x\r\n\r\nhello",
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",  # HEAD: no body whatever the headers say
+        b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\nto the close",
+        b"garbage\r\n\r\n",
+    ]
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    seen: list[bytes] = []
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for group in (answers[:4], answers[4:]):
+            conn, _ = srv.accept()
+            accepted.append(1)
+            f = conn.makefile("rb")
+            for a in group:
+                req = b""
+                while not req.endswith(b"\r\n\r\n"):
+                    req += f.readline()
+                seen.append(req.split(b"\r\n", 1)[0])
+                conn.sendall(a)
+            f.close()
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    conns = _Conns("http", f"127.0.0.1:{srv.getsockname()[1]}", verify=True)
+    assert conns.request("GET", "/a") == (200, {"content-length": "5", "docker-content-digest": "sha256:x"})
+    assert conns.request("GET", "/b")[0] == 404
+    assert conns.request("HEAD", "/c")[0] == 200
+    assert conns.request("PUT", "/d", b"{}")[0] == 201
+    assert len(accepted) == 1, "one connection for the four"
+    with pytest.raises(_GiveUp):
+        conns.request("GET", "/e")  # after the close: a new connection, then a malformed answer
+    conns.close()
+    t.join(5)
+    srv.close()
+    assert seen == [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1", b"HEAD /c HTTP/1.1", b"PUT /d HTTP/1.1", b"GET /e HTTP/1.1"]
