@@ -150,3 +150,46 @@ def test_compose_up_attached_follows_and_stops_at_the_first_exit(api: Service, r
     compose(api, project, "down", "-t", "1")
     assert json.loads(rl("ps", "-a", "--format", "json", check=True).stdout or "[]") == []
     assert rl("network", "exists", "rlc_default").returncode != 0
+
+
+TWO_NETS = """\
+version: "3.7"
+services:
+  web:
+    image: alpine
+    command: ["sh", "-c", "mkdir -p /w && echo hello-web > /w/index.html && exec httpd -f -p 80 -h /w"]
+    networks:
+      front:
+      back:
+        aliases: [api]
+  client:
+    image: alpine
+    command: ["sleep", "300"]
+    networks: [back]
+networks:
+  front:
+  back:
+"""
+
+
+def test_compose_service_on_two_networks(api: Service, rl: RootlessEnv, tmp_path: Path) -> None:
+    """A service on two networks: compose creates it on the first and connects the second before
+    the start (with the service's name and its own aliases there)."""
+    project = tmp_path / "two"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(TWO_NETS)
+    api.docker("pull", "alpine", check=True)
+    compose(api, project, "up", "-d")
+    nets = json.loads(api.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "rlc_web_1",
+                                 check=True).stdout)
+    assert sorted(nets) == ["rlc_back", "rlc_front"]
+    assert all(n["IPAddress"] for n in nets.values()), nets
+    assert "api" in nets["rlc_back"]["Aliases"] and "web" in nets["rlc_front"]["Aliases"]
+    get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80 | tail -n 1"
+    out = wait_for("web by name and alias on back", lambda: compose(
+        api, project, "exec", "-T", "client", "sh", "-c", f"{get.format('web')}; {get.format('api')}",
+        check=False).stdout.split() == ["hello-web", "hello-web"] and "ok")
+    assert out == "ok"
+    compose(api, project, "down", "-t", "1")
+    assert json.loads(rl("ps", "-a", "--format", "json", check=True).stdout or "[]") == []
+    assert rl("network", "exists", "rlc_back").returncode != 0 and rl("network", "exists", "rlc_front").returncode != 0
