@@ -268,6 +268,11 @@ def remove(ctx: Context, cid: str, force: bool) -> None:
     from rootless.runtime.lazyns import LazyStoreNamespace
     from storage import rootfs
 
+    deps = dependents(ctx, cid)
+    if deps:  # Podman's wording, -f or not
+        raise RootlessError(f"container {cid} has dependent containers which must be removed before it: "
+                            f"{', '.join(deps)}: container already exists",
+                            hint="they share its namespaces (container:NAME): remove them first")
     with state.locked(ctx.layout, cid):
         st = state.read_state(ctx.layout, cid)
         if st.running:
@@ -299,6 +304,27 @@ def remove(ctx: Context, cid: str, force: bool) -> None:
             rootfs.remove(ctx, runner, cid)
     if cfg is not None:
         event(ctx, cfg, "remove")
+
+
+def dependents(ctx: Context, cid: str) -> list[str]:
+    """The containers that share a namespace of *cid* (--network/--pid/--ipc/--uts container:...):
+    a record that names it is parsed, the others are only read."""
+    out = []
+    key = cid.encode()
+    for other in state.all_ids(ctx.layout):
+        if other == cid:
+            continue
+        try:
+            raw = state.config_path(ctx.layout, other).read_bytes()
+        except OSError:
+            continue
+        if key in raw and b'"shared"' in raw:
+            try:
+                if any(x == cid for _, x in state.load_config(ctx.layout, other).spec.shared):
+                    out.append(other)
+            except RootlessError:
+                continue
+    return out
 
 
 def _remove_rundir(ctx: Context, cid: str, rundir: str) -> None:

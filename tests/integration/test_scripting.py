@@ -574,6 +574,10 @@ def test_namespaces_shared_with_another_container(rl: RootlessEnv) -> None:
            "sleep", "300", check=True)
         rl("start", "nsb", check=True)
         assert "sleep 300" in rl("exec", "nsb", "ps", "-o", "args", check=True).stdout
+        # nsa goes only after the containers that share its namespaces, as under Podman
+        err = assert_clean_error(rl("rm", "-f", "nsa"), 125, "has dependent containers")
+        nsb = rl("inspect", "-f", "{{.Id}}", "nsb", check=True).stdout.strip()
+        assert nsb in err and rl("inspect", "-f", "{{.State.Running}}", "nsa", check=True).stdout == "true\n"
         assert_clean_error(rl("run", "--rm", "--network", "container:nsa", "-p", "8081:80", BUSYBOX, "true"), 125,
                            "publish")
         assert_clean_error(rl("run", "--rm", "--network", "container:nsa", "--dns", "1.1.1.1", BUSYBOX, "true"), 125,
