@@ -243,9 +243,21 @@ def _init(spec: Spec, who: Who, report: int, slave: int, winsize: bytes | None, 
             f.write("rootless-init")
     except OSError:
         pass
+    parent = os.getppid()
     # a failure here is reported on the pipe the CLI still reads; PID 1's exit ends the namespace
     _confine(spec.process, who, report, cap_last, single, seccomp)
-    os.close(report)
+    # A change of effective user clears the parent-death signal (prctl(2) PR_SET_PDEATHSIG):
+    # armed again, so the container still ends with the process that runs it.
+    syscalls.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(_EXIT_SETUP)
+    # It also made us non-dumpable, and a PID 1 that never execs keeps the memory of the host's
+    # user namespace: exec, top and slirp4netns could no longer open /proc/1/ns (ptrace(2)
+    # "access mode checking"). The command's execve(2) makes it dumpable; so is this init.
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1, what="make the container's init dumpable")
+    # Nothing else the forks left us (close-on-exec copies, which a PID 1 that never execs
+    # would hold: a detached run's output to its caller, the log pipes' read ends).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
     waited = {*FORWARDED, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     while True:

@@ -119,6 +119,40 @@ def test_init_pid_1_is_confined_as_the_command_is(rl: RootlessEnv, probes: Path)
     assert status_of(rl, probes, "sysfs", "--init") == EPERM
     cp = run(rl, "--init", "--user", "1000", "busybox", "sh", "-c", "kill -TERM $$; sleep 5")
     assert cp.returncode == 143, (cp.returncode, cp.stderr)
+    # a PID 1 that is no longer namespace root is still joined by exec and read by top, and stops
+    # (it waits on a FIFO: a detached --init container's `sleep` returns at once, a bug left for now)
+    cid = rl("run", "-d", "--init", "--user", "1000", "--network", "none", "busybox", "sh", "-c",
+             "mkfifo /tmp/f && read x < /tmp/f", check=True).stdout.strip()
+    try:
+        cp = rl("exec", cid, "sh", "-c", "id -u; grep ^Seccomp: /proc/self/status")
+        assert cp.returncode == 0 and cp.stdout.split() == ["1000", "Seccomp:", "2"], (cp.stdout, cp.stderr)
+        cp = rl("top", cid)
+        assert cp.returncode == 0 and cp.stdout.splitlines()[1].split()[:2] == ["user", "1"], (cp.stdout, cp.stderr)
+        assert rl("stop", "-t", "5", cid).returncode == 0
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_a_confined_init_still_ends_with_its_run(rl: RootlessEnv) -> None:
+    # changing its user cleared PID 1's parent-death signal: armed again, a run killed with
+    # SIGKILL takes its --init container with it (the kernel ends the PID namespace with PID 1)
+    import signal
+
+    p = rl.popen("run", "--rm", "--init", "--user", "1000", "--network", "none", "busybox", "sh", "-c",
+                 "echo ready; mkfifo /tmp/f && read x < /tmp/f")
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        init = int(Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()[0])
+        assert Path(f"/proc/{init}/comm").read_text().strip() == "rootless-init"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=15)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{init}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{init}").exists(), "the container's init outlived its run"
+    finally:
+        if p.poll() is None:
+            p.kill()
 
 
 def test_build_steps_are_filtered_as_run_is(rl: RootlessEnv, probes: Path, tmp_path: Path) -> None:
