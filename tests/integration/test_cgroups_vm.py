@@ -212,3 +212,35 @@ def test_restart_gets_a_fresh_scope(rl: RootlessEnv) -> None:
     finally:
         ok(r(rl, "rm", "-f", cid))
     wait_for(lambda: f"rootless-{cid}.scope" not in scopes())
+
+
+def test_pause_freezes_and_unpause_resumes(rl: RootlessEnv) -> None:
+    """pause: the cgroup v2 freezer stops every process of the container (its counter stands still,
+    cgroup.events says frozen, ps and inspect say paused); unpause lets it go on from where it was."""
+    cid = ok(r(rl, "run", "-d", "--network", "none", "busybox", "sh", "-c",
+               "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done")).strip()
+
+    def count() -> int:
+        lines = ok(r(rl, "logs", cid)).split()
+        return int(lines[-1]) if lines else 0
+
+    try:
+        wait_for(lambda: count() >= 3)
+        ok(r(rl, "pause", cid))
+        data = inspect(rl, cid)
+        assert data["State"]["Status"] == "paused" and data["State"]["Paused"] is True, data["State"]
+        path = ROOT / data["State"]["CgroupPath"].lstrip("/")
+        assert (path / "cgroup.freeze").read_text().strip() == "1"
+        assert "frozen 1" in (path / "cgroup.events").read_text()
+        assert "Paused" in ok(r(rl, "ps", "--filter", f"id={cid}", "--format", "{{.Status}}"))
+        frozen_at = count()
+        time.sleep(1.5)  # fifteen ticks of its loop, had it run
+        assert count() == frozen_at
+        assert_clean_error(r(rl, "pause", cid), 125, "paused")  # Podman's refusal: it is paused already
+        ok(r(rl, "unpause", cid))
+        assert inspect(rl, cid)["State"]["Status"] == "running"
+        assert "frozen 0" in (path / "cgroup.events").read_text()
+        wait_for(lambda: count() >= frozen_at + 3, timeout=30)
+    finally:
+        ok(r(rl, "rm", "-f", "-t", "0", cid))
+    wait_for(lambda: f"rootless-{cid}.scope" not in scopes())
