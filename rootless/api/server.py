@@ -297,9 +297,15 @@ def serve(ctx: Context, uri: str | None, idle: float) -> int:
             if idle > 0 and not busy and time.monotonic() - last >= idle:
                 break
     finally:
+        try:  # a spare that has just taken a connection serves it to the end
+            while data := os.read(note_r, 4 * 64):
+                spares.difference_update(pid for (pid,) in struct.iter_unpack("=I", data))
+        except BlockingIOError:
+            pass
         for pid in spares:
+            # SIGKILL: a spare forked an instant ago may still have our SIGTERM handler
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
