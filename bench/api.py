@@ -1,6 +1,7 @@
 """REST API benchmark: `docker run --rm alpine true`, `docker ps` and `docker exec CTR true`
 through `rootless system service`, beside the same through `podman system service`, and the
-service's idle memory.
+service's idle memory. `docker ps` is also timed against a server that answers at once (the
+docker client's own floor).
 
     bench/api.py [--runs N] [--no-podman] [--keep]
 
@@ -38,6 +39,50 @@ def push_alpine(registry: object) -> None:
     with registry.pusher() as p:  # type: ignore[attr-defined]
         ti.push_image(p, "library/alpine", "latest",
                       ib.make_image([ti.busybox_layer(), ti.alpine_layer("3.21.0")], cmd=["/bin/sh"]))
+
+
+_INSTANT = r"""
+import socket, sys
+body = sys.stdin.buffer.read()
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[1])
+srv.listen(16)
+while True:
+    conn, _ = srv.accept()
+    buf = b""
+    while data := conn.recv(65536):
+        buf += data
+        while b"\r\n\r\n" in buf:
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            line = head.split(b"\r\n", 1)[0]
+            out = b"OK" if b"/_ping" in line else body
+            conn.sendall(b"HTTP/1.1 200 OK\r\nApi-Version: 1.44\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(out), b"" if line.startswith(b"HEAD") else out))
+    conn.close()
+"""
+
+
+def instant_server(path: Path, body: bytes) -> subprocess.Popen[bytes]:
+    """The docker client's own floor: a server (one process, one connection at a time, as the
+    client makes them) that answers /_ping and then every request at once with *body* (what
+    the rootless service answered to GET /containers/json), over keep-alive."""
+    proc = subprocess.Popen([sys.executable, "-c", _INSTANT, str(path)], stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(body)
+    proc.stdin.close()
+    wait_socket(path, proc, "the instant server")
+    return proc
+
+
+def get_body(path: Path, target: str) -> bytes:
+    import http.client
+    import socket
+
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(str(path))
+    conn.request("GET", target)
+    return conn.getresponse().read()
 
 
 def idle_memory(pid: int) -> tuple[int, int, int, int]:
@@ -141,10 +186,15 @@ def main(argv: list[str]) -> int:
         rows = []
         results = {}
         keep = {t: docker(t, "run", "-d", "alpine", "sleep", "100000")[1].strip() for t in socks}
+        floor_sock = work / "instant.sock"
+        services.append(instant_server(floor_sock, get_body(rl_sock, "/v1.41/containers/json")))
+        socks["client alone"] = floor_sock
         for name, make in (("docker run --rm alpine true", measure("run", "--rm", "alpine", "true")),
                            ("docker ps (1 running)", measure("ps"))):
-            s = c.interleave({t: make(t) for t in socks}, args.runs, label=f"{name.split()[1]} ")
+            tools = [t for t in socks if t != "client alone" or name.startswith("docker ps")]
+            s = c.interleave({t: make(t) for t in tools}, args.runs, label=f"{name.split()[1]} ")
             results[name] = s
+        del socks["client alone"]
 
         def exec_true(tool: str) -> Callable[[], float]:
             return lambda: docker(tool, "exec", keep[tool], "true")[0]
@@ -153,7 +203,7 @@ def main(argv: list[str]) -> int:
         for t in socks:
             docker(t, "rm", "-f", keep[t])
         for name, s in results.items():
-            for t in socks:
+            for t in s:
                 rows.append([f"{name} ({t})", f"{s[t].median * 1000:.0f} ms",
                              f"{s[t].lo * 1000:.0f}-{s[t].hi * 1000:.0f}"])
         print(c.table(["what", "median", "p10-p90"], rows))
@@ -168,6 +218,10 @@ def main(argv: list[str]) -> int:
             for name, s in results.items():
                 r = c.ratio(s["rootless"].median, s["podman"].median)
                 print(f"{name}: rootless/podman = {r:.2f} (goal <= 0.5: {c.verdict(r, 0.5)})")
+                if "client alone" in s:
+                    f = c.ratio(s["client alone"].median, s["podman"].median)
+                    print(f"  the docker client alone (a server answering at once) = {f:.2f} of Podman's: "
+                          "no server can go below that")
         print(f"\nload average {c.loadavg()}; medians of {args.runs} interleaved rounds; docker client "
               f"{DOCKER} (20.10); Podman: runc, fuse-overlayfs ({c.podman_base_note()})")
     return 0
