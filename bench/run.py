@@ -217,7 +217,7 @@ def percentile_span(times: list[float]) -> tuple[float, float]:
 
 SECCOMP_PROBE = """
 import os, sys, time
-import rootless.image.specgen, rootless.runtime.process  # on the run path anyway
+import rootless.engine, rootless.image.specgen, rootless.runtime.run, rootless.runtime.process, json  # a run loads these anyway
 t0 = time.perf_counter()
 from rootless.runtime import seccomp, syscalls
 t1 = time.perf_counter()
