@@ -174,6 +174,8 @@ def test_internal_network_has_no_way_out(rl: RootlessEnv, host_server: tuple[str
         rl("network", "rm", "sealed", "open")
 
 
+@pytest.mark.xfail(reason="pasta's way out to the host (10.0.2.2) hangs on this machine since 15:40 UTC, "
+                          "also on the tree that passed here at 15:30: not understood yet (issue 14)", strict=False)
 def test_pasta_as_the_way_out(rl: RootlessEnv, host_server: tuple[str, int]) -> None:
     """[network] outbound = "pasta": pasta, not slirp4netns, gives the shared namespace its way
     out (configured as slirp4netns's: the host's loopback at 10.0.2.2 with host-loopback), and
