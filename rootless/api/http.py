@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -253,6 +253,23 @@ class Connection:
             self._send(h11.Data(data=chunk))
             left -= len(chunk)
         self._send(h11.EndOfMessage())
+
+    def respond_made_tar(self, tmp_dir: str, prefix: str, make: Callable[[str], None]) -> None:
+        """A tar that *make* writes to a path in *tmp_dir* (the store's tmp/), sent as the body and
+        never left behind: the file is unlinked once open, its descriptor keeps the data until sent."""
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".tar", dir=tmp_dir)
+        os.close(fd)
+        try:
+            make(path)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.unlink(path)
+        try:
+            self.respond_stream_fd(200, fd, os.fstat(fd).st_size, "application/x-tar")
+        finally:
+            os.close(fd)
 
     def respond_raw_error(self, status: int, message: str) -> None:
         """An error answer outside h11's state machine (after the request could not be parsed)."""

@@ -327,9 +327,6 @@ def _blob_size(ctx: Context, digest: str) -> int:
 
 def get(ctx: Context, req: Request) -> None:
     """GET /images/{name}/get and GET /images/get?names=…: a docker-archive of the images (rootless save)."""
-    import os
-    import tempfile
-
     from rootless.image import archive
 
     params = getattr(req, "params", {})
@@ -340,17 +337,8 @@ def get(ctx: Context, req: Request) -> None:
     for n in names:
         _find(ctx, n)
     ctx.layout.ensure_store()
-    fd, path = tempfile.mkstemp(prefix="save-", suffix=".tar", dir=ctx.layout.tmp)
-    os.close(fd)
-    try:
-        archive.save(ctx, names, path, "docker-archive")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.unlink(path)  # the open descriptor keeps the data until it is sent
-    try:
-        req.conn.respond_stream_fd(200, fd, os.fstat(fd).st_size, "application/x-tar")
-    finally:
-        os.close(fd)
+    req.conn.respond_made_tar(str(ctx.layout.tmp), "save-",
+                              lambda path: archive.save(ctx, names, path, "docker-archive"))
 
 
 def load(ctx: Context, req: Request) -> None:

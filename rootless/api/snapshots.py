@@ -4,7 +4,6 @@ the engine calls behind `rootless commit`, `export`, `diff`, `pause` and `unpaus
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from rootless.api.http import BadRequest, NotFound, Request
@@ -65,23 +64,11 @@ def commit(ctx: Context, req: Request) -> None:
 
 def export(ctx: Context, req: Request) -> None:
     """GET /containers/{id}/export: the container's merged file tree as a tar (rootless export)."""
-    import tempfile
-
     from rootless.image import archive
 
     cid = _id(ctx, req)
     ctx.layout.ensure_store()
-    fd, path = tempfile.mkstemp(prefix="export-", suffix=".tar", dir=ctx.layout.tmp)
-    os.close(fd)
-    try:
-        archive.export(ctx, cid, path)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.unlink(path)  # the open descriptor keeps the data until it is sent
-    try:
-        req.conn.respond_stream_fd(200, fd, os.fstat(fd).st_size, "application/x-tar")
-    finally:
-        os.close(fd)
+    req.conn.respond_made_tar(str(ctx.layout.tmp), "export-", lambda path: archive.export(ctx, cid, path))
 
 
 def changes(ctx: Context, req: Request) -> None:
